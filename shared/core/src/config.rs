@@ -1,0 +1,174 @@
+//! Thresholds and rules an operator sets. Read once per process; stages only read them.
+
+use std::collections::HashMap;
+
+use crate::domain::{RiskLevel, Severity};
+use crate::policy::RemediationPolicy;
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The Rca stage turns this into the `confident` flag the state machine's Choice reads.
+    pub rca_confidence_threshold: f64,
+    pub rca_max_attempts: u32,
+    pub approval_timeout_p0_minutes: u64,
+    pub approval_timeout_default_minutes: u64,
+    /// Replaces both windows when set (the demo's `--approval-timeout 2s`).
+    pub approval_timeout_override_seconds: Option<u64>,
+    /// Plans whose every step is at or below this risk, reversible and policy-allowed may run
+    /// without a human. `None` (the default) means every plan waits for approval.
+    pub auto_approve_max_risk: Option<RiskLevel>,
+    pub policy: RemediationPolicy,
+    /// Base of approval page links (`http://127.0.0.1:8000`), when a page is served.
+    pub public_base_url: Option<String>,
+    /// Minutes of logs and metrics before the alert on the first attempt; doubled per retry.
+    pub evidence_lookback_minutes: i64,
+    /// Hours of deployments before the alert on the first attempt; tripled per retry.
+    pub deployment_lookback_hours: i64,
+    /// Minutes after the alert still worth reading (what an investigator sees on arrival).
+    pub evidence_horizon_minutes: i64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            rca_confidence_threshold: 0.7,
+            rca_max_attempts: 3,
+            approval_timeout_p0_minutes: 15,
+            approval_timeout_default_minutes: 120,
+            approval_timeout_override_seconds: None,
+            auto_approve_max_risk: None,
+            policy: RemediationPolicy::default(),
+            public_base_url: None,
+            evidence_lookback_minutes: 30,
+            deployment_lookback_hours: 24,
+            evidence_horizon_minutes: 15,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("configuration variable {name}: {problem}")]
+pub struct ConfigError {
+    pub name: String,
+    pub problem: String,
+}
+
+impl PipelineConfig {
+    pub fn approval_timeout_seconds(&self, severity: Severity) -> u64 {
+        if let Some(s) = self.approval_timeout_override_seconds {
+            return s.max(1);
+        }
+        let minutes = match severity {
+            Severity::P0 => self.approval_timeout_p0_minutes,
+            _ => self.approval_timeout_default_minutes,
+        };
+        minutes * 60
+    }
+
+    /// Reads the documented variables; unset ones keep their defaults, bad ones are errors.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut c = PipelineConfig::default();
+        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        fn parse<T: std::str::FromStr>(name: &str, v: &str, what: &str) -> Result<T, ConfigError> {
+            v.parse().map_err(|_| ConfigError {
+                name: name.into(),
+                problem: format!("`{v}` is not {what}"),
+            })
+        }
+        if let Some(v) = get("RCA_CONFIDENCE_THRESHOLD") {
+            let t: f64 = parse("RCA_CONFIDENCE_THRESHOLD", v, "a number")?;
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ConfigError {
+                    name: "RCA_CONFIDENCE_THRESHOLD".into(),
+                    problem: format!("{t} is outside 0..1"),
+                });
+            }
+            c.rca_confidence_threshold = t;
+        }
+        if let Some(v) = get("RCA_MAX_ATTEMPTS") {
+            let n: u32 = parse("RCA_MAX_ATTEMPTS", v, "a whole number")?;
+            if n == 0 {
+                return Err(ConfigError {
+                    name: "RCA_MAX_ATTEMPTS".into(),
+                    problem: "must be at least 1".into(),
+                });
+            }
+            c.rca_max_attempts = n;
+        }
+        if let Some(v) = get("APPROVAL_TIMEOUT_P0_MINUTES") {
+            c.approval_timeout_p0_minutes = parse("APPROVAL_TIMEOUT_P0_MINUTES", v, "minutes")?;
+        }
+        if let Some(v) = get("APPROVAL_TIMEOUT_DEFAULT_MINUTES") {
+            c.approval_timeout_default_minutes =
+                parse("APPROVAL_TIMEOUT_DEFAULT_MINUTES", v, "minutes")?;
+        }
+        if let Some(v) = get("AUTO_APPROVE_MAX_RISK") {
+            c.auto_approve_max_risk = match v.to_ascii_lowercase().as_str() {
+                "none" | "off" => None,
+                "low" => Some(RiskLevel::Low),
+                "medium" => Some(RiskLevel::Medium),
+                other => {
+                    return Err(ConfigError {
+                        name: "AUTO_APPROVE_MAX_RISK".into(),
+                        problem: format!("`{other}` is not one of none, low, medium"),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("REMEDIATION_POLICY") {
+            c.policy = RemediationPolicy::parse(v).map_err(|e| ConfigError {
+                name: "REMEDIATION_POLICY".into(),
+                problem: e,
+            })?;
+        }
+        if let Some(v) = get("IRAS_PUBLIC_URL") {
+            c.public_base_url = Some(v.trim_end_matches('/').to_string());
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn p0_gets_the_short_approval_window() {
+        let c = PipelineConfig::default();
+        assert_eq!(c.approval_timeout_seconds(Severity::P0), 15 * 60);
+        assert_eq!(c.approval_timeout_seconds(Severity::P2), 120 * 60);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e =
+            PipelineConfig::from_vars(&vars(&[("RCA_CONFIDENCE_THRESHOLD", "high")])).unwrap_err();
+        assert_eq!(e.name, "RCA_CONFIDENCE_THRESHOLD");
+        let e = PipelineConfig::from_vars(&vars(&[("RCA_MAX_ATTEMPTS", "0")])).unwrap_err();
+        assert_eq!(e.name, "RCA_MAX_ATTEMPTS");
+    }
+
+    #[test]
+    fn variables_override_defaults() {
+        let c = PipelineConfig::from_vars(&vars(&[
+            ("RCA_CONFIDENCE_THRESHOLD", "0.9"),
+            ("RCA_MAX_ATTEMPTS", "5"),
+            ("APPROVAL_TIMEOUT_P0_MINUTES", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.rca_confidence_threshold, 0.9);
+        assert_eq!(c.rca_max_attempts, 5);
+        assert_eq!(c.approval_timeout_seconds(Severity::P0), 300);
+    }
+}

@@ -1,0 +1,923 @@
+//! The incident's vocabulary: what an on-call engineer reads in the record.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub type Timestamp = DateTime<Utc>;
+
+/// An incident id doubles as the Step Functions execution name, so it must stay within
+/// `[A-Za-z0-9-_]` and 80 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IncidentId(pub String);
+
+impl IncidentId {
+    /// Time-ordered (UUIDv7) so that ids sort newest-last and listing by id is by age.
+    pub fn generate() -> Self {
+        IncidentId(format!("inc-{}", uuid::Uuid::now_v7().simple()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Ids arrive in URLs and CLI arguments: accept only what we would have generated's alphabet.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 80
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        ok.then(|| IncidentId(s.to_string()))
+    }
+}
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An alert as a monitoring system sent it. `title` and `timestamp` are required; every other
+/// field is kept verbatim in `fields` and shown to the analyst as untrusted data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub title: String,
+    pub timestamp: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AlertError {
+    #[error("alert must be a JSON object")]
+    NotAnObject,
+    #[error("alert is missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("alert field `{field}` must be {expected}")]
+    Invalid {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+impl AlertError {
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            AlertError::NotAnObject => None,
+            AlertError::Missing(f) => Some(f),
+            AlertError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+impl Alert {
+    /// Validates a webhook body or scenario alert. Errors name the field so a sender can fix it.
+    pub fn from_json(value: Value) -> Result<Alert, AlertError> {
+        let Value::Object(mut fields) = value else {
+            return Err(AlertError::NotAnObject);
+        };
+        let title = match fields.remove("title") {
+            None | Some(Value::Null) => return Err(AlertError::Missing("title")),
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            Some(_) => {
+                return Err(AlertError::Invalid {
+                    field: "title",
+                    expected: "a non-empty string",
+                })
+            }
+        };
+        let timestamp = match fields.remove("timestamp") {
+            None | Some(Value::Null) => return Err(AlertError::Missing("timestamp")),
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| AlertError::Invalid {
+                    field: "timestamp",
+                    expected: "an RFC 3339 date-time string",
+                })?
+                .with_timezone(&Utc),
+            Some(_) => {
+                return Err(AlertError::Invalid {
+                    field: "timestamp",
+                    expected: "an RFC 3339 date-time string",
+                })
+            }
+        };
+        let service = match fields.remove("service") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+            Some(other) if !other.is_null() => {
+                // Keep a non-string `service` as an ordinary field rather than reject the alert.
+                fields.insert("service".into(), other);
+                None
+            }
+            _ => None,
+        };
+        let service = service.or_else(|| {
+            fields
+                .get("labels")
+                .and_then(|l| l.get("service"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        Ok(Alert {
+            title,
+            timestamp,
+            service,
+            fields,
+        })
+    }
+
+    /// The source's own dedup key where it has one, else title + service.
+    pub fn fingerprint(&self) -> String {
+        for key in ["fingerprint", "dedup_key", "groupKey"] {
+            if let Some(v) = self.fields.get(key).and_then(Value::as_str) {
+                if !v.is_empty() {
+                    return v.to_string();
+                }
+            }
+        }
+        format!(
+            "{}|{}",
+            self.service.as_deref().unwrap_or("-"),
+            self.title.trim().to_lowercase()
+        )
+    }
+
+    /// A field by name, as text, looking in `labels` and `annotations` too.
+    pub fn text(&self, key: &str) -> Option<String> {
+        let direct = self.fields.get(key);
+        let nested = || {
+            ["labels", "annotations"]
+                .iter()
+                .find_map(|k| self.fields.get(*k).and_then(|o| o.get(key)))
+        };
+        match direct.or_else(nested)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.fields.get(key)? {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    P0,
+    P1,
+    P2,
+    P3,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::P0 => "P0",
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "P0" => Some(Severity::P0),
+            "P1" => Some(Severity::P1),
+            "P2" => Some(Severity::P2),
+            "P3" => Some(Severity::P3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Processing,
+    AwaitingApproval,
+    Remediating,
+    Resolved,
+    Escalated,
+}
+
+impl IncidentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Processing => "processing",
+            IncidentStatus::AwaitingApproval => "awaiting_approval",
+            IncidentStatus::Remediating => "remediating",
+            IncidentStatus::Resolved => "resolved",
+            IncidentStatus::Escalated => "escalated",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, IncidentStatus::Resolved | IncidentStatus::Escalated)
+    }
+}
+
+impl fmt::Display for IncidentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriageResult {
+    pub severity: Severity,
+    pub affected_services: Vec<String>,
+    pub blast_radius: String,
+    pub estimated_user_impact: String,
+    pub confidence: f64,
+    pub reasoning: String,
+    /// Which analyst produced this (`offline`, a model id, ...).
+    #[serde(default)]
+    pub analyst: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "TRACE" => Some(LogLevel::Trace),
+            "DEBUG" => Some(LogLevel::Debug),
+            "INFO" => Some(LogLevel::Info),
+            "WARN" | "WARNING" => Some(LogLevel::Warn),
+            "ERROR" | "ERR" => Some(LogLevel::Error),
+            "FATAL" | "CRITICAL" | "PANIC" => Some(LogLevel::Fatal),
+            _ => None,
+        }
+    }
+    pub fn is_problem(self) -> bool {
+        matches!(self, LogLevel::Warn | LogLevel::Error | LogLevel::Fatal)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub timestamp: Timestamp,
+    pub service: String,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// One metric series around the alert, with the same series in a normal period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSeries {
+    pub service: String,
+    pub name: String,
+    #[serde(default)]
+    pub unit: String,
+    /// `(unix seconds, value)`, ascending; `None` is a missing sample.
+    pub points: Vec<(i64, Option<f64>)>,
+    #[serde(default)]
+    pub baseline: Vec<(i64, Option<f64>)>,
+}
+
+/// Which way a signal goes when things are bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadDirection {
+    Up,
+    Down,
+    Either,
+}
+
+/// A metric's deviation from its baseline, computed from the series (evidence, not opinion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricAnomaly {
+    pub service: String,
+    pub metric: String,
+    #[serde(default)]
+    pub unit: String,
+    /// The most deviant value in the window (in the bad direction).
+    pub current: f64,
+    /// The baseline's median.
+    pub baseline: f64,
+    /// Robust score: deviation in units of the baseline's spread, signed by the bad direction.
+    pub score: f64,
+    pub direction: BadDirection,
+    /// First point that left the baseline's normal range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onset: Option<Timestamp>,
+    /// True when the baseline was absent or degenerate and the window's own start stood in.
+    #[serde(default)]
+    pub baseline_estimated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub service: String,
+    pub version: String,
+    pub timestamp: Timestamp,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub author: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceEdge {
+    /// Caller.
+    pub from: String,
+    /// Callee.
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedSource {
+    pub source: String,
+    pub kind: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceWindow {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Deployments are looked for further back than logs and metrics: leaks and dark launches
+    /// bite hours after the deploy.
+    pub deployments_since: Timestamp,
+}
+
+/// Everything gathered for one investigation attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ContextBundle {
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<EvidenceWindow>,
+    /// The services the evidence was gathered for.
+    pub services: Vec<String>,
+    pub topology: Vec<ServiceEdge>,
+    pub logs: Vec<LogLine>,
+    pub metrics: Vec<MetricSeries>,
+    pub anomalies: Vec<MetricAnomaly>,
+    pub deployments: Vec<Deployment>,
+    pub failed_sources: Vec<FailedSource>,
+    /// Which sources answered (`scenario:logs`, `prometheus`, ...).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Set when evidence was cut to stay within bounds; says what was dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootCauseCandidate {
+    pub service: String,
+    pub score: f64,
+    /// The kind of fault the evidence suggests (`bad_deploy`, `resource_exhaustion`, ...).
+    #[serde(default)]
+    pub fault: String,
+    #[serde(default)]
+    pub evidence: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootCauseHypothesis {
+    pub primary_cause: String,
+    pub root_cause_service: String,
+    #[serde(default)]
+    pub fault: String,
+    /// Best first.
+    pub candidates: Vec<RootCauseCandidate>,
+    pub contributing_factors: Vec<String>,
+    pub evidence: Vec<String>,
+    pub confidence: f64,
+    pub alternatives: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect_deployment: Option<Deployment>,
+    #[serde(default)]
+    pub analyst: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskLevel {
+    Low,
+    Medium,
+    High,
+}
+
+impl RiskLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemediationStep {
+    pub description: String,
+    pub command: String,
+    /// Blank when the step cannot be undone; the plan stage then forces approval.
+    #[serde(default)]
+    pub rollback_command: String,
+    pub risk_level: RiskLevel,
+    pub estimated_duration_seconds: u64,
+}
+
+impl RemediationStep {
+    pub fn has_rollback(&self) -> bool {
+        !self.rollback_command.trim().is_empty()
+    }
+}
+
+/// The operator's remediation policy's verdict on one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVerdict {
+    pub step: usize,
+    pub allowed: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemediationPlan {
+    pub summary: String,
+    pub steps: Vec<RemediationStep>,
+    /// Set by the plan stage, never taken from the analyst.
+    pub reversible: bool,
+    pub requires_human_approval: bool,
+    /// True when some command is outside the remediation policy: the plan must not run.
+    #[serde(default)]
+    pub blocked_by_policy: bool,
+    #[serde(default)]
+    pub policy: Vec<PolicyVerdict>,
+    /// Why the stage overrode what the analyst proposed.
+    #[serde(default)]
+    pub safety_notes: Vec<String>,
+    #[serde(default)]
+    pub analyst: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Rejected,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    pub decision: Decision,
+    pub approver: String,
+    /// `cli`, `api`, `page`, `slack`, `demo`.
+    pub channel: String,
+    pub decided_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The pending approval. The task token stays in the store: it is never serialised into
+/// API views (see `Incident::redacted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    pub approval_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_token: String,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ApprovalDecision>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    LowConfidence,
+    Rejected,
+    ApprovalTimeout,
+    RemediationFailed,
+    PolicyBlocked,
+    StageFailure,
+}
+
+impl EscalationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationReason::LowConfidence => "low_confidence",
+            EscalationReason::Rejected => "rejected",
+            EscalationReason::ApprovalTimeout => "approval_timeout",
+            EscalationReason::RemediationFailed => "remediation_failed",
+            EscalationReason::PolicyBlocked => "policy_blocked",
+            EscalationReason::StageFailure => "stage_failure",
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            EscalationReason::LowConfidence => {
+                "root cause not found with enough confidence after every attempt"
+            }
+            EscalationReason::Rejected => "the remediation plan was rejected",
+            EscalationReason::ApprovalTimeout => "nobody decided on the plan in time",
+            EscalationReason::RemediationFailed => {
+                "a remediation step failed; completed steps were rolled back"
+            }
+            EscalationReason::PolicyBlocked => {
+                "the plan contains commands outside the remediation policy"
+            }
+            EscalationReason::StageFailure => "a pipeline stage kept failing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub reason: EscalationReason,
+    pub detail: String,
+    pub escalated_at: Timestamp,
+    /// Which pager took it (`console`, `pagerduty`, ...), or the error if paging failed.
+    pub paged_via: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    Apply,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Recorded before the command runs; still `started` after a crash means "outcome unknown".
+    Started,
+    Succeeded,
+    Failed,
+}
+
+/// One command run (or that would have run, in dry-run) against the operator's systems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub phase: StepPhase,
+    /// Index of the plan step this applies or rolls back.
+    pub step: usize,
+    pub command: String,
+    #[serde(default)]
+    pub rollback_command: String,
+    pub status: StepStatus,
+    pub executor: String,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    #[serde(default)]
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemediationOutcome {
+    Applied,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    pub at: Timestamp,
+    /// Deterministic per fact (`triage`, `rca:2`, `step:apply:0:end`, ...): a retried stage
+    /// that records the same fact again does not duplicate it.
+    pub key: String,
+    pub stage: String,
+    pub message: String,
+}
+
+/// One investigation attempt: the evidence gathered and the hypothesis drawn from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvestigationAttempt {
+    pub attempt: u32,
+    pub context: ContextBundle,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypothesis: Option<RootCauseHypothesis>,
+    pub gathered_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub incident_id: IncidentId,
+    pub status: IncidentStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub fingerprint: String,
+    pub alert: Alert,
+    /// Repeats of the same alert that arrived while this incident was open.
+    #[serde(default)]
+    pub repeat_alerts: Vec<Alert>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
+    /// Optimistic concurrency: every write must name the version it read.
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triage: Option<TriageResult>,
+    #[serde(default)]
+    pub approval_timeout_seconds: u64,
+    #[serde(default)]
+    pub rca_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypothesis: Option<RootCauseHypothesis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RemediationPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<RemediationOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEvent>,
+}
+
+impl Incident {
+    pub fn open(id: IncidentId, alert: Alert, now: Timestamp) -> Incident {
+        let fingerprint = alert.fingerprint();
+        Incident {
+            incident_id: id,
+            status: IncidentStatus::Processing,
+            severity: None,
+            title: alert.title.clone(),
+            service: alert.service.clone(),
+            fingerprint,
+            created_at: now,
+            updated_at: now,
+            resolved_at: None,
+            version: 0,
+            triage: None,
+            approval_timeout_seconds: 0,
+            rca_attempts: 0,
+            hypothesis: None,
+            plan: None,
+            approval: None,
+            remediation: None,
+            escalation: None,
+            timeline: vec![TimelineEvent {
+                at: alert.timestamp,
+                key: "alert".into(),
+                stage: "alert".into(),
+                message: format!("alert fired: {}", alert.title),
+            }],
+            repeat_alerts: Vec::new(),
+            alert,
+        }
+    }
+
+    /// Appends a timeline event unless one with the same key is already there.
+    pub fn record(&mut self, at: Timestamp, key: impl Into<String>, stage: &str, message: String) {
+        let key = key.into();
+        if self.timeline.iter().any(|e| e.key == key) {
+            return;
+        }
+        self.timeline.push(TimelineEvent {
+            at,
+            key,
+            stage: stage.to_string(),
+            message,
+        });
+    }
+
+    pub fn has_event(&self, key: &str) -> bool {
+        self.timeline.iter().any(|e| e.key == key)
+    }
+
+    /// The record as shown outside the store: without the task token.
+    pub fn redacted(&self) -> Incident {
+        let mut copy = self.clone();
+        if let Some(a) = copy.approval.as_mut() {
+            a.task_token.clear();
+        }
+        copy
+    }
+}
+
+/// Who did what, for the post-mortem's action list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionItem {
+    pub description: String,
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub priority: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostMortemOutcome {
+    Resolved,
+    Escalated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostMortem {
+    pub incident_id: IncidentId,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    pub outcome: PostMortemOutcome,
+    pub summary: String,
+    pub root_cause: String,
+    pub resolution: String,
+    /// From recorded timestamps, never from a model.
+    pub timeline: Vec<TimelineEvent>,
+    pub action_items: Vec<ActionItem>,
+    pub lessons: Vec<String>,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub duration_seconds: i64,
+    pub rca_attempts: u32,
+    pub steps_applied: usize,
+    pub steps_rolled_back: usize,
+    pub written_at: Timestamp,
+    #[serde(default)]
+    pub analyst: String,
+}
+
+impl PostMortem {
+    pub fn to_markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut md = String::new();
+        let _ = writeln!(md, "# Post-mortem: {}", self.title);
+        let _ = writeln!(md);
+        let _ = writeln!(md, "- **Incident**: {}", self.incident_id);
+        let _ = writeln!(
+            md,
+            "- **Severity**: {}",
+            self.severity.map(|s| s.as_str()).unwrap_or("untriaged")
+        );
+        let outcome = match self.outcome {
+            PostMortemOutcome::Resolved => "resolved",
+            PostMortemOutcome::Escalated => "escalated",
+        };
+        let _ = writeln!(md, "- **Outcome**: {outcome}");
+        let _ = writeln!(
+            md,
+            "- **Duration**: {} (from {} to {})",
+            format_duration(self.duration_seconds),
+            self.started_at.to_rfc3339(),
+            self.ended_at.to_rfc3339()
+        );
+        let _ = writeln!(
+            md,
+            "- **RCA attempts**: {}; steps applied: {}; rolled back: {}",
+            self.rca_attempts, self.steps_applied, self.steps_rolled_back
+        );
+        let _ = writeln!(md, "\n## Summary\n\n{}", self.summary);
+        let _ = writeln!(md, "\n## Root cause\n\n{}", self.root_cause);
+        let _ = writeln!(md, "\n## Resolution\n\n{}", self.resolution);
+        let _ = writeln!(md, "\n## Timeline (UTC)\n");
+        for e in &self.timeline {
+            let _ = writeln!(
+                md,
+                "- {} [{}] {}",
+                e.at.format("%Y-%m-%d %H:%M:%S"),
+                e.stage,
+                e.message
+            );
+        }
+        let _ = writeln!(md, "\n## Action items\n");
+        for a in &self.action_items {
+            let owner = if a.owner.is_empty() {
+                String::new()
+            } else {
+                format!(" (owner: {})", a.owner)
+            };
+            let _ = writeln!(md, "- [ ] {}{owner}", a.description);
+        }
+        if !self.lessons.is_empty() {
+            let _ = writeln!(md, "\n## Lessons\n");
+            for l in &self.lessons {
+                let _ = writeln!(md, "- {l}");
+            }
+        }
+        md
+    }
+}
+
+pub fn format_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m {}s", s / 60, s % 60)
+    } else {
+        format!("{}h {}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn alert_without_title_names_the_field() {
+        let err = Alert::from_json(json!({"timestamp": "2024-03-12T14:07:30Z"})).unwrap_err();
+        assert_eq!(err, AlertError::Missing("title"));
+        assert!(err.to_string().contains("`title`"));
+    }
+
+    #[test]
+    fn alert_without_timestamp_names_the_field() {
+        let err = Alert::from_json(json!({"title": "x"})).unwrap_err();
+        assert_eq!(err.field(), Some("timestamp"));
+    }
+
+    #[test]
+    fn alert_with_non_rfc3339_timestamp_is_refused() {
+        let err = Alert::from_json(json!({"title": "x", "timestamp": "yesterday"})).unwrap_err();
+        assert_eq!(err.field(), Some("timestamp"));
+        let err = Alert::from_json(json!({"title": "x", "timestamp": 1710252450})).unwrap_err();
+        assert_eq!(err.field(), Some("timestamp"));
+    }
+
+    #[test]
+    fn alert_keeps_extra_fields_and_finds_service_in_labels() {
+        let a = Alert::from_json(json!({
+            "title": "High error rate", "timestamp": "2024-03-12T14:07:30+01:00",
+            "labels": {"service": "payment-service"}, "value": 0.45, "note": "<b>é</b>"
+        }))
+        .unwrap();
+        assert_eq!(a.service.as_deref(), Some("payment-service"));
+        assert_eq!(a.timestamp.to_rfc3339(), "2024-03-12T13:07:30+00:00");
+        assert_eq!(a.number("value"), Some(0.45));
+        assert_eq!(a.fields["note"], json!("<b>é</b>"));
+    }
+
+    #[test]
+    fn fingerprint_prefers_the_sources_dedup_key() {
+        let a = Alert::from_json(
+            json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "fingerprint": "abc"}),
+        )
+        .unwrap();
+        assert_eq!(a.fingerprint(), "abc");
+        let b = Alert::from_json(
+            json!({"title": "T ", "timestamp": "2024-03-12T14:07:30Z", "service": "s"}),
+        )
+        .unwrap();
+        assert_eq!(b.fingerprint(), "s|t");
+    }
+
+    #[test]
+    fn redacted_incident_hides_the_task_token() {
+        let alert =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
+        let now = alert.timestamp;
+        let mut inc = Incident::open(IncidentId::generate(), alert, now);
+        inc.approval = Some(ApprovalRequest {
+            approval_id: "a".into(),
+            task_token: "secret-token".into(),
+            requested_at: now,
+            expires_at: now,
+            decision: None,
+        });
+        let shown = serde_json::to_string(&inc.redacted()).unwrap();
+        assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn incident_ids_are_safe_execution_names() {
+        let id = IncidentId::generate();
+        assert!(IncidentId::parse(id.as_str()).is_some());
+        assert!(IncidentId::parse("../etc").is_none());
+        assert!(IncidentId::parse("").is_none());
+    }
+}

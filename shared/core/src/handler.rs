@@ -1,0 +1,90 @@
+//! One entry point per pipeline stage, JSON in and JSON out: what a Lambda receives from the
+//! state machine and what the local runtime hands its in-process functions.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stages::{self, Deps, StageError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Triage,
+    GatherContext,
+    Rca,
+    Plan,
+    RequestApproval,
+    Remediate,
+    Escalate,
+    PostMortem,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [
+        Stage::Triage,
+        Stage::GatherContext,
+        Stage::Rca,
+        Stage::Plan,
+        Stage::RequestApproval,
+        Stage::Remediate,
+        Stage::Escalate,
+        Stage::PostMortem,
+    ];
+
+    /// The state's name in `statemachine.asl.json`.
+    pub fn state_name(self) -> &'static str {
+        match self {
+            Stage::Triage => "Triage",
+            Stage::GatherContext => "GatherContext",
+            Stage::Rca => "Rca",
+            Stage::Plan => "Plan",
+            Stage::RequestApproval => "RequestApproval",
+            Stage::Remediate => "Remediate",
+            Stage::Escalate => "Escalate",
+            Stage::PostMortem => "PostMortem",
+        }
+    }
+
+    /// The definition's placeholder for this stage's function (`${TriageFunctionArn}`).
+    pub fn arn_placeholder(self) -> String {
+        format!("{}FunctionArn", self.state_name())
+    }
+
+    /// The crate, binary and function name (`gather-context`).
+    pub fn function_name(self) -> &'static str {
+        match self {
+            Stage::Triage => "triage",
+            Stage::GatherContext => "gather-context",
+            Stage::Rca => "rca",
+            Stage::Plan => "plan",
+            Stage::RequestApproval => "request-approval",
+            Stage::Remediate => "remediate",
+            Stage::Escalate => "escalate",
+            Stage::PostMortem => "postmortem",
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(stage: Stage, payload: Value) -> Result<T, StageError> {
+    serde_json::from_value(payload)
+        .map_err(|e| StageError::new("InvalidInput", format!("{} input: {e}", stage.state_name())))
+}
+
+fn out<T: Serialize>(v: T) -> Result<Value, StageError> {
+    serde_json::to_value(v).map_err(|e| StageError::new("Internal", e.to_string()))
+}
+
+pub async fn handle(deps: &Deps, stage: Stage, payload: Value) -> Result<Value, StageError> {
+    match stage {
+        Stage::Triage => out(stages::triage(deps, &parse(stage, payload)?).await?),
+        Stage::GatherContext => out(stages::gather_context(deps, &parse(stage, payload)?).await?),
+        Stage::Rca => out(stages::rca(deps, &parse(stage, payload)?).await?),
+        Stage::Plan => out(stages::plan(deps, &parse(stage, payload)?).await?),
+        Stage::RequestApproval => {
+            out(stages::request_approval(deps, &parse(stage, payload)?).await?)
+        }
+        Stage::Remediate => out(stages::remediate(deps, &parse(stage, payload)?).await?),
+        Stage::Escalate => out(stages::escalate(deps, &parse(stage, payload)?).await?),
+        Stage::PostMortem => out(stages::postmortem(deps, &parse(stage, payload)?).await?),
+    }
+}

@@ -1,0 +1,19 @@
+//! IRAS core: the incident's domain, the pipeline's stage logic, the offline analyst and the
+//! safety policy. Knows no transport: every effect goes through a port in [`ports`].
+
+pub mod analysis;
+pub mod config;
+pub mod domain;
+pub mod executor;
+pub mod handler;
+pub mod policy;
+pub mod ports;
+pub mod scenario;
+pub mod stages;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use config::PipelineConfig;
+pub use domain::*;
+pub use ports::*;

@@ -1,0 +1,259 @@
+//! Ports: what stage logic needs from the world. Each has a real adapter elsewhere and an
+//! in-memory or scenario-backed one in this crate.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::domain::*;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum StoreError {
+    #[error("incident {0} already exists")]
+    AlreadyExists(String),
+    /// An open incident already has this alert's fingerprint: attach to it instead.
+    #[error("an open incident ({0}) already has this fingerprint")]
+    Duplicate(IncidentId),
+    #[error("incident {0} not found")]
+    NotFound(String),
+    /// Someone else wrote first: re-read and retry.
+    #[error("concurrent update of {0}: version changed")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentQuery {
+    pub status: Option<IncidentStatus>,
+    pub severity: Option<Severity>,
+    pub limit: usize,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentPage {
+    /// Newest first.
+    pub incidents: Vec<Incident>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    /// Fails with `AlreadyExists` if the id is taken, and with `Duplicate` if an incident that
+    /// is not yet resolved or escalated has the same fingerprint. The fingerprint is released
+    /// when the incident reaches a final status.
+    async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError>;
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError>;
+    /// Writes `incident` if the stored version still equals `incident.version`; returns the
+    /// record as stored (version + 1). `Conflict` otherwise.
+    async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError>;
+    async fn list_incidents(&self, query: &IncidentQuery) -> Result<IncidentPage, StoreError>;
+    /// The incident whose approval request carries this approval id.
+    async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError>;
+
+    /// Upsert by (incident, attempt): a retried gather or rca overwrites its own attempt.
+    async fn put_attempt(
+        &self,
+        id: &IncidentId,
+        attempt: &InvestigationAttempt,
+    ) -> Result<(), StoreError>;
+    /// Ascending by attempt.
+    async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError>;
+
+    /// Records a step's start only if nothing is recorded yet for (incident, phase, step):
+    /// `Ok(false)` means it was already there and the caller must not run it again.
+    async fn claim_step(&self, id: &IncidentId, record: &StepRecord) -> Result<bool, StoreError>;
+    /// Overwrites the record of (incident, phase, step) with its outcome.
+    async fn finish_step(&self, id: &IncidentId, record: &StepRecord) -> Result<(), StoreError>;
+    /// In the order they were claimed.
+    async fn steps(&self, id: &IncidentId) -> Result<Vec<StepRecord>, StoreError>;
+
+    async fn put_postmortem(&self, postmortem: &PostMortem) -> Result<(), StoreError>;
+    async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum AnalystError {
+    #[error("analyst unavailable: {0}")]
+    Unavailable(String),
+    #[error("analyst returned invalid output: {0}")]
+    InvalidOutput(String),
+    #[error("not enough evidence: {0}")]
+    NoEvidence(String),
+}
+
+/// What the post-mortem's prose needs; timings and counts are added by the stage from records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostMortemNarrative {
+    pub summary: String,
+    pub root_cause: String,
+    pub resolution: String,
+    pub action_items: Vec<ActionItem>,
+    pub lessons: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostMortemFacts<'a> {
+    pub incident: &'a Incident,
+    pub steps: &'a [StepRecord],
+    pub attempts: &'a [InvestigationAttempt],
+}
+
+/// An analyst reasons over evidence. Its output is advice: stage code enforces every rule.
+#[async_trait]
+pub trait Analyst: Send + Sync {
+    fn name(&self) -> String;
+    async fn triage(&self, alert: &Alert) -> Result<TriageResult, AnalystError>;
+    async fn rca(
+        &self,
+        alert: &Alert,
+        triage: &TriageResult,
+        context: &ContextBundle,
+    ) -> Result<RootCauseHypothesis, AnalystError>;
+    async fn plan(
+        &self,
+        alert: &Alert,
+        hypothesis: &RootCauseHypothesis,
+        context: &ContextBundle,
+    ) -> Result<RemediationPlan, AnalystError>;
+    async fn postmortem(
+        &self,
+        facts: &PostMortemFacts<'_>,
+    ) -> Result<PostMortemNarrative, AnalystError>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum SourceError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    #[error("bad response: {0}")]
+    BadResponse(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceQuery {
+    /// Services to look at; empty means "whatever the source has".
+    pub services: Vec<String>,
+    pub window: EvidenceWindow,
+    pub alert_time: Timestamp,
+}
+
+#[async_trait]
+pub trait LogSource: Send + Sync {
+    fn name(&self) -> String;
+    async fn logs(&self, query: &EvidenceQuery) -> Result<Vec<LogLine>, SourceError>;
+}
+
+#[async_trait]
+pub trait MetricSource: Send + Sync {
+    fn name(&self) -> String;
+    async fn metrics(&self, query: &EvidenceQuery) -> Result<Vec<MetricSeries>, SourceError>;
+}
+
+#[async_trait]
+pub trait DeploymentSource: Send + Sync {
+    fn name(&self) -> String;
+    async fn deployments(&self, query: &EvidenceQuery) -> Result<Vec<Deployment>, SourceError>;
+}
+
+#[async_trait]
+pub trait TopologySource: Send + Sync {
+    fn name(&self) -> String;
+    async fn topology(&self) -> Result<Vec<ServiceEdge>, SourceError>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ExecError {
+    #[error("command failed: {0}")]
+    Failed(String),
+    #[error("executor unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Runs remediation commands against the operator's systems.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    fn name(&self) -> String;
+    /// `phase` and `step` identify the call so a runner can deduplicate it too.
+    async fn run(
+        &self,
+        incident: &IncidentId,
+        phase: StepPhase,
+        step: usize,
+        command: &str,
+    ) -> Result<String, ExecError>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum NotifyError {
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Tells the on-call channel what is happening (Slack, console).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    fn name(&self) -> String;
+    async fn approval_requested(
+        &self,
+        incident: &Incident,
+        approval_url: Option<&str>,
+    ) -> Result<(), NotifyError>;
+    async fn incident_updated(&self, incident: &Incident, message: &str)
+        -> Result<(), NotifyError>;
+}
+
+/// Wakes a person (PagerDuty, console).
+#[async_trait]
+pub trait Pager: Send + Sync {
+    fn name(&self) -> String;
+    /// Keyed by incident id: paging twice for one incident is one page.
+    async fn page(&self, incident: &Incident, escalation: &Escalation) -> Result<(), NotifyError>;
+    async fn resolve(&self, incident: &Incident) -> Result<(), NotifyError>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CallbackError {
+    #[error("task token is not valid")]
+    InvalidToken,
+    #[error("task already finished or timed out")]
+    TaskTimedOut,
+    #[error("callback failed: {0}")]
+    Unavailable(String),
+}
+
+/// Completes a `.waitForTaskToken` task (Step Functions, or the local runtime).
+#[async_trait]
+pub trait TaskCallbacks: Send + Sync {
+    async fn send_task_success(&self, task_token: &str, output: Value)
+        -> Result<(), CallbackError>;
+    async fn send_task_failure(
+        &self,
+        task_token: &str,
+        error: &str,
+        cause: &str,
+    ) -> Result<(), CallbackError>;
+}
+
+/// Lifecycle events out (EventBridge).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    async fn publish(&self, detail_type: &str, detail: Value) -> Result<(), NotifyError>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}

@@ -1,0 +1,395 @@
+//! `iras-scenario/1`: one incident frozen in time, and evidence sources that serve it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::*;
+use crate::ports::*;
+
+pub const FORMAT: &str = "iras-scenario/1";
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub id: String,
+    pub description: String,
+    pub alert: Alert,
+    pub topology: Vec<ServiceEdge>,
+    pub metrics: Vec<MetricSeries>,
+    pub logs: Vec<LogLine>,
+    pub deployments: Vec<Deployment>,
+    /// Only for scoring. Never handed to a source or an analyst.
+    pub truth: Option<Truth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Truth {
+    pub root_cause_service: String,
+    #[serde(default)]
+    pub fault: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("scenario {path} is not valid JSON: {detail}")]
+    Json { path: String, detail: String },
+    #[error("scenario {path}: {detail}")]
+    Invalid { path: String, detail: String },
+}
+
+// Raw shapes: permissive on read (unknown fields ignored), then validated.
+#[derive(Deserialize)]
+struct RawScenario {
+    format: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    alert: Option<Value>,
+    #[serde(default)]
+    topology: Vec<ServiceEdge>,
+    #[serde(default)]
+    metrics: Vec<RawSeries>,
+    #[serde(default)]
+    logs: Vec<RawLog>,
+    #[serde(default)]
+    deployments: Vec<RawDeployment>,
+    #[serde(default)]
+    truth: Option<Truth>,
+}
+
+#[derive(Deserialize)]
+struct RawSeries {
+    service: String,
+    name: String,
+    #[serde(default)]
+    unit: String,
+    #[serde(default)]
+    points: Vec<(f64, Option<f64>)>,
+    #[serde(default)]
+    baseline: Vec<(f64, Option<f64>)>,
+}
+
+#[derive(Deserialize)]
+struct RawLog {
+    timestamp: String,
+    service: String,
+    level: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct RawDeployment {
+    service: String,
+    #[serde(default)]
+    version: Value,
+    timestamp: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    author: String,
+}
+
+fn parse_time(s: &str) -> Option<Timestamp> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Scenario::parse(&text, &shown)
+    }
+
+    /// `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let invalid = |detail: String| ScenarioError::Invalid {
+            path: origin.to_string(),
+            detail,
+        };
+        let raw: RawScenario = serde_json::from_str(text).map_err(|e| ScenarioError::Json {
+            path: origin.to_string(),
+            detail: e.to_string(),
+        })?;
+        match raw.format.as_deref() {
+            Some(FORMAT) => {}
+            Some(other) => return Err(invalid(format!("format `{other}` is not `{FORMAT}`"))),
+            None => return Err(invalid(format!("missing `format` (expected `{FORMAT}`)"))),
+        }
+        let alert = raw
+            .alert
+            .ok_or_else(|| invalid("missing `alert`".into()))
+            .and_then(|a| Alert::from_json(a).map_err(|e| invalid(e.to_string())))?;
+        let metrics = raw
+            .metrics
+            .into_iter()
+            .map(|m| MetricSeries {
+                service: m.service,
+                name: m.name,
+                unit: m.unit,
+                points: m.points.into_iter().map(|(t, v)| (t as i64, v)).collect(),
+                baseline: m.baseline.into_iter().map(|(t, v)| (t as i64, v)).collect(),
+            })
+            .collect();
+        let mut logs = Vec::with_capacity(raw.logs.len());
+        for (i, l) in raw.logs.into_iter().enumerate() {
+            let timestamp = parse_time(&l.timestamp)
+                .ok_or_else(|| invalid(format!("logs[{i}].timestamp is not RFC 3339")))?;
+            let level = LogLevel::parse(&l.level)
+                .ok_or_else(|| invalid(format!("logs[{i}].level `{}` is unknown", l.level)))?;
+            logs.push(LogLine {
+                timestamp,
+                service: l.service,
+                level,
+                message: l.message,
+            });
+        }
+        let mut deployments = Vec::with_capacity(raw.deployments.len());
+        for (i, d) in raw.deployments.into_iter().enumerate() {
+            let timestamp = parse_time(&d.timestamp)
+                .ok_or_else(|| invalid(format!("deployments[{i}].timestamp is not RFC 3339")))?;
+            let version = match d.version {
+                Value::String(s) => s,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            deployments.push(Deployment {
+                service: d.service,
+                version,
+                timestamp,
+                description: d.description,
+                author: d.author,
+            });
+        }
+        Ok(Scenario {
+            id: raw.id.unwrap_or_else(|| origin.to_string()),
+            description: raw.description.unwrap_or_default(),
+            alert,
+            topology: raw.topology,
+            metrics,
+            logs,
+            deployments,
+            truth: raw.truth,
+        })
+    }
+
+    /// The same incident replayed as if its alert fired at `alert_at`: every timestamp moves
+    /// by the same amount, so the evidence keeps its shape relative to the alert.
+    pub fn rebased(&self, alert_at: Timestamp) -> Scenario {
+        let delta = alert_at - self.alert.timestamp;
+        let secs = delta.num_seconds();
+        let shift = |pts: &[(i64, Option<f64>)]| pts.iter().map(|(t, v)| (t + secs, *v)).collect();
+        let mut s = self.clone();
+        s.alert.timestamp = alert_at;
+        for m in s.metrics.iter_mut() {
+            m.points = shift(&m.points);
+            m.baseline = shift(&m.baseline);
+        }
+        for l in s.logs.iter_mut() {
+            l.timestamp += delta;
+        }
+        for d in s.deployments.iter_mut() {
+            d.timestamp += delta;
+        }
+        s
+    }
+
+    /// The scenario as evidence sources: logs, metrics, deployments and topology.
+    pub fn sources(self: &Arc<Self>) -> ScenarioSources {
+        ScenarioSources(self.clone())
+    }
+
+    pub fn services(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .topology
+            .iter()
+            .flat_map(|e| [e.from.clone(), e.to.clone()])
+            .chain(self.metrics.iter().map(|m| m.service.clone()))
+            .chain(self.logs.iter().map(|l| l.service.clone()))
+            .chain(self.deployments.iter().map(|d| d.service.clone()))
+            .chain(self.alert.service.clone())
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+}
+
+/// Serves one scenario through every evidence port, filtered by the query's window and
+/// services just as a real backend would be.
+#[derive(Clone)]
+pub struct ScenarioSources(pub Arc<Scenario>);
+
+fn wanted(services: &[String], service: &str) -> bool {
+    services.is_empty() || services.iter().any(|s| s == service)
+}
+
+#[async_trait]
+impl LogSource for ScenarioSources {
+    fn name(&self) -> String {
+        "scenario:logs".into()
+    }
+    async fn logs(&self, q: &EvidenceQuery) -> Result<Vec<LogLine>, SourceError> {
+        Ok(self
+            .0
+            .logs
+            .iter()
+            .filter(|l| l.timestamp >= q.window.start && l.timestamp <= q.window.end)
+            .filter(|l| wanted(&q.services, &l.service))
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MetricSource for ScenarioSources {
+    fn name(&self) -> String {
+        "scenario:metrics".into()
+    }
+    async fn metrics(&self, q: &EvidenceQuery) -> Result<Vec<MetricSeries>, SourceError> {
+        let (start, end) = (q.window.start.timestamp(), q.window.end.timestamp());
+        Ok(self
+            .0
+            .metrics
+            .iter()
+            .filter(|m| wanted(&q.services, &m.service))
+            .map(|m| MetricSeries {
+                points: m
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| *t >= start && *t <= end)
+                    .collect(),
+                ..m.clone()
+            })
+            .filter(|m| !m.points.is_empty())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl DeploymentSource for ScenarioSources {
+    fn name(&self) -> String {
+        "scenario:deployments".into()
+    }
+    async fn deployments(&self, q: &EvidenceQuery) -> Result<Vec<Deployment>, SourceError> {
+        Ok(self
+            .0
+            .deployments
+            .iter()
+            .filter(|d| d.timestamp >= q.window.deployments_since && d.timestamp <= q.window.end)
+            .filter(|d| wanted(&q.services, &d.service))
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl TopologySource for ScenarioSources {
+    fn name(&self) -> String {
+        "scenario:topology".into()
+    }
+    async fn topology(&self) -> Result<Vec<ServiceEdge>, SourceError> {
+        Ok(self.0.topology.clone())
+    }
+}
+
+/// The default demo incident, shipped in the binary so `iras demo` needs no files.
+pub const DEMO_SCENARIO: &str =
+    include_str!("../../../scenarios/synthetic/bad-deploy-payment-npe.json");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_scenario_parses_with_its_evidence() {
+        let s = Scenario::parse(DEMO_SCENARIO, "demo").unwrap();
+        assert_eq!(s.alert.service.as_deref(), Some("payment-service"));
+        assert!(s.metrics.iter().any(|m| m.name == "error_rate"));
+        assert!(s.logs.iter().any(|l| l.level == LogLevel::Error));
+        assert!(s.deployments.iter().any(|d| d.version == "v2.3.1"));
+    }
+
+    #[test]
+    fn a_scenario_without_alert_title_is_refused_with_the_field() {
+        let e = Scenario::parse(
+            r#"{"format":"iras-scenario/1","alert":{"timestamp":"2024-01-01T00:00:00Z"}}"#,
+            "x.json",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("x.json") && msg.contains("title"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_evidence_is_optional() {
+        let s = Scenario::parse(
+            r#"{"format":"iras-scenario/1","future":1,"alert":{"title":"t","timestamp":"2024-01-01T00:00:00Z"}}"#,
+            "x",
+        )
+        .unwrap();
+        assert!(s.logs.is_empty() && s.metrics.is_empty());
+    }
+
+    #[test]
+    fn wrong_format_and_bad_json_are_clear_errors() {
+        let e = Scenario::parse(r#"{"format":"other/2"}"#, "f").unwrap_err();
+        assert!(e.to_string().contains("other/2"));
+        let e = Scenario::parse("{not json", "f").unwrap_err();
+        assert!(matches!(e, ScenarioError::Json { .. }));
+    }
+
+    #[test]
+    fn rebasing_keeps_evidence_relative_to_the_alert() {
+        let s = Scenario::parse(DEMO_SCENARIO, "demo").unwrap();
+        let now = chrono::Utc::now();
+        let r = s.rebased(now);
+        assert_eq!(r.alert.timestamp, now);
+        let before = s.alert.timestamp - s.deployments[3].timestamp;
+        assert_eq!(r.alert.timestamp - r.deployments[3].timestamp, before);
+        let gap = s.alert.timestamp.timestamp() - s.metrics[0].points[0].0;
+        assert_eq!(now.timestamp() - r.metrics[0].points[0].0, gap);
+    }
+
+    #[tokio::test]
+    async fn sources_filter_by_window_and_service() {
+        let s = Arc::new(Scenario::parse(DEMO_SCENARIO, "demo").unwrap());
+        let src = s.sources();
+        let at = s.alert.timestamp;
+        let q = EvidenceQuery {
+            services: vec!["payment-service".into()],
+            window: EvidenceWindow {
+                start: at - chrono::Duration::minutes(5),
+                end: at,
+                deployments_since: at - chrono::Duration::hours(1),
+            },
+            alert_time: at,
+        };
+        let logs = src.logs(&q).await.unwrap();
+        assert!(!logs.is_empty());
+        assert!(logs
+            .iter()
+            .all(|l| l.service == "payment-service" && l.timestamp <= at));
+        let deps = src.deployments(&q).await.unwrap();
+        assert_eq!(deps.len(), 1, "only v2.3.1 is within the hour: {deps:?}");
+        let metrics = src.metrics(&q).await.unwrap();
+        assert!(metrics
+            .iter()
+            .all(|m| m.points.iter().all(|(t, _)| *t <= at.timestamp())));
+    }
+}

@@ -1,0 +1,622 @@
+//! Test doubles and the store contract suite. Built for this crate's tests and, with the
+//! `testing` feature, for the local runtime's and the adapters'.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::TimeZone;
+
+use crate::domain::*;
+use crate::ports::*;
+
+/// An in-memory `IncidentStore` with the same conditional-write semantics as the real ones.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Mem>,
+}
+
+#[derive(Default)]
+struct Mem {
+    incidents: HashMap<IncidentId, Incident>,
+    attempts: HashMap<IncidentId, BTreeMap<u32, InvestigationAttempt>>,
+    steps: HashMap<IncidentId, Vec<StepRecord>>,
+    postmortems: HashMap<IncidentId, PostMortem>,
+}
+
+#[async_trait]
+impl IncidentStore for MemoryStore {
+    async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
+        let mut m = self.inner.lock().unwrap();
+        if m.incidents.contains_key(&incident.incident_id) {
+            return Err(StoreError::AlreadyExists(incident.incident_id.to_string()));
+        }
+        if let Some(open) = m
+            .incidents
+            .values()
+            .find(|i| i.fingerprint == incident.fingerprint && !i.status.is_final())
+        {
+            return Err(StoreError::Duplicate(open.incident_id.clone()));
+        }
+        let mut stored = incident.clone();
+        stored.version = 1;
+        m.incidents.insert(incident.incident_id.clone(), stored);
+        Ok(())
+    }
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
+        Ok(self.inner.lock().unwrap().incidents.get(id).cloned())
+    }
+    async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
+        let mut m = self.inner.lock().unwrap();
+        let current = m
+            .incidents
+            .get(&incident.incident_id)
+            .ok_or_else(|| StoreError::NotFound(incident.incident_id.to_string()))?;
+        if current.version != incident.version {
+            return Err(StoreError::Conflict(incident.incident_id.to_string()));
+        }
+        let mut stored = incident.clone();
+        stored.version += 1;
+        m.incidents
+            .insert(incident.incident_id.clone(), stored.clone());
+        Ok(stored)
+    }
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
+        let m = self.inner.lock().unwrap();
+        let mut all: Vec<&Incident> = m
+            .incidents
+            .values()
+            .filter(|i| q.status.is_none_or(|s| i.status == s))
+            .filter(|i| q.severity.is_none_or(|s| i.severity == Some(s)))
+            .filter(|i| q.cursor.as_ref().is_none_or(|c| i.incident_id.0 < *c))
+            .collect();
+        all.sort_by(|a, b| b.incident_id.cmp(&a.incident_id));
+        let limit = if q.limit == 0 { 50 } else { q.limit };
+        let next = (all.len() > limit).then(|| all[limit - 1].incident_id.0.clone());
+        Ok(IncidentPage {
+            incidents: all.into_iter().take(limit).cloned().collect(),
+            next,
+        })
+    }
+    async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .incidents
+            .values()
+            .find(|i| {
+                i.approval
+                    .as_ref()
+                    .is_some_and(|a| a.approval_id == approval_id)
+            })
+            .cloned())
+    }
+    async fn put_attempt(
+        &self,
+        id: &IncidentId,
+        attempt: &InvestigationAttempt,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .unwrap()
+            .attempts
+            .entry(id.clone())
+            .or_default()
+            .insert(attempt.attempt, attempt.clone());
+        Ok(())
+    }
+    async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .attempts
+            .get(id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+    async fn claim_step(&self, id: &IncidentId, record: &StepRecord) -> Result<bool, StoreError> {
+        let mut m = self.inner.lock().unwrap();
+        let steps = m.steps.entry(id.clone()).or_default();
+        if steps
+            .iter()
+            .any(|s| s.phase == record.phase && s.step == record.step)
+        {
+            return Ok(false);
+        }
+        steps.push(record.clone());
+        Ok(true)
+    }
+    async fn finish_step(&self, id: &IncidentId, record: &StepRecord) -> Result<(), StoreError> {
+        let mut m = self.inner.lock().unwrap();
+        let steps = m.steps.entry(id.clone()).or_default();
+        match steps
+            .iter_mut()
+            .find(|s| s.phase == record.phase && s.step == record.step)
+        {
+            Some(s) => *s = record.clone(),
+            None => steps.push(record.clone()),
+        }
+        Ok(())
+    }
+    async fn steps(&self, id: &IncidentId) -> Result<Vec<StepRecord>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .steps
+            .get(id)
+            .cloned()
+            .unwrap_or_default())
+    }
+    async fn put_postmortem(&self, pm: &PostMortem) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .unwrap()
+            .postmortems
+            .insert(pm.incident_id.clone(), pm.clone());
+        Ok(())
+    }
+    async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
+        Ok(self.inner.lock().unwrap().postmortems.get(id).cloned())
+    }
+}
+
+/// Runs commands "successfully" but fails the chosen step (0-based), and counts every call.
+#[derive(Default)]
+pub struct FailingExecutor {
+    pub fail_apply_step: Option<usize>,
+    pub calls: Mutex<Vec<(StepPhase, usize, String)>>,
+}
+
+impl FailingExecutor {
+    pub fn failing_at(step: usize) -> Self {
+        FailingExecutor {
+            fail_apply_step: Some(step),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+    pub fn calls(&self) -> Vec<(StepPhase, usize, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Executor for FailingExecutor {
+    fn name(&self) -> String {
+        "test".into()
+    }
+    async fn run(
+        &self,
+        _incident: &IncidentId,
+        phase: StepPhase,
+        step: usize,
+        command: &str,
+    ) -> Result<String, ExecError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((phase, step, command.to_string()));
+        if phase == StepPhase::Apply && Some(step) == self.fail_apply_step {
+            return Err(ExecError::Failed(format!("exit status 1 from `{command}`")));
+        }
+        Ok(format!("ok: {command}"))
+    }
+}
+
+/// Remembers every page and notification.
+#[derive(Default)]
+pub struct RecordingPager {
+    pub pages: Mutex<Vec<(IncidentId, EscalationReason)>>,
+    pub resolved: Mutex<Vec<IncidentId>>,
+    /// Fail this many times before succeeding.
+    pub failures_left: AtomicUsize,
+}
+
+#[async_trait]
+impl Pager for RecordingPager {
+    fn name(&self) -> String {
+        "test-pager".into()
+    }
+    async fn page(&self, incident: &Incident, escalation: &Escalation) -> Result<(), NotifyError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(NotifyError::Failed("pager down".into()));
+        }
+        let mut pages = self.pages.lock().unwrap();
+        // Same dedup rule as PagerDuty's dedup_key: one page per incident.
+        if !pages.iter().any(|(id, _)| id == &incident.incident_id) {
+            pages.push((incident.incident_id.clone(), escalation.reason));
+        }
+        Ok(())
+    }
+    async fn resolve(&self, incident: &Incident) -> Result<(), NotifyError> {
+        self.resolved
+            .lock()
+            .unwrap()
+            .push(incident.incident_id.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct RecordingNotifier {
+    pub approvals: Mutex<Vec<(IncidentId, Option<String>)>>,
+    pub updates: Mutex<Vec<(IncidentId, String)>>,
+}
+
+#[async_trait]
+impl Notifier for RecordingNotifier {
+    fn name(&self) -> String {
+        "test-notifier".into()
+    }
+    async fn approval_requested(
+        &self,
+        incident: &Incident,
+        url: Option<&str>,
+    ) -> Result<(), NotifyError> {
+        self.approvals
+            .lock()
+            .unwrap()
+            .push((incident.incident_id.clone(), url.map(str::to_string)));
+        Ok(())
+    }
+    async fn incident_updated(
+        &self,
+        incident: &Incident,
+        message: &str,
+    ) -> Result<(), NotifyError> {
+        self.updates
+            .lock()
+            .unwrap()
+            .push((incident.incident_id.clone(), message.to_string()));
+        Ok(())
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn at(t: Timestamp) -> Self {
+        ManualClock(Mutex::new(t))
+    }
+    pub fn advance(&self, d: chrono::Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// An analyst that answers from a script: for lying about plans, confidence and more.
+pub struct ScriptedAnalyst {
+    pub inner: Arc<dyn Analyst>,
+    /// Confidence returned per RCA call, in order; the last repeats.
+    pub confidences: Vec<f64>,
+    pub plan: Option<RemediationPlan>,
+    pub severity: Option<Severity>,
+    pub fail_rca: bool,
+    pub rca_calls: AtomicUsize,
+}
+
+impl ScriptedAnalyst {
+    pub fn over(inner: Arc<dyn Analyst>) -> Self {
+        ScriptedAnalyst {
+            inner,
+            confidences: Vec::new(),
+            plan: None,
+            severity: None,
+            fail_rca: false,
+            rca_calls: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Analyst for ScriptedAnalyst {
+    fn name(&self) -> String {
+        "scripted".into()
+    }
+    async fn triage(&self, alert: &Alert) -> Result<TriageResult, AnalystError> {
+        let mut t = self.inner.triage(alert).await?;
+        if let Some(s) = self.severity {
+            t.severity = s;
+        }
+        Ok(t)
+    }
+    async fn rca(
+        &self,
+        alert: &Alert,
+        triage: &TriageResult,
+        ctx: &ContextBundle,
+    ) -> Result<RootCauseHypothesis, AnalystError> {
+        let n = self.rca_calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_rca {
+            return Err(AnalystError::Unavailable("model down".into()));
+        }
+        let mut h = self.inner.rca(alert, triage, ctx).await?;
+        if let Some(c) = self.confidences.get(n).or(self.confidences.last()).copied() {
+            h.confidence = c;
+        }
+        Ok(h)
+    }
+    async fn plan(
+        &self,
+        alert: &Alert,
+        h: &RootCauseHypothesis,
+        ctx: &ContextBundle,
+    ) -> Result<RemediationPlan, AnalystError> {
+        match &self.plan {
+            Some(p) => Ok(p.clone()),
+            None => self.inner.plan(alert, h, ctx).await,
+        }
+    }
+    async fn postmortem(
+        &self,
+        facts: &PostMortemFacts<'_>,
+    ) -> Result<PostMortemNarrative, AnalystError> {
+        self.inner.postmortem(facts).await
+    }
+}
+
+fn sample_incident(n: u32) -> Incident {
+    let at = chrono::Utc
+        .with_ymd_and_hms(2024, 3, 12, 14, 7, 30)
+        .unwrap();
+    let alert = Alert::from_json(serde_json::json!({
+        "title": format!("High error rate #{n} <b>é</b>"),
+        "timestamp": at.to_rfc3339(),
+        "service": "payment-service",
+    }))
+    .unwrap();
+    Incident::open(IncidentId::generate(), alert, at)
+}
+
+/// The behaviour every `IncidentStore` must share; run against each implementation.
+pub mod store_contract {
+    use super::*;
+
+    pub async fn create_get_roundtrip(store: &dyn IncidentStore) {
+        let inc = sample_incident(1);
+        store.create_incident(&inc).await.unwrap();
+        let got = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(got.title, inc.title, "text is stored as sent");
+        assert_eq!(got.version, 1);
+        assert!(store
+            .get_incident(&IncidentId("inc-missing".into()))
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    pub async fn create_is_conditional(store: &dyn IncidentStore) {
+        let inc = sample_incident(2);
+        store.create_incident(&inc).await.unwrap();
+        let again = store.create_incident(&inc).await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists(_))),
+            "{again:?}"
+        );
+    }
+
+    pub async fn update_checks_version(store: &dyn IncidentStore) {
+        let inc = sample_incident(3);
+        store.create_incident(&inc).await.unwrap();
+        let mut a = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        let mut b = a.clone();
+        a.status = IncidentStatus::Resolved;
+        let stored = store.update_incident(&a).await.unwrap();
+        assert_eq!(stored.version, 2);
+        b.status = IncidentStatus::Escalated;
+        let lost = store.update_incident(&b).await;
+        assert!(matches!(lost, Err(StoreError::Conflict(_))), "{lost:?}");
+        let now = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(
+            now.status,
+            IncidentStatus::Resolved,
+            "the stale write changed nothing"
+        );
+    }
+
+    pub async fn steps_are_claimed_once(store: &dyn IncidentStore) {
+        let inc = sample_incident(4);
+        store.create_incident(&inc).await.unwrap();
+        let rec = StepRecord {
+            phase: StepPhase::Apply,
+            step: 0,
+            command: "kubectl rollout undo deployment/x -n y".into(),
+            rollback_command: String::new(),
+            status: StepStatus::Started,
+            executor: "test".into(),
+            started_at: inc.created_at,
+            ended_at: None,
+            output: String::new(),
+        };
+        assert!(store.claim_step(&inc.incident_id, &rec).await.unwrap());
+        assert!(!store.claim_step(&inc.incident_id, &rec).await.unwrap());
+        let rollback = StepRecord {
+            phase: StepPhase::Rollback,
+            ..rec.clone()
+        };
+        assert!(store.claim_step(&inc.incident_id, &rollback).await.unwrap());
+        let mut done = rec.clone();
+        done.status = StepStatus::Succeeded;
+        done.ended_at = Some(inc.created_at);
+        store.finish_step(&inc.incident_id, &done).await.unwrap();
+        let steps = store.steps(&inc.incident_id).await.unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].status, StepStatus::Succeeded);
+        assert_eq!(steps[1].phase, StepPhase::Rollback);
+    }
+
+    pub async fn attempts_upsert_in_order(store: &dyn IncidentStore) {
+        let inc = sample_incident(5);
+        store.create_incident(&inc).await.unwrap();
+        for n in [2, 1, 2] {
+            let a = InvestigationAttempt {
+                attempt: n,
+                context: ContextBundle {
+                    attempt: n,
+                    ..Default::default()
+                },
+                hypothesis: None,
+                gathered_at: inc.created_at,
+            };
+            store.put_attempt(&inc.incident_id, &a).await.unwrap();
+        }
+        let got = store.attempts(&inc.incident_id).await.unwrap();
+        assert_eq!(
+            got.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+    }
+
+    pub async fn list_filters_and_pages_newest_first(store: &dyn IncidentStore) {
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let mut inc = sample_incident(10 + n);
+            inc.severity = Some(if n % 2 == 0 {
+                Severity::P1
+            } else {
+                Severity::P3
+            });
+            store.create_incident(&inc).await.unwrap();
+            ids.push(inc.incident_id.clone());
+        }
+        let p1 = store
+            .list_incidents(&IncidentQuery {
+                severity: Some(Severity::P1),
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(p1.incidents.len(), 2);
+        assert!(p1
+            .incidents
+            .iter()
+            .all(|i| i.severity == Some(Severity::P1)));
+        assert!(
+            p1.incidents[0].incident_id > p1.incidents[1].incident_id,
+            "newest first"
+        );
+        let p2 = store
+            .list_incidents(&IncidentQuery {
+                severity: Some(Severity::P1),
+                limit: 2,
+                cursor: p1.next.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!p2.incidents.is_empty());
+        assert!(p2
+            .incidents
+            .iter()
+            .all(|i| !p1.incidents.iter().any(|j| j.incident_id == i.incident_id)));
+    }
+
+    pub async fn postmortem_roundtrip(store: &dyn IncidentStore) {
+        let inc = sample_incident(6);
+        store.create_incident(&inc).await.unwrap();
+        let pm = PostMortem {
+            incident_id: inc.incident_id.clone(),
+            title: inc.title.clone(),
+            severity: Some(Severity::P1),
+            outcome: PostMortemOutcome::Resolved,
+            summary: "s".into(),
+            root_cause: "r".into(),
+            resolution: "x".into(),
+            timeline: inc.timeline.clone(),
+            action_items: vec![],
+            lessons: vec![],
+            started_at: inc.created_at,
+            ended_at: inc.created_at,
+            duration_seconds: 0,
+            rca_attempts: 1,
+            steps_applied: 1,
+            steps_rolled_back: 0,
+            written_at: inc.created_at,
+            analyst: "offline".into(),
+        };
+        store.put_postmortem(&pm).await.unwrap();
+        assert_eq!(store.postmortem(&inc.incident_id).await.unwrap(), Some(pm));
+    }
+
+    pub async fn an_open_fingerprint_is_taken_until_the_incident_ends(store: &dyn IncidentStore) {
+        let first = sample_incident(20);
+        store.create_incident(&first).await.unwrap();
+        let mut repeat = sample_incident(20);
+        repeat.fingerprint = first.fingerprint.clone();
+        match store.create_incident(&repeat).await {
+            Err(StoreError::Duplicate(id)) => assert_eq!(id, first.incident_id),
+            other => panic!("expected Duplicate, got {other:?}"),
+        }
+        let mut done = store
+            .get_incident(&first.incident_id)
+            .await
+            .unwrap()
+            .unwrap();
+        done.status = IncidentStatus::Resolved;
+        store.update_incident(&done).await.unwrap();
+        store
+            .create_incident(&repeat)
+            .await
+            .expect("a resolved incident no longer holds its fingerprint");
+    }
+
+    pub async fn approvals_are_found_by_their_id(store: &dyn IncidentStore) {
+        let inc = sample_incident(21);
+        store.create_incident(&inc).await.unwrap();
+        let mut stored = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        stored.approval = Some(ApprovalRequest {
+            approval_id: "apr-contract-1".into(),
+            task_token: "token".into(),
+            requested_at: inc.created_at,
+            expires_at: inc.created_at,
+            decision: None,
+        });
+        store.update_incident(&stored).await.unwrap();
+        let found = store
+            .find_by_approval_id("apr-contract-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.incident_id, inc.incident_id);
+        assert!(store
+            .find_by_approval_id("apr-unknown")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    /// Every case, in order.
+    pub async fn run_all(store: &dyn IncidentStore) {
+        create_get_roundtrip(store).await;
+        create_is_conditional(store).await;
+        update_checks_version(store).await;
+        steps_are_claimed_once(store).await;
+        attempts_upsert_in_order(store).await;
+        list_filters_and_pages_newest_first(store).await;
+        postmortem_roundtrip(store).await;
+        an_open_fingerprint_is_taken_until_the_incident_ends(store).await;
+        approvals_are_found_by_their_id(store).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_meets_the_contract() {
+        super::store_contract::run_all(&super::MemoryStore::default()).await;
+    }
+}
