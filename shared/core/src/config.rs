@@ -18,8 +18,9 @@ pub struct PipelineConfig {
     /// without a human. `None` (the default) means every plan waits for approval.
     pub auto_approve_max_risk: Option<RiskLevel>,
     pub policy: RemediationPolicy,
-    /// Base of approval page links (`http://127.0.0.1:8000`), when a page is served.
-    pub public_base_url: Option<String>,
+    /// Where approval pages are served and the key that signs their links; without it,
+    /// notifications carry no link.
+    pub approval_links: Option<ApprovalLinks>,
     /// Minutes of logs and metrics before the alert on the first attempt; doubled per retry.
     pub evidence_lookback_minutes: i64,
     /// Hours of deployments before the alert on the first attempt; tripled per retry.
@@ -38,11 +39,37 @@ impl Default for PipelineConfig {
             approval_timeout_override_seconds: None,
             auto_approve_max_risk: None,
             policy: RemediationPolicy::default(),
-            public_base_url: None,
+            approval_links: None,
             evidence_lookback_minutes: 30,
             deployment_lookback_hours: 24,
             evidence_horizon_minutes: 15,
         }
+    }
+}
+
+/// Base URL of the approval pages and the key signing their links.
+#[derive(Clone, PartialEq)]
+pub struct ApprovalLinks {
+    pub base_url: String,
+    pub signing_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApprovalLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalLinks")
+            .field("base_url", &self.base_url)
+            .field("signing_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ApprovalLinks {
+    pub fn url(&self, approval_id: &str, expires_at: crate::domain::Timestamp) -> String {
+        format!(
+            "{}{}",
+            self.base_url.trim_end_matches('/'),
+            crate::signing::approval_path(&self.signing_key, approval_id, expires_at.timestamp())
+        )
     }
 }
 
@@ -124,9 +151,6 @@ impl PipelineConfig {
                 name: "REMEDIATION_POLICY".into(),
                 problem: e,
             })?;
-        }
-        if let Some(v) = get("IRAS_PUBLIC_URL") {
-            c.public_base_url = Some(v.trim_end_matches('/').to_string());
         }
         Ok(c)
     }

@@ -8,7 +8,9 @@ pub mod executor;
 pub mod handler;
 pub mod policy;
 pub mod ports;
+pub mod report;
 pub mod scenario;
+pub mod signing;
 pub mod stages;
 
 #[cfg(any(test, feature = "testing"))]

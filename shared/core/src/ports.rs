@@ -240,6 +240,17 @@ pub trait TaskCallbacks: Send + Sync {
     ) -> Result<(), CallbackError>;
 }
 
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[error("could not start the pipeline: {0}")]
+pub struct StartError(pub String);
+
+/// Starts an incident's pipeline (Step Functions `StartExecution`, or the local runtime).
+/// Idempotent: the execution is named after the incident.
+#[async_trait]
+pub trait PipelineStarter: Send + Sync {
+    async fn start(&self, id: &IncidentId) -> Result<(), StartError>;
+}
+
 /// Lifecycle events out (EventBridge).
 #[async_trait]
 pub trait EventPublisher: Send + Sync {

@@ -82,9 +82,9 @@ pub async fn request_approval(
     if notify {
         let url = deps
             .config
-            .public_base_url
+            .approval_links
             .as_ref()
-            .map(|base| format!("{base}/approvals/{}", approval.approval_id));
+            .map(|links| links.url(&approval.approval_id, approval.expires_at));
         if let Err(e) = deps
             .notifier
             .approval_requested(&stored, url.as_deref())
