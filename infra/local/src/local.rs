@@ -1,0 +1,281 @@
+//! The pipeline on one machine: the state machine definition executed by the local runtime,
+//! each `${XFunctionArn}` bound to the stage's handler in-process, one SQLite file for all.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iras_core::analysis::OfflineAnalyst;
+use iras_core::executor::DryRunExecutor;
+use iras_core::handler::{self, Stage};
+use iras_core::ports::*;
+use iras_core::scenario::Scenario;
+use iras_core::stages::{self, DecideError, DecisionRequest, Deps};
+use iras_core::*;
+use serde_json::{json, Value};
+
+use crate::asl::Definition;
+use crate::console::Console;
+use crate::runtime::{
+    ExecutionInfo, FunctionError, FunctionRegistry, LambdaFunction, Runtime, RuntimeError,
+    RuntimeOptions,
+};
+use crate::store::SqliteStore;
+
+/// The pipeline definition shipped with IRAS, the same file SAM deploys.
+pub const STATE_MACHINE: &str = include_str!("../../../statemachine.asl.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Definition(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("runtime: {0}")]
+    Runtime(String),
+    #[error("{0}")]
+    Stage(#[from] stages::StageError),
+}
+
+impl From<RuntimeError> for LocalError {
+    fn from(e: RuntimeError) -> Self {
+        LocalError::Runtime(e.to_string())
+    }
+}
+
+/// The function ARN the local runtime gives a stage: shaped like a real one so the definition
+/// sees no difference.
+pub fn local_function_arn(stage: Stage) -> String {
+    format!(
+        "arn:aws:lambda:local:000000000000:function:iras-{}",
+        stage.function_name()
+    )
+}
+
+/// One stage's handler, standing in for its Lambda function.
+struct StageFunction {
+    stage: Stage,
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl LambdaFunction for StageFunction {
+    async fn invoke(&self, payload: Value) -> Result<Value, FunctionError> {
+        handler::handle(&self.deps, self.stage, payload)
+            .await
+            .map_err(|e| FunctionError {
+                error_type: e.error_type.to_string(),
+                message: e.message,
+            })
+    }
+}
+
+/// Lets a human's decision complete the runtime's waiting task.
+pub struct RuntimeCallbacks(pub Arc<Runtime>);
+
+#[async_trait]
+impl TaskCallbacks for RuntimeCallbacks {
+    async fn send_task_success(&self, token: &str, output: Value) -> Result<(), CallbackError> {
+        self.0
+            .send_task_success(token, output)
+            .await
+            .map_err(callback_error)
+    }
+    async fn send_task_failure(
+        &self,
+        token: &str,
+        error: &str,
+        cause: &str,
+    ) -> Result<(), CallbackError> {
+        self.0
+            .send_task_failure(token, error, cause)
+            .await
+            .map_err(callback_error)
+    }
+}
+
+fn callback_error(e: RuntimeError) -> CallbackError {
+    match e {
+        RuntimeError::InvalidToken => CallbackError::InvalidToken,
+        RuntimeError::TaskTimedOut => CallbackError::TaskTimedOut,
+        other => CallbackError::Unavailable(other.to_string()),
+    }
+}
+
+/// What to build a local pipeline from. Anything left `None` gets the product default.
+pub struct LocalOptions {
+    pub db_path: PathBuf,
+    /// ASL text; defaults to [`STATE_MACHINE`].
+    pub definition: Option<String>,
+    pub scenario: Option<Arc<Scenario>>,
+    pub config: PipelineConfig,
+    pub analyst: Option<Arc<dyn Analyst>>,
+    pub executor: Option<Arc<dyn Executor>>,
+    pub pager: Option<Arc<dyn Pager>>,
+    pub notifier: Option<Arc<dyn Notifier>>,
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Replace a stage's function (a test's stage that keeps failing).
+    pub function_overrides: HashMap<Stage, Arc<dyn LambdaFunction>>,
+    pub runtime: RuntimeOptions,
+    pub quiet: bool,
+}
+
+impl LocalOptions {
+    pub fn new(db_path: PathBuf) -> Self {
+        LocalOptions {
+            db_path,
+            definition: None,
+            scenario: None,
+            config: PipelineConfig::default(),
+            analyst: None,
+            executor: None,
+            pager: None,
+            notifier: None,
+            clock: None,
+            function_overrides: HashMap::new(),
+            runtime: RuntimeOptions::default(),
+            quiet: true,
+        }
+    }
+}
+
+pub struct LocalPipeline {
+    pub runtime: Arc<Runtime>,
+    pub deps: Arc<Deps>,
+    pub store: Arc<SqliteStore>,
+}
+
+impl LocalPipeline {
+    /// Opens (or reopens, resuming waiting executions) the pipeline on `db_path`.
+    pub async fn open(opts: LocalOptions) -> Result<LocalPipeline, LocalError> {
+        let store = Arc::new(SqliteStore::open(&opts.db_path)?);
+        let console = Arc::new(Console::new(opts.quiet));
+        let mut deps = Deps {
+            store: store.clone(),
+            analyst: opts
+                .analyst
+                .unwrap_or_else(|| Arc::new(OfflineAnalyst::default())),
+            logs: vec![],
+            metrics: vec![],
+            deployments: vec![],
+            topology: vec![],
+            notifier: opts.notifier.unwrap_or_else(|| console.clone()),
+            pager: opts.pager.unwrap_or_else(|| console.clone()),
+            executor: opts.executor.unwrap_or_else(|| Arc::new(DryRunExecutor)),
+            clock: opts.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            config: opts.config,
+            source_timeout: Duration::from_secs(20),
+        };
+        if let Some(s) = &opts.scenario {
+            let src = Arc::new(s.sources());
+            deps.logs.push(src.clone());
+            deps.metrics.push(src.clone());
+            deps.deployments.push(src.clone());
+            deps.topology.push(src);
+        }
+        let deps = Arc::new(deps);
+
+        let mut substitutions = HashMap::new();
+        let mut functions: FunctionRegistry = HashMap::new();
+        for stage in Stage::ALL {
+            let arn = local_function_arn(stage);
+            substitutions.insert(stage.arn_placeholder(), arn.clone());
+            let f: Arc<dyn LambdaFunction> = match opts.function_overrides.get(&stage) {
+                Some(f) => f.clone(),
+                None => Arc::new(StageFunction {
+                    stage,
+                    deps: deps.clone(),
+                }),
+            };
+            functions.insert(arn, f);
+        }
+        let text = opts.definition.as_deref().unwrap_or(STATE_MACHINE);
+        let definition = Definition::load(text, &substitutions)
+            .map_err(|e| LocalError::Definition(e.to_string()))?;
+        let runtime = Runtime::open(&opts.db_path, definition, functions, opts.runtime).await?;
+        Ok(LocalPipeline {
+            runtime,
+            deps,
+            store,
+        })
+    }
+
+    /// Opens an incident for the alert and starts its execution, named after the incident;
+    /// a repeat of an open incident's alert is attached to it instead.
+    pub async fn ingest(&self, alert: Alert) -> Result<stages::Ingested, LocalError> {
+        let ingested = stages::ingest(&self.deps, alert).await?;
+        if let stages::Ingested::Opened(incident) = &ingested {
+            self.start(&incident.incident_id).await?;
+        }
+        Ok(ingested)
+    }
+
+    /// Starts (idempotently: the execution name is the incident id) the incident's pipeline.
+    pub async fn start(&self, id: &IncidentId) -> Result<(), LocalError> {
+        self.runtime
+            .start_execution(id.as_str(), json!({"incident_id": id}))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn decide(
+        &self,
+        id: &IncidentId,
+        request: DecisionRequest,
+    ) -> Result<Incident, DecideError> {
+        stages::decide(
+            &self.deps,
+            &RuntimeCallbacks(self.runtime.clone()),
+            id,
+            request,
+        )
+        .await
+    }
+
+    pub async fn incident(&self, id: &IncidentId) -> Result<Option<Incident>, LocalError> {
+        Ok(self.store.get_incident(id).await?)
+    }
+
+    /// Polls the store until the incident reaches `status` (or a final status).
+    pub async fn wait_for_status(
+        &self,
+        id: &IncidentId,
+        status: IncidentStatus,
+        timeout: Duration,
+    ) -> Result<Incident, LocalError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(inc) = self.store.get_incident(id).await? {
+                if inc.status == status || inc.status.is_final() {
+                    return Ok(inc);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LocalError::Runtime(format!(
+                    "incident {id} did not reach {status} within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_for_execution(
+        &self,
+        id: &IncidentId,
+        timeout: Duration,
+    ) -> Result<ExecutionInfo, LocalError> {
+        Ok(self
+            .runtime
+            .wait_for_completion(id.as_str(), timeout)
+            .await?)
+    }
+
+    /// The whole record as a person (or `--json`) sees it; see [`iras_core::report`].
+    pub async fn report(&self, id: &IncidentId) -> Result<Value, LocalError> {
+        iras_core::report::incident_report(self.store.as_ref(), id)
+            .await?
+            .ok_or_else(|| LocalError::Store(StoreError::NotFound(id.to_string())))
+    }
+}

@@ -1,0 +1,116 @@
+//! `iras demo` as a newcomer runs it: the binary, its stdout JSON and its errors.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn iras(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iras"))
+        .args(args)
+        .env_remove("RCA_CONFIDENCE_THRESHOLD")
+        .env_remove("RCA_MAX_ATTEMPTS")
+        .output()
+        .expect("iras runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "iras failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn demo_approves_and_resolves_the_payment_incident() {
+    let out = iras(&["demo", "--json"]);
+    let v = json_of(&out);
+    assert_eq!(v["status"], "resolved");
+    assert!(v["incident_id"].as_str().unwrap().starts_with("inc-"));
+    assert_eq!(v["hypothesis"]["root_cause_service"], "payment-service");
+    assert_eq!(v["approval"]["decision"]["decision"], "approved");
+    assert!(
+        v.get("approval").unwrap().get("task_token").is_none(),
+        "the token never leaves the store"
+    );
+    assert_eq!(v["postmortem"]["outcome"], "resolved");
+    assert!(!v["steps"].as_array().unwrap().is_empty());
+    // Progress is on stderr, one line per state, so a person can follow it.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for state in [
+        "Triage",
+        "GatherContext",
+        "Rca",
+        "Plan",
+        "RequestApproval",
+        "Remediate",
+        "PostMortem",
+    ] {
+        assert!(err.contains(state), "no progress line for {state}:\n{err}");
+    }
+}
+
+#[test]
+fn demo_reject_escalates() {
+    let v = json_of(&iras(&["demo", "--reject", "--json"]));
+    assert_eq!(v["status"], "escalated");
+    assert_eq!(v["escalation"]["reason"], "rejected");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn demo_without_a_decision_escalates_on_timeout() {
+    let v = json_of(&iras(&[
+        "demo",
+        "--no-decision",
+        "--approval-timeout",
+        "1s",
+        "--json",
+    ]));
+    assert_eq!(v["status"], "escalated");
+    assert_eq!(v["escalation"]["reason"], "approval_timeout");
+}
+
+#[test]
+fn an_unreadable_scenario_is_a_clear_error() {
+    let out = iras(&["demo", "--scenario", "/nonexistent/scenario.json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/scenario.json"), "{err}");
+}
+
+#[test]
+fn a_scenario_alert_without_title_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.json");
+    std::fs::write(
+        &path,
+        r#"{"format":"iras-scenario/1","alert":{"timestamp":"2024-01-01T00:00:00Z"}}"#,
+    )
+    .unwrap();
+    let out = iras(&["demo", "--scenario", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("title"), "{err}");
+}
+
+#[test]
+fn an_unsupported_state_type_in_the_definition_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("def.json");
+    std::fs::write(
+        &path,
+        r#"{"StartAt":"Each","States":{"Each":{"Type":"Map","End":true}}}"#,
+    )
+    .unwrap();
+    let out = iras(&["demo", "--definition", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Each") && err.contains("Map"), "{err}");
+}
