@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test of IRAS on one machine: installs what the tests need (idempotent),
-# starts emulators on 127.0.0.1, runs the suites, stops what it started.
+# Runs every test of IRAS on one machine: installs what the tests need (idempotent, quick
+# when already installed), runs the suites, and stops whatever it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+step "test tools"
+# Headless Chromium from Debian for the approval-page browser test; never a downloaded build.
+if [ ! -x /usr/bin/chromium ]; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
+# playwright-core drives that Chromium; installed into the project, pinned by package-lock.json.
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+export CHROMIUM=/usr/bin/chromium
+# The test command has installed the browser tools, so the browser test must run.
+export IRAS_REQUIRE_BROWSER=1
 
 step "format"
 cargo fmt --all -- --check
@@ -18,3 +37,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "all tests passed (${root})"

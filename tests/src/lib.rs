@@ -101,6 +101,7 @@ impl Harness {
             .decide(
                 id,
                 DecisionRequest {
+                    approval_id: None,
                     decision,
                     approver: "alice@example.com".into(),
                     channel: "cli".into(),

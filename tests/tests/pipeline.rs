@@ -292,6 +292,7 @@ async fn a_runtime_killed_while_waiting_for_approval_resumes_and_applies_each_st
     p2.decide(
         &id,
         iras_core::stages::DecisionRequest {
+            approval_id: None,
             decision: Decision::Approved,
             approver: "bob".into(),
             channel: "cli".into(),

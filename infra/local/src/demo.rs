@@ -117,6 +117,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
                             .decide(
                                 &id,
                                 DecisionRequest {
+                                    approval_id: None,
                                     decision: d,
                                     approver: "demo".into(),
                                     channel: "demo".into(),

@@ -563,7 +563,9 @@ impl ExecStore {
         events: Vec<NewEvent>,
     ) -> Result<InsertOutcome, StoreError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: a deferred read-then-write transaction gets SQLITE_BUSY at once in WAL mode
+            // when another connection wrote in between; the busy timeout only covers the lock.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let existing = tx
                 .query_row(
                     &format!("SELECT {EXECUTION_COLUMNS} FROM asl_executions WHERE name = ?1"),
@@ -650,7 +652,9 @@ impl ExecStore {
     ) -> Result<bool, StoreError> {
         let name = name.to_string();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: a deferred read-then-write transaction gets SQLITE_BUSY at once in WAL mode
+            // when another connection wrote in between; the busy timeout only covers the lock.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if !write_cursor(&tx, &name, &cursor, transitions)? {
                 return Ok(false);
             }
@@ -694,7 +698,9 @@ impl ExecStore {
     ) -> Result<bool, StoreError> {
         let name = name.to_string();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: a deferred read-then-write transaction gets SQLITE_BUSY at once in WAL mode
+            // when another connection wrote in between; the busy timeout only covers the lock.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let now = now_ms();
             let n = tx.execute(
                 "UPDATE asl_executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_ms = ?6, updated_ms = ?6 \
@@ -733,7 +739,9 @@ impl ExecStore {
     ) -> Result<SettleResult, StoreError> {
         let token = token.to_string();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: a deferred read-then-write transaction gets SQLITE_BUSY at once in WAL mode
+            // when another connection wrote in between; the busy timeout only covers the lock.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(rec) = get_token(&tx, &token)? else {
                 return Ok(SettleResult::Unknown);
             };
@@ -765,7 +773,9 @@ impl ExecStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: a deferred read-then-write transaction gets SQLITE_BUSY at once in WAL mode
+            // when another connection wrote in between; the busy timeout only covers the lock.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE asl_task_tokens SET invoked = 1 WHERE token = ?1",
                 params![token],

@@ -7,6 +7,8 @@ pub mod console;
 pub mod demo;
 pub mod exec_store;
 pub mod local;
+pub mod ops;
 pub mod progress;
 pub mod runtime;
+pub mod serve;
 pub mod store;

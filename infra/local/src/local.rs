@@ -11,7 +11,7 @@ use iras_core::analysis::OfflineAnalyst;
 use iras_core::executor::DryRunExecutor;
 use iras_core::handler::{self, Stage};
 use iras_core::ports::*;
-use iras_core::scenario::Scenario;
+use iras_core::scenario::{Scenario, ScenarioLibrary};
 use iras_core::stages::{self, DecideError, DecisionRequest, Deps};
 use iras_core::*;
 use serde_json::{json, Value};
@@ -104,12 +104,33 @@ fn callback_error(e: RuntimeError) -> CallbackError {
     }
 }
 
+/// Starts an incident's execution in the local runtime; idempotent like `StartExecution`.
+pub struct LocalStarter(pub Arc<Runtime>);
+
+#[async_trait]
+impl PipelineStarter for LocalStarter {
+    async fn start(&self, id: &IncidentId) -> Result<(), StartError> {
+        match self
+            .0
+            .start_execution(id.as_str(), json!({"incident_id": id}))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Its execution already ran to the end: nothing left to start.
+            Err(RuntimeError::ExecutionAlreadyExists(_)) => Ok(()),
+            Err(e) => Err(StartError(e.to_string())),
+        }
+    }
+}
+
 /// What to build a local pipeline from. Anything left `None` gets the product default.
 pub struct LocalOptions {
     pub db_path: PathBuf,
     /// ASL text; defaults to [`STATE_MACHINE`].
     pub definition: Option<String>,
     pub scenario: Option<Arc<Scenario>>,
+    /// Evidence for any alert, from the scenario that matches it (`iras serve --scenarios`).
+    pub library: Option<ScenarioLibrary>,
     pub config: PipelineConfig,
     pub analyst: Option<Arc<dyn Analyst>>,
     pub executor: Option<Arc<dyn Executor>>,
@@ -128,6 +149,7 @@ impl LocalOptions {
             db_path,
             definition: None,
             scenario: None,
+            library: None,
             config: PipelineConfig::default(),
             analyst: None,
             executor: None,
@@ -175,6 +197,13 @@ impl LocalPipeline {
             deps.deployments.push(src.clone());
             deps.topology.push(src);
         }
+        if let Some(lib) = &opts.library {
+            let src = Arc::new(lib.clone());
+            deps.logs.push(src.clone());
+            deps.metrics.push(src.clone());
+            deps.deployments.push(src.clone());
+            deps.topology.push(src);
+        }
         let deps = Arc::new(deps);
 
         let mut substitutions = HashMap::new();
@@ -214,10 +243,10 @@ impl LocalPipeline {
 
     /// Starts (idempotently: the execution name is the incident id) the incident's pipeline.
     pub async fn start(&self, id: &IncidentId) -> Result<(), LocalError> {
-        self.runtime
-            .start_execution(id.as_str(), json!({"incident_id": id}))
-            .await?;
-        Ok(())
+        LocalStarter(self.runtime.clone())
+            .start(id)
+            .await
+            .map_err(|e| LocalError::Runtime(e.to_string()))
     }
 
     pub async fn decide(

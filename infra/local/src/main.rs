@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use iras_core::Decision;
 use iras_local::demo::{self, DemoDecision, DemoOptions};
+use iras_local::{ops, serve};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +24,64 @@ enum Command {
     /// Run one incident from alert to post-mortem through statemachine.asl.json, with a
     /// temporary store, printing each state as it happens.
     Demo(DemoArgs),
+    /// Serve the webhook, the incidents API and approval pages, running every incident
+    /// through the local runtime with a persistent store.
+    Serve(ServeArgs),
+    /// List incidents, newest first.
+    Incidents {
+        /// processing, awaiting_approval, remediating, resolved or escalated.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident: root cause, plan, approval, timeline.
+    Incident {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// The full record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the plan of an incident awaiting approval (through the running server).
+    Approve(DecideArgs),
+    /// Reject the plan of an incident awaiting approval; on-call is paged.
+    Reject(DecideArgs),
+}
+
+#[derive(Args)]
+struct DataArg {
+    /// The data directory of `iras serve`.
+    #[arg(long, value_name = "DIR", default_value = ".iras")]
+    data: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: std::net::SocketAddr,
+    /// Where incidents, executions and keys are kept.
+    #[arg(long, value_name = "DIR", default_value = ".iras")]
+    data: PathBuf,
+    /// `iras-scenario/1` files that stand in for real evidence backends; each alert gets the
+    /// evidence of the scenario whose alert matches it.
+    #[arg(long, value_name = "DIR")]
+    scenarios: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    id: String,
+    /// Who decides (recorded in the timeline and the post-mortem).
+    #[arg(long = "as", value_name = "NAME")]
+    approver: Option<String>,
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    data: DataArg,
 }
 
 #[derive(Args)]
@@ -80,6 +140,38 @@ async fn main() -> ExitCode {
             })
             .await
             .map(|_| ())
+        }
+        Command::Serve(a) => {
+            serve::run(serve::ServeOptions {
+                addr: a.addr,
+                data: a.data,
+                scenarios: a.scenarios,
+            })
+            .await
+        }
+        Command::Incidents { status, data, json } => {
+            ops::list(&data.data, status.as_deref(), json).await
+        }
+        Command::Incident { id, data, json } => ops::show(&data.data, &id, json).await,
+        Command::Approve(a) => {
+            ops::decide(
+                &a.data.data,
+                &a.id,
+                Decision::Approved,
+                a.approver,
+                a.comment,
+            )
+            .await
+        }
+        Command::Reject(a) => {
+            ops::decide(
+                &a.data.data,
+                &a.id,
+                Decision::Rejected,
+                a.approver,
+                a.comment,
+            )
+            .await
         }
     };
     match result {

@@ -728,6 +728,15 @@ impl Runtime {
 
     /// Simulates a crash: aborts every driver, function call and timer at once and persists
     /// nothing more. The runtime refuses every call afterwards.
+    /// Ready to run executions (not killed). For `GET /health`.
+    pub fn health(&self) -> Result<(), String> {
+        if self.killed.load(Ordering::SeqCst) {
+            Err("the runtime was stopped".into())
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
         self.store.close();

@@ -119,7 +119,9 @@ impl IncidentStore for SqliteStore {
         stored.version = 1;
         let body = encode(&stored)?;
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
             let exists: Option<i64> = tx
                 .query_row(
                     "SELECT 1 FROM incidents WHERE id = ?1",
@@ -192,7 +194,9 @@ impl IncidentStore for SqliteStore {
         let body = encode(&stored)?;
         let expected = incident.version as i64;
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
             let n = tx
                 .execute(
                     "UPDATE incidents SET status = ?2, severity = ?3, version = ?4, body = ?5,

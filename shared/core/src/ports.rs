@@ -140,7 +140,8 @@ pub struct EvidenceQuery {
     /// Services to look at; empty means "whatever the source has".
     pub services: Vec<String>,
     pub window: EvidenceWindow,
-    pub alert_time: Timestamp,
+    /// The incident's alert: what the evidence is for (a scenario library picks by it).
+    pub alert: Alert,
 }
 
 #[async_trait]
@@ -164,7 +165,7 @@ pub trait DeploymentSource: Send + Sync {
 #[async_trait]
 pub trait TopologySource: Send + Sync {
     fn name(&self) -> String;
-    async fn topology(&self) -> Result<Vec<ServiceEdge>, SourceError>;
+    async fn topology(&self, alert: &Alert) -> Result<Vec<ServiceEdge>, SourceError>;
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

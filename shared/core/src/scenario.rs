@@ -303,8 +303,141 @@ impl TopologySource for ScenarioSources {
     fn name(&self) -> String {
         "scenario:topology".into()
     }
-    async fn topology(&self) -> Result<Vec<ServiceEdge>, SourceError> {
+    async fn topology(&self, _alert: &Alert) -> Result<Vec<ServiceEdge>, SourceError> {
         Ok(self.0.topology.clone())
+    }
+}
+
+/// Many scenarios standing in for real backends (`iras serve` without Prometheus, Loki, ...):
+/// each query is answered from the scenario whose alert matches the incident's alert, replayed
+/// at that alert's time. An alert that matches none gets no evidence, honestly.
+#[derive(Clone, Default)]
+pub struct ScenarioLibrary {
+    scenarios: Vec<Arc<Scenario>>,
+}
+
+fn words(s: &str) -> std::collections::BTreeSet<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 1)
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+impl ScenarioLibrary {
+    pub fn new(scenarios: Vec<Scenario>) -> Self {
+        ScenarioLibrary {
+            scenarios: scenarios.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// Every `*.json` under `dir`, recursively. A file that is not a valid scenario is an error
+    /// naming it: a library that silently dropped files would answer with the wrong evidence.
+    pub fn load_dir(dir: &Path) -> Result<Self, ScenarioError> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d).map_err(|source| ScenarioError::Read {
+                path: d.display().to_string(),
+                source,
+            })?;
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "json") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        let scenarios = files
+            .iter()
+            .map(|f| Scenario::load(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ScenarioLibrary::new(scenarios))
+    }
+
+    pub fn len(&self) -> usize {
+        self.scenarios.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scenarios.is_empty()
+    }
+
+    /// The scenario for this alert, replayed at the alert's time.
+    pub fn matching(&self, alert: &Alert) -> Option<Scenario> {
+        let fingerprint = alert.fingerprint();
+        let title = words(&alert.title);
+        let score = |s: &Scenario| {
+            if s.alert.fingerprint() == fingerprint {
+                return 10.0;
+            }
+            let theirs = words(&s.alert.title);
+            let overlap = title.intersection(&theirs).count() as f64;
+            let union = title.union(&theirs).count().max(1) as f64;
+            let same_service = alert.service.is_some() && alert.service == s.alert.service;
+            overlap / union + if same_service { 1.0 } else { 0.0 }
+        };
+        self.scenarios
+            .iter()
+            .map(|s| (score(s), s))
+            .filter(|(sc, _)| *sc >= 0.6)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, s)| s.rebased(alert.timestamp))
+    }
+
+    fn sources_for(&self, alert: &Alert) -> Option<ScenarioSources> {
+        self.matching(alert).map(|s| ScenarioSources(Arc::new(s)))
+    }
+}
+
+#[async_trait]
+impl LogSource for ScenarioLibrary {
+    fn name(&self) -> String {
+        "scenario:logs".into()
+    }
+    async fn logs(&self, q: &EvidenceQuery) -> Result<Vec<LogLine>, SourceError> {
+        match self.sources_for(&q.alert) {
+            Some(s) => s.logs(q).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl MetricSource for ScenarioLibrary {
+    fn name(&self) -> String {
+        "scenario:metrics".into()
+    }
+    async fn metrics(&self, q: &EvidenceQuery) -> Result<Vec<MetricSeries>, SourceError> {
+        match self.sources_for(&q.alert) {
+            Some(s) => s.metrics(q).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl DeploymentSource for ScenarioLibrary {
+    fn name(&self) -> String {
+        "scenario:deployments".into()
+    }
+    async fn deployments(&self, q: &EvidenceQuery) -> Result<Vec<Deployment>, SourceError> {
+        match self.sources_for(&q.alert) {
+            Some(s) => s.deployments(q).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl TopologySource for ScenarioLibrary {
+    fn name(&self) -> String {
+        "scenario:topology".into()
+    }
+    async fn topology(&self, alert: &Alert) -> Result<Vec<ServiceEdge>, SourceError> {
+        Ok(self.matching(alert).map(|s| s.topology).unwrap_or_default())
     }
 }
 
@@ -366,6 +499,28 @@ mod tests {
         assert_eq!(now.timestamp() - r.metrics[0].points[0].0, gap);
     }
 
+    #[test]
+    fn the_library_answers_an_alert_from_its_matching_scenario_at_the_alerts_time() {
+        let demo = Scenario::parse(DEMO_SCENARIO, "demo").unwrap();
+        let lib = ScenarioLibrary::new(vec![demo.clone()]);
+        let alert = Alert::from_json(serde_json::json!({
+            "title": "High error rate on payment-service",
+            "service": "payment-service",
+            "timestamp": "2026-01-01T03:00:00Z",
+        }))
+        .unwrap();
+        let m = lib.matching(&alert).expect("matches by service and title");
+        assert_eq!(m.alert.timestamp, alert.timestamp);
+        let other = Alert::from_json(serde_json::json!({
+            "title": "Disk almost full on build-agent-7", "timestamp": "2026-01-01T03:00:00Z"
+        }))
+        .unwrap();
+        assert!(
+            lib.matching(&other).is_none(),
+            "no evidence rather than the wrong evidence"
+        );
+    }
+
     #[tokio::test]
     async fn sources_filter_by_window_and_service() {
         let s = Arc::new(Scenario::parse(DEMO_SCENARIO, "demo").unwrap());
@@ -378,7 +533,7 @@ mod tests {
                 end: at,
                 deployments_since: at - chrono::Duration::hours(1),
             },
-            alert_time: at,
+            alert: s.alert.clone(),
         };
         let logs = src.logs(&q).await.unwrap();
         assert!(!logs.is_empty());

@@ -135,6 +135,7 @@ async fn approve(f: &Fixture, id: &IncidentId) {
         &NullCallbacks(Mutex::new(vec![])),
         id,
         DecisionRequest {
+            approval_id: None,
             decision: Decision::Approved,
             approver: "alice".into(),
             channel: "cli".into(),
@@ -394,6 +395,7 @@ async fn a_second_decision_changes_nothing() {
         &cb,
         &id,
         DecisionRequest {
+            approval_id: None,
             decision: Decision::Rejected,
             approver: "mallory".into(),
             channel: "api".into(),
@@ -427,6 +429,7 @@ async fn a_decision_after_the_window_is_refused() {
         &cb,
         &id,
         DecisionRequest {
+            approval_id: None,
             decision: Decision::Approved,
             approver: "bob".into(),
             channel: "cli".into(),
@@ -592,4 +595,30 @@ async fn a_repeat_of_an_open_alert_attaches_instead_of_opening_another_incident(
         ingest(&f.deps, demo_alert()).await.unwrap(),
         Ingested::Opened(_)
     ));
+}
+
+#[tokio::test]
+async fn a_decision_for_another_approval_id_changes_nothing() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok"))
+        .await
+        .unwrap();
+    let cb = NullCallbacks(Mutex::new(vec![]));
+    let err = decide(
+        &f.deps,
+        &cb,
+        &id,
+        DecisionRequest {
+            approval_id: Some("apr-from-an-older-link".into()),
+            decision: Decision::Approved,
+            approver: "eve".into(),
+            channel: "page".into(),
+            comment: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, DecideError::NotAwaiting(_)), "{err:?}");
+    assert!(cb.0.lock().unwrap().is_empty());
 }

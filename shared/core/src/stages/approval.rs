@@ -117,6 +117,9 @@ fn new_approval_id() -> String {
 
 #[derive(Debug, Clone)]
 pub struct DecisionRequest {
+    /// When set (an approval page), the decision applies only to this approval: a link shown
+    /// for an earlier request can never decide a newer one.
+    pub approval_id: Option<String>,
     pub decision: Decision,
     pub approver: String,
     pub channel: String,
@@ -151,6 +154,13 @@ pub async fn decide(
         let Some(approval) = inc.approval.as_mut() else {
             return Err(StageError::new("NotAwaiting", ""));
         };
+        if request
+            .approval_id
+            .as_ref()
+            .is_some_and(|wanted| *wanted != approval.approval_id)
+        {
+            return Err(StageError::new("NotAwaiting", ""));
+        }
         if let Some(d) = &approval.decision {
             return Err(StageError::new("AlreadyDecided", d.decision.as_str()));
         }

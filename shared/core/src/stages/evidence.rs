@@ -103,8 +103,14 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
 
     let mut topology = Vec::new();
     for src in &deps.topology {
-        if let Some(edges) =
-            bounded(deps, src.name(), "topology", src.topology(), &mut failed).await
+        if let Some(edges) = bounded(
+            deps,
+            src.name(),
+            "topology",
+            src.topology(&incident.alert),
+            &mut failed,
+        )
+        .await
         {
             answered.push(src.name());
             topology.extend(edges);
@@ -122,7 +128,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     let query = EvidenceQuery {
         services: services_to_investigate(&affected, &topology),
         window,
-        alert_time,
+        alert: incident.alert.clone(),
     };
 
     // Every source at once; each bounded by its own timeout.

@@ -1,0 +1,208 @@
+//! `iras serve`: the local runtime behind the same HTTP router the Lambda `api` function serves.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iras_core::config::ApprovalLinks;
+use iras_core::ports::IncidentQuery;
+use iras_core::scenario::{Scenario, ScenarioLibrary, DEMO_SCENARIO};
+use iras_core::*;
+use iras_http::{App, HttpConfig};
+
+use crate::local::{LocalOptions, LocalPipeline, LocalStarter, RuntimeCallbacks};
+
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub scenarios: Option<PathBuf>,
+}
+
+/// Written next to the store so the operator CLI finds the server and its key.
+pub const SERVER_FILE: &str = "server.json";
+pub const API_KEY_FILE: &str = "api-key";
+const SIGNING_KEY_FILE: &str = "signing-key";
+const LOCK_FILE: &str = "serve.lock";
+
+/// A secret from the environment, else from a file in the data dir, created on first use
+/// with owner-only permissions. Keeping it on disk keeps approval links and API keys valid
+/// across restarts.
+fn secret(var: &str, dir: &Path, file: &str) -> Result<(String, bool), String> {
+    if let Ok(v) = std::env::var(var) {
+        if !v.trim().is_empty() {
+            return Ok((v.trim().to_string(), false));
+        }
+    }
+    let path = dir.join(file);
+    if let Ok(v) = std::fs::read_to_string(&path) {
+        if !v.trim().is_empty() {
+            return Ok((v.trim().to_string(), true));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness for {file}: {e}"))?;
+    let value = hex::encode(bytes);
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(f, "{value}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((value, true))
+}
+
+pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    std::fs::create_dir_all(&opts.data)
+        .map_err(|e| format!("cannot create data dir {}: {e}", opts.data.display()))?;
+    // Two servers on one store would both drive the same executions.
+    let lock = File::create(opts.data.join(LOCK_FILE))
+        .map_err(|e| format!("cannot create the lock file: {e}"))?;
+    lock.try_lock().map_err(|_| {
+        format!(
+            "another `iras serve` is already using {}",
+            opts.data.display()
+        )
+    })?;
+
+    let (signing_key, _) = secret("APPROVAL_SIGNING_KEY", &opts.data, SIGNING_KEY_FILE)?;
+    let (api_keys, key_in_file) = secret("APPROVAL_API_KEY", &opts.data, API_KEY_FILE)?;
+    let api_keys: Vec<String> = api_keys
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let webhook_secret = std::env::var("WEBHOOK_SECRET")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+
+    let library = match &opts.scenarios {
+        Some(dir) => ScenarioLibrary::load_dir(dir).map_err(|e| e.to_string())?,
+        None => ScenarioLibrary::new(vec![
+            Scenario::parse(DEMO_SCENARIO, "demo").map_err(|e| e.to_string())?
+        ]),
+    };
+
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let base_url = std::env::var("IRAS_PUBLIC_URL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| format!("http://{local}"));
+
+    let mut config = PipelineConfig::from_env().map_err(|e| e.to_string())?;
+    config.approval_links = Some(ApprovalLinks {
+        base_url: base_url.clone(),
+        signing_key: signing_key.as_bytes().to_vec(),
+    });
+    let mut options = LocalOptions::new(opts.data.join("iras.db"));
+    options.library = Some(library.clone());
+    options.config = config.clone();
+    options.quiet = false;
+    let pipeline = LocalPipeline::open(options)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let runtime = pipeline.runtime.clone();
+    let health_runtime = runtime.clone();
+    let app = Arc::new(App {
+        deps: pipeline.deps.clone(),
+        starter: Arc::new(LocalStarter(runtime.clone())),
+        callbacks: Arc::new(RuntimeCallbacks(runtime.clone())),
+        http: HttpConfig {
+            webhook_secret,
+            api_keys,
+            approval_signing_key: signing_key.as_bytes().to_vec(),
+            body_limit_bytes: 256 * 1024,
+        },
+        runtime_health: Arc::new(move || health_runtime.health()),
+    });
+    let router = iras_http::router(app);
+
+    std::fs::write(
+        opts.data.join(SERVER_FILE),
+        serde_json::json!({"url": base_url, "pid": std::process::id()}).to_string(),
+    )
+    .map_err(|e| format!("cannot write {SERVER_FILE}: {e}"))?;
+
+    eprintln!("IRAS listening on {base_url}");
+    eprintln!(
+        "  store: {}   evidence: {} scenario(s){}",
+        opts.data.join("iras.db").display(),
+        library.len(),
+        opts.scenarios
+            .as_ref()
+            .map(|d| format!(" from {}", d.display()))
+            .unwrap_or_else(|| " (built-in demo)".into())
+    );
+    if key_in_file {
+        eprintln!(
+            "  API key for approvals: {}",
+            opts.data.join(API_KEY_FILE).display()
+        );
+    }
+    announce_pending(&pipeline, &config).await;
+    println!("listening {base_url}");
+
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    eprintln!(
+        "IRAS stopped; waiting approvals stay valid in {}",
+        opts.data.display()
+    );
+    drop(lock);
+    Ok(())
+}
+
+/// After a restart, plans still awaiting approval are announced again with their links.
+async fn announce_pending(pipeline: &LocalPipeline, config: &PipelineConfig) {
+    let page = pipeline
+        .store
+        .list_incidents(&IncidentQuery {
+            status: Some(IncidentStatus::AwaitingApproval),
+            limit: 200,
+            ..Default::default()
+        })
+        .await;
+    let Ok(page) = page else { return };
+    for inc in page.incidents {
+        if let (Some(a), Some(links)) = (&inc.approval, &config.approval_links) {
+            if a.decision.is_none() {
+                eprintln!(
+                    "  awaiting approval: {} — decide at {}",
+                    inc.incident_id,
+                    links.url(&a.approval_id, a.expires_at)
+                );
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,477 @@
+//! `iras serve` as operators and monitoring systems meet it: the real binary on a free port,
+//! driven over HTTP, killed and restarted, and clicked through in headless Chromium.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Server {
+    /// Starts `iras serve` on a free port of 127.0.0.1 with `data` as its store.
+    fn start(data: &Path) -> Server {
+        let stderr = data.with_extension(format!("stderr-{}", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iras"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("APPROVAL_API_KEY")
+            .env_remove("WEBHOOK_SECRET")
+            .env_remove("IRAS_PUBLIC_URL")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("iras serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            url,
+            data: data.to_path_buf(),
+            stderr,
+        }
+    }
+
+    fn api_key(&self) -> String {
+        std::fs::read_to_string(self.data.join("api-key"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Every approval link the server printed so far.
+    fn approval_links(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.stderr)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|w| w.contains("/approvals/apr-"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn payment_alert(title: &str) -> Value {
+    json!({
+        "title": title,
+        "service": "payment-service",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "labels": {"namespace": "shop", "team": "payments"},
+        "value": 0.45
+    })
+}
+
+async fn incident(c: &reqwest::Client, url: &str, id: &str) -> Value {
+    c.get(format!("{url}/incidents/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_status(c: &reqwest::Client, url: &str, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = incident(c, url, id).await;
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "incident {id} stuck in {} waiting for {status}",
+            v["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post_alert(c: &reqwest::Client, url: &str, alert: &Value) -> String {
+    let r = c
+        .post(format!("{url}/webhook/alert"))
+        .json(alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "processing");
+    v["incident_id"].as_str().unwrap().to_string()
+}
+
+/// The README's quickstart, step by step.
+#[tokio::test]
+async fn quickstart_alert_plan_approve_postmortem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let c = client();
+    let url = &server.url;
+
+    let id = post_alert(
+        &c,
+        url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    let waiting = wait_status(&c, url, &id, "awaiting_approval").await;
+    assert_eq!(
+        waiting["hypothesis"]["root_cause_service"],
+        "payment-service"
+    );
+    let steps = waiting["plan"]["steps"].as_array().unwrap().len();
+    assert!(steps > 0);
+
+    let r = c
+        .post(format!("{url}/incidents/{id}/approve"))
+        .bearer_auth(server.api_key())
+        .json(&json!({"approver": "alice", "comment": "roll it back"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let done = wait_status(&c, url, &id, "resolved").await;
+    assert_eq!(done["steps"].as_array().unwrap().len(), steps);
+
+    let md = c
+        .get(format!("{url}/incidents/{id}/postmortem"))
+        .header("Accept", "text/markdown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(md.status(), 200);
+    let text = md.text().await.unwrap();
+    assert!(text.starts_with("# Post-mortem"), "{text}");
+    assert!(
+        text.contains("approved by alice via api: roll it back"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_link_survives_a_killed_server_and_decides_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let c = client();
+    let id = post_alert(
+        &c,
+        &server.url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    let waiting = wait_status(&c, &server.url, &id, "awaiting_approval").await;
+    let steps = waiting["plan"]["steps"].as_array().unwrap().len();
+    let link = server
+        .approval_links()
+        .pop()
+        .expect("the server printed the link");
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    server.kill();
+
+    // Same data dir; the link carries the old port, so ask the new server for its path.
+    let server = Server::start(&data);
+    let path = &link[link.find("/approvals/").unwrap()..];
+    let again = server.approval_links();
+    assert!(
+        again.iter().any(|l| l.ends_with(path)),
+        "the restarted server announces the same pending link: {again:?}"
+    );
+    let page = c.get(format!("{}{path}", server.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200, "link from port {port} still valid");
+
+    let query: Vec<(String, String)> = url_query(path);
+    let approval_id = path
+        .trim_start_matches("/approvals/")
+        .split('?')
+        .next()
+        .unwrap();
+    let mut form = query.clone();
+    form.push(("decision".into(), "approve".into()));
+    form.push(("approver".into(), "bob".into()));
+    let r = c
+        .post(format!("{}/approvals/{approval_id}", server.url))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let second = c
+        .post(format!("{}/approvals/{approval_id}", server.url))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 409, "a link is single-use");
+
+    let done = wait_status(&c, &server.url, &id, "resolved").await;
+    let applied: Vec<&Value> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["phase"] == "apply")
+        .collect();
+    assert_eq!(applied.len(), steps, "each step applied exactly once");
+    assert_eq!(done["approval"]["decision"]["approver"], "bob");
+    assert_eq!(done["approval"]["decision"]["channel"], "page");
+}
+
+fn url_query(path: &str) -> Vec<(String, String)> {
+    path.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_alerts_make_two_hundred_separate_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let c = client();
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let c = c.clone();
+        let url = server.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let title = format!("High error rate on payment-service (shard {n})");
+            let id = post_alert(&c, &url, &payment_alert(&title)).await;
+            (title, id)
+        }));
+    }
+    let mut posted = Vec::new();
+    for t in tasks {
+        posted.push(t.await.unwrap());
+    }
+    let mut ids: Vec<&String> = posted.iter().map(|(_, id)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "one incident per alert");
+
+    for (title, id) in &posted {
+        let v = wait_status(&c, &server.url, id, "awaiting_approval").await;
+        assert_eq!(&v["title"], title, "incident {id} carries its own alert");
+        assert_eq!(v["incident_id"], id.as_str());
+        assert_eq!(v["rca"].as_array().unwrap().len(), 1);
+    }
+    // Listing pages through all of them, each once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut req = c.get(format!("{}/incidents?limit=64", server.url));
+        if let Some(cur) = &cursor {
+            req = req.query(&[("cursor", cur)]);
+        }
+        let page: Value = req.send().await.unwrap().json().await.unwrap();
+        for i in page["incidents"].as_array().unwrap() {
+            seen.push(i["incident_id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 200);
+}
+
+#[tokio::test]
+async fn bad_alerts_get_their_status_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let c = client();
+    let url = &server.url;
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (
+            c.post(format!("{url}/webhook/alert"))
+                .header("Content-Type", "application/json")
+                .body("{not json"),
+            400,
+        ),
+        (
+            c.post(format!("{url}/webhook/alert"))
+                .json(&json!({"timestamp": "2026-01-01T00:00:00Z"})),
+            422,
+        ),
+        (
+            c.post(format!("{url}/webhook/alert"))
+                .json(&json!({"title": 42, "timestamp": "2026-01-01T00:00:00Z"})),
+            422,
+        ),
+        (
+            c.post(format!("{url}/webhook/alert"))
+                .json(&json!({"title": "t", "timestamp": "yesterday"})),
+            422,
+        ),
+        (
+            c.post(format!("{url}/webhook/alert"))
+                .header("Content-Type", "application/json")
+                .body(format!(
+                    r#"{{"title":"t","timestamp":"2026-01-01T00:00:00Z","pad":"{}"}}"#,
+                    "x".repeat(300 * 1024)
+                )),
+            413,
+        ),
+        (
+            c.post(format!("{url}/incidents/inc-unknown/approve"))
+                .bearer_auth(server.api_key()),
+            404,
+        ),
+        (c.post(format!("{url}/incidents/inc-unknown/approve")), 401),
+    ];
+    for (req, want) in cases {
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, want, "{body}");
+    }
+    let list: Value = c
+        .get(format!("{url}/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn the_operator_cli_lists_shows_and_approves_on_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let c = client();
+    let id = post_alert(
+        &c,
+        &server.url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    wait_status(&c, &server.url, &id, "awaiting_approval").await;
+
+    let iras = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_iras"))
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .env_remove("APPROVAL_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = iras(&["incidents", "--status", "awaiting_approval"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = iras(&["incident", &id]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("rollback:"), "{shown}");
+    let out = iras(&["approve", &id, "--as", "carol"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = wait_status(&c, &server.url, &id, "resolved").await;
+    assert_eq!(done["approval"]["decision"]["approver"], "carol");
+    let out = iras(&["reject", &id]);
+    assert!(!out.status.success(), "a second decision is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
+}
+
+/// Headless Chromium (Debian's package) driven by playwright-core: the test command installs
+/// both; nothing is downloaded by the test.
+#[tokio::test]
+async fn a_person_approves_in_the_browser_and_a_second_click_is_refused() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let browser_dir = root.join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready =
+        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").exists();
+    if !ready {
+        assert!(
+            std::env::var("IRAS_REQUIRE_BROWSER").is_err(),
+            "chromium or playwright-core missing; ./scripts/test.sh installs them"
+        );
+        eprintln!("browser test not run: chromium or playwright-core missing (./scripts/test.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let c = client();
+    let id = post_alert(
+        &c,
+        &server.url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    wait_status(&c, &server.url, &id, "awaiting_approval").await;
+    let link = server
+        .approval_links()
+        .pop()
+        .expect("approval link printed");
+    let shot = dir.path().join("approval.png");
+
+    let out = tokio::process::Command::new("node")
+        .arg(browser_dir.join("approve.mjs"))
+        .arg(&link)
+        .arg(&shot)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "browser check failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!seen["steps"].as_array().unwrap().is_empty());
+    assert!(shot.exists(), "a screenshot of the page was taken");
+
+    let done = wait_status(&c, &server.url, &id, "resolved").await;
+    assert_eq!(done["approval"]["decision"]["channel"], "page");
+    assert_eq!(
+        done["approval"]["decision"]["approver"],
+        "alice (browser test)"
+    );
+}

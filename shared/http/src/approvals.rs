@@ -1,0 +1,256 @@
+//! `POST /incidents/{id}/approve` and `/reject`: decisions by API key (scripts, ChatOps).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use iras_core::signing::secure_eq;
+use iras_core::stages::{decide, DecideError, DecisionRequest};
+use iras_core::{ApprovalDecision, Decision, IncidentId, IncidentStore};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::incidents::parse_id;
+use crate::webhook::bearer_token;
+use crate::{AppState, HttpConfig};
+
+/// Names end up in the record, notifications and the post-mortem: a name, not an essay.
+pub(crate) const MAX_APPROVER_CHARS: usize = 200;
+
+pub(crate) async fn approve(
+    State(state): State<AppState>,
+    raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide_by_api(state, raw, headers, body, Decision::Approved).await
+}
+
+pub(crate) async fn reject(
+    State(state): State<AppState>,
+    raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide_by_api(state, raw, headers, body, Decision::Rejected).await
+}
+
+/// Checked before anything else, so an unauthenticated caller learns nothing about ids.
+fn authorize(http: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+    let keys: Vec<&str> = http.usable_api_keys().collect();
+    if keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "API approvals are disabled: set APPROVAL_API_KEY.",
+        ));
+    }
+    let Some(token) = bearer_token(headers) else {
+        return Err(ApiError::unauthorized(
+            "This endpoint requires Authorization: Bearer <APPROVAL_API_KEY>.",
+        ));
+    };
+    // Every key is compared, so timing does not tell which one (if any) nearly matched.
+    let matched = keys
+        .iter()
+        .fold(false, |found, key| found | secure_eq(token, key));
+    if !matched {
+        return Err(ApiError::unauthorized("The API key is not valid."));
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq)]
+struct DecisionBody {
+    approver: String,
+    comment: Option<String>,
+}
+
+fn optional_text(
+    obj: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`{field}` must be a string."),
+        )
+        .field(field)),
+    }
+}
+
+/// The body is optional: an empty one approves as "api" without a comment.
+fn parse_body(body: &[u8]) -> Result<DecisionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody {
+            approver: "api".into(),
+            comment: None,
+        });
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("The body is not valid JSON ({e})."),
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "The body must be a JSON object like {\"approver\": \"...\", \"comment\": \"...\"}.",
+        ));
+    };
+    let approver = optional_text(&obj, "approver")?.unwrap_or_else(|| "api".into());
+    if approver.chars().count() > MAX_APPROVER_CHARS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`approver` must be at most {MAX_APPROVER_CHARS} characters."),
+        )
+        .field("approver"));
+    }
+    Ok(DecisionBody {
+        approver,
+        comment: optional_text(&obj, "comment")?,
+    })
+}
+
+/// Who decided, for a 409 that says more than "no".
+pub(crate) async fn recorded_decision(
+    store: &dyn IncidentStore,
+    id: &IncidentId,
+) -> Option<ApprovalDecision> {
+    store
+        .get_incident(id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|i| i.approval)
+        .and_then(|a| a.decision)
+}
+
+pub(crate) fn describe_decision(d: &ApprovalDecision) -> String {
+    format!(
+        "{} by {} at {}",
+        d.decision.as_str(),
+        d.approver,
+        d.decided_at.format("%Y-%m-%d %H:%M:%S UTC")
+    )
+}
+
+async fn decide_by_api(
+    state: AppState,
+    raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    decision: Decision,
+) -> Result<Response, ApiError> {
+    let app = &state.app;
+    authorize(&app.http, &headers)?;
+    let id = parse_id(raw)?;
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return Err(ApiError::new(r.status(), "The body could not be read.")),
+    };
+    let DecisionBody { approver, comment } = parse_body(&body)?;
+    let request = DecisionRequest {
+        approval_id: None,
+        decision,
+        approver: approver.clone(),
+        channel: "api".into(),
+        comment,
+    };
+    match decide(&app.deps, app.callbacks.as_ref(), &id, request).await {
+        Ok(incident) => {
+            tracing::info!(incident = %id, decision = decision.as_str(), %approver, "plan decided via api");
+            Ok(Json(json!({
+                "incident_id": incident.incident_id,
+                "status": incident.status.as_str(),
+                "decision": decision.as_str(),
+                "approver": approver,
+            }))
+            .into_response())
+        }
+        Err(e) => Err(decide_error(app.deps.store.as_ref(), &id, e).await),
+    }
+}
+
+async fn decide_error(store: &dyn IncidentStore, id: &IncidentId, e: DecideError) -> ApiError {
+    match e {
+        DecideError::NotFound(_) => ApiError::not_found(format!("No incident {id}.")),
+        DecideError::NotAwaiting(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Incident {id} is not waiting for approval."),
+        ),
+        DecideError::AlreadyDecided(what) => {
+            let detail = match recorded_decision(store, id).await {
+                Some(d) => describe_decision(&d),
+                None => what,
+            };
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("The plan was already decided: {detail}."),
+            )
+        }
+        DecideError::Expired(at) => ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "The approval window closed at {}.",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ),
+        DecideError::Unavailable(detail) => ApiError::unavailable(
+            "The decision could not be delivered to the pipeline",
+            detail,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_body_decides_as_api() {
+        assert_eq!(
+            parse_body(b"").unwrap(),
+            DecisionBody {
+                approver: "api".into(),
+                comment: None
+            }
+        );
+        assert_eq!(parse_body(b" {} ").unwrap().approver, "api");
+    }
+
+    #[test]
+    fn the_body_names_its_bad_field() {
+        let b = parse_body(br#"{"approver": " alice ", "comment": "looks right"}"#).unwrap();
+        assert_eq!(b.approver, "alice");
+        assert_eq!(b.comment.as_deref(), Some("looks right"));
+        assert_eq!(
+            parse_body(br#"{"approver": 3}"#).unwrap_err().field,
+            Some("approver")
+        );
+        assert_eq!(
+            parse_body(br#"{"comment": []}"#).unwrap_err().field,
+            Some("comment")
+        );
+        let long = format!(
+            r#"{{"approver": "{}"}}"#,
+            "a".repeat(MAX_APPROVER_CHARS + 1)
+        );
+        assert_eq!(
+            parse_body(long.as_bytes()).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            parse_body(b"[1]").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_body(b"{").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The one HTTP router of IRAS: the alert webhook, the incident API, approvals (by API key
+//! and by signed page) and health. The local runtime serves it with `axum::serve`; on AWS,
+//! `lambda_http` hands it API Gateway requests. Nothing here knows which.
+
+mod approvals;
+mod error;
+pub mod html;
+mod incidents;
+mod page;
+mod webhook;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use iras_core::config::ConfigError;
+use iras_core::stages::Deps;
+use iras_core::{IncidentQuery, PipelineStarter, TaskCallbacks};
+use serde_json::json;
+
+use crate::error::ApiError;
+
+pub use webhook::{
+    webhook_signature, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECONDS, TIMESTAMP_HEADER,
+};
+
+/// The webhook's default body limit: an alert is a few KB; anything near this is not one.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 256 * 1024;
+
+/// Secrets and limits of the HTTP surface.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// `WEBHOOK_SECRET`: when set, every alert must be signed or carry it as a bearer token.
+    pub webhook_secret: Option<String>,
+    /// `APPROVAL_API_KEY`, comma-separated: several keys let one be rotated out while the
+    /// other still works. Empty disables API approvals.
+    pub api_keys: Vec<String>,
+    /// `APPROVAL_SIGNING_KEY`: signs and verifies approval links. Empty disables the pages.
+    pub approval_signing_key: Vec<u8>,
+    pub body_limit_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            webhook_secret: None,
+            api_keys: Vec::new(),
+            approval_signing_key: Vec::new(),
+            body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Reads `WEBHOOK_SECRET`, `APPROVAL_API_KEY`, `APPROVAL_SIGNING_KEY` and
+    /// `WEBHOOK_BODY_LIMIT_BYTES`; blank values count as unset.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let mut c = HttpConfig {
+            webhook_secret: get("WEBHOOK_SECRET").map(str::to_string),
+            api_keys: get("APPROVAL_API_KEY")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            approval_signing_key: get("APPROVAL_SIGNING_KEY")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            ..HttpConfig::default()
+        };
+        if let Some(v) = get("WEBHOOK_BODY_LIMIT_BYTES") {
+            c.body_limit_bytes = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError {
+                    name: "WEBHOOK_BODY_LIMIT_BYTES".into(),
+                    problem: format!("`{v}` is not a positive number of bytes"),
+                })?;
+        }
+        Ok(c)
+    }
+
+    /// The configured API keys that can actually be presented (a blank one never matches).
+    fn usable_api_keys(&self) -> impl Iterator<Item = &str> {
+        self.api_keys
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// Secrets are shown only as "set"/"unset" so a logged config leaks nothing.
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |b: bool| if b { "<set>" } else { "<unset>" };
+        f.debug_struct("HttpConfig")
+            .field("webhook_secret", &set(self.webhook_secret.is_some()))
+            .field("api_keys", &format!("<{} key(s)>", self.api_keys.len()))
+            .field(
+                "approval_signing_key",
+                &set(!self.approval_signing_key.is_empty()),
+            )
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .finish()
+    }
+}
+
+/// What the router needs from the process that serves it.
+pub struct App {
+    pub deps: Arc<Deps>,
+    pub starter: Arc<dyn PipelineStarter>,
+    pub callbacks: Arc<dyn TaskCallbacks>,
+    pub http: HttpConfig,
+    /// The runtime's own liveness (the local interpreter's workers, or always Ok on Lambda).
+    pub runtime_health: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Router state: the app plus what the router itself must remember between requests.
+pub(crate) struct Shared {
+    pub app: Arc<App>,
+    pub replay: Mutex<webhook::ReplayGuard>,
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
+/// The whole HTTP surface: webhook, incidents, approvals and health.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.http.body_limit_bytes;
+    if app
+        .http
+        .webhook_secret
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        tracing::error!("WEBHOOK_SECRET is set but blank: every alert will be refused");
+    }
+    let state = Arc::new(Shared {
+        app,
+        replay: Mutex::new(webhook::ReplayGuard::default()),
+    });
+    Router::new()
+        .route("/webhook/alert", post(webhook::receive_alert))
+        .route("/incidents", get(incidents::list))
+        .route("/incidents/{id}", get(incidents::report))
+        .route("/incidents/{id}/postmortem", get(incidents::postmortem))
+        .route("/incidents/{id}/approve", post(approvals::approve))
+        .route("/incidents/{id}/reject", post(approvals::reject))
+        .route(
+            "/approvals/{approval_id}",
+            get(page::show).post(page::submit),
+        )
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Every body is bounded, not just the webhook's: the approval form and API bodies too.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "There is no such resource.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This method is not allowed on this resource.",
+    )
+}
+
+/// A store that hangs must not hang the health check with it.
+const HEALTH_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn health(State(state): State<AppState>) -> Response {
+    let app = &state.app;
+    let probe = IncidentQuery {
+        limit: 1,
+        ..Default::default()
+    };
+    let store =
+        match tokio::time::timeout(HEALTH_STORE_TIMEOUT, app.deps.store.list_incidents(&probe))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "store did not answer within {} s",
+                HEALTH_STORE_TIMEOUT.as_secs()
+            )),
+        };
+    let runtime = (app.runtime_health)();
+    let healthy = store.is_ok() && runtime.is_ok();
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    if !healthy {
+        tracing::warn!(store = %show(&store), runtime = %show(&runtime), "health check degraded");
+    }
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "store": show(&store),
+        "runtime": show(&runtime),
+    });
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_debug_never_prints_secrets() {
+        let c = HttpConfig {
+            webhook_secret: Some("hook-secret-1".into()),
+            api_keys: vec!["api-key-1".into(), "api-key-2".into()],
+            approval_signing_key: b"signing-key-1".to_vec(),
+            body_limit_bytes: 10,
+        };
+        let shown = format!("{c:?}");
+        for secret in ["hook-secret-1", "api-key-1", "api-key-2", "signing-key-1"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("2 key(s)"), "{shown}");
+    }
+
+    #[test]
+    fn config_reads_comma_separated_api_keys_and_ignores_blanks() {
+        let vars: HashMap<String, String> = [
+            ("APPROVAL_API_KEY", " k1, ,k2 "),
+            ("WEBHOOK_SECRET", "  "),
+            ("APPROVAL_SIGNING_KEY", "sk"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = HttpConfig::from_vars(&vars).unwrap();
+        assert_eq!(c.api_keys, vec!["k1", "k2"]);
+        assert_eq!(c.webhook_secret, None);
+        assert_eq!(c.approval_signing_key, b"sk");
+        assert_eq!(c.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
+    }
+
+    #[test]
+    fn a_bad_body_limit_names_the_variable() {
+        let vars: HashMap<String, String> =
+            [("WEBHOOK_BODY_LIMIT_BYTES".to_string(), "lots".to_string())].into();
+        let e = HttpConfig::from_vars(&vars).unwrap_err();
+        assert_eq!(e.name, "WEBHOOK_BODY_LIMIT_BYTES");
+    }
+}
