@@ -367,3 +367,22 @@ async fn a_definition_with_an_unsupported_state_is_refused_naming_it() {
         .to_string();
     assert!(err.contains("Fanout") && err.contains("Parallel"), "{err}");
 }
+
+#[tokio::test]
+async fn a_plan_with_no_safe_action_escalates_with_the_root_cause_instead_of_resolving() {
+    let mut analyst = ScriptedAnalyst::over(Arc::new(OfflineAnalyst::default()));
+    analyst.plan = Some(rollback_plan(0));
+    let h = harness(move |o| o.analyst = Some(Arc::new(analyst))).await;
+    let id = h.open_incident().await;
+    let inc = h.finish(&id).await;
+
+    assert_eq!(inc.status, IncidentStatus::Escalated);
+    let esc = inc.escalation.as_ref().unwrap();
+    assert_eq!(esc.reason, EscalationReason::NoRemediation);
+    assert!(inc.approval.is_none(), "nobody is asked to approve nothing");
+    assert!(h.executor.calls().is_empty());
+    assert_eq!(
+        h.pages(),
+        vec![(id.clone(), EscalationReason::NoRemediation)]
+    );
+}

@@ -526,6 +526,8 @@ pub enum EscalationReason {
     ApprovalTimeout,
     RemediationFailed,
     PolicyBlocked,
+    /// The root cause is known but no safe automated action fits: a person must act.
+    NoRemediation,
     StageFailure,
 }
 
@@ -537,6 +539,7 @@ impl EscalationReason {
             EscalationReason::ApprovalTimeout => "approval_timeout",
             EscalationReason::RemediationFailed => "remediation_failed",
             EscalationReason::PolicyBlocked => "policy_blocked",
+            EscalationReason::NoRemediation => "no_remediation",
             EscalationReason::StageFailure => "stage_failure",
         }
     }
@@ -552,6 +555,9 @@ impl EscalationReason {
             }
             EscalationReason::PolicyBlocked => {
                 "the plan contains commands outside the remediation policy"
+            }
+            EscalationReason::NoRemediation => {
+                "no safe automated remediation fits this root cause; manual action needed"
             }
             EscalationReason::StageFailure => "a pipeline stage kept failing",
         }

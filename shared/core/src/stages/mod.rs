@@ -413,7 +413,9 @@ pub async fn plan(deps: &Deps, input: &IncidentRef) -> Result<PlanOutput, StageE
         if inc.plan.is_some() {
             return Ok(false);
         }
-        let verdict = if p.blocked_by_policy {
+        let verdict = if p.steps.is_empty() {
+            "no automated action fits; a person must act"
+        } else if p.blocked_by_policy {
             "blocked by the remediation policy"
         } else if p.requires_human_approval {
             "needs human approval"
@@ -498,6 +500,11 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
         if let Some(cause) = input.escalation.cause.as_deref().filter(|c| !c.is_empty()) {
             let cause: String = cause.chars().take(500).collect();
             detail.push_str(&format!(" ({cause})"));
+        }
+    }
+    if reason == EscalationReason::NoRemediation {
+        if let Some(p) = &incident.plan {
+            detail.push_str(&format!("; guidance: {}", p.summary));
         }
     }
     if reason == EscalationReason::LowConfidence {

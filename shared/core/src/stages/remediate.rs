@@ -100,7 +100,14 @@ pub async fn remediate(deps: &Deps, input: &IncidentRef) -> Result<RemediateOutp
         .plan
         .clone()
         .ok_or_else(|| StageError::new("InvalidInput", "no remediation plan"))?;
-    // The last line of defence: whatever path led here, an unapproved or blocked plan never runs.
+    // The last line of defence: whatever path led here, an unapproved or blocked plan never runs,
+    // and an empty plan never marks an incident resolved.
+    if plan.steps.is_empty() {
+        return Err(StageError::new(
+            "NothingToApply",
+            "the plan has no steps: nothing IRAS can apply",
+        ));
+    }
     if plan.blocked_by_policy {
         return Err(StageError::new(
             "PolicyViolation",
