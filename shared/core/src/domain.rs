@@ -672,6 +672,9 @@ pub struct Incident {
     pub escalation: Option<Escalation>,
     #[serde(default)]
     pub timeline: Vec<TimelineEvent>,
+    /// Every model call made for this incident (none with the offline analyst).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm_calls: Vec<crate::usage::LlmCall>,
 }
 
 impl Incident {
@@ -703,6 +706,7 @@ impl Incident {
                 message: format!("alert fired: {}", alert.title),
             }],
             repeat_alerts: Vec::new(),
+            llm_calls: Vec::new(),
             alert,
         }
     }
@@ -775,6 +779,9 @@ pub struct PostMortem {
     pub written_at: Timestamp,
     #[serde(default)]
     pub analyst: String,
+    /// Model calls summed from the incident's records.
+    #[serde(default)]
+    pub llm_usage: crate::usage::LlmUsage,
 }
 
 impl PostMortem {
@@ -806,6 +813,15 @@ impl PostMortem {
             "- **RCA attempts**: {}; steps applied: {}; rolled back: {}",
             self.rca_attempts, self.steps_applied, self.steps_rolled_back
         );
+        if self.llm_usage.calls > 0 {
+            let u = &self.llm_usage;
+            let _ = writeln!(
+                md,
+                "- **Model calls**: {} ({} failed); {} tokens in, {} out; {} ms; estimated cost ${:.4}",
+                u.calls, u.failed_calls, u.input_tokens, u.output_tokens, u.latency_ms,
+                u.estimated_cost_usd
+            );
+        }
         let _ = writeln!(md, "\n## Summary\n\n{}", self.summary);
         let _ = writeln!(md, "\n## Root cause\n\n{}", self.root_cause);
         let _ = writeln!(md, "\n## Resolution\n\n{}", self.resolution);

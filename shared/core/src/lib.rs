@@ -12,6 +12,7 @@ pub mod report;
 pub mod scenario;
 pub mod signing;
 pub mod stages;
+pub mod usage;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

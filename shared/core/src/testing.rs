@@ -547,6 +547,7 @@ pub mod store_contract {
             steps_rolled_back: 0,
             written_at: inc.created_at,
             analyst: "offline".into(),
+            llm_usage: Default::default(),
         };
         store.put_postmortem(&pm).await.unwrap();
         assert_eq!(store.postmortem(&inc.incident_id).await.unwrap(), Some(pm));

@@ -14,6 +14,25 @@ use crate::config::PipelineConfig;
 use crate::domain::*;
 use crate::policy;
 use crate::ports::*;
+use crate::usage::{self, LlmCall};
+
+/// Calls kept on the record; a runaway retry loop cannot grow it without bound.
+const MAX_LLM_CALLS: usize = 200;
+
+/// Stores the model calls a stage made, even when the analyst then failed: failed calls cost
+/// money and explain the fallback.
+async fn keep_calls(deps: &Deps, id: &IncidentId, calls: Vec<LlmCall>) -> Result<(), StageError> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    mutate(deps, id, |inc| {
+        let room = MAX_LLM_CALLS.saturating_sub(inc.llm_calls.len());
+        inc.llm_calls.extend(calls.iter().take(room).cloned());
+        Ok(true)
+    })
+    .await?;
+    Ok(())
+}
 
 pub use approval::{
     decide, request_approval, ApprovalInput, ApprovalOutput, DecideError, DecisionRequest,
@@ -195,7 +214,9 @@ pub async fn triage(deps: &Deps, input: &IncidentRef) -> Result<TriageOutput, St
     let triage = match incident.triage.clone() {
         Some(t) => t,
         None => {
-            let mut t = deps.analyst.triage(&incident.alert).await?;
+            let (t, calls) = usage::collect(deps.analyst.triage(&incident.alert)).await;
+            keep_calls(deps, &input.incident_id, calls).await?;
+            let mut t = t?;
             sanitize_triage(&mut t, &incident.alert);
             t
         }
@@ -289,10 +310,10 @@ pub async fn rca(deps: &Deps, input: &AttemptInput) -> Result<RcaOutput, StageEr
             let triage = incident.triage.clone().ok_or_else(|| {
                 StageError::new("InvalidInput", "rca before triage: incident has no triage")
             })?;
-            let mut h = deps
-                .analyst
-                .rca(&incident.alert, &triage, &attempt.context)
-                .await?;
+            let (h, calls) =
+                usage::collect(deps.analyst.rca(&incident.alert, &triage, &attempt.context)).await;
+            keep_calls(deps, &input.incident_id, calls).await?;
+            let mut h = h?;
             sanitize_hypothesis(&mut h, &incident, &attempt.context);
             attempt.hypothesis = Some(h.clone());
             deps.store.put_attempt(&input.incident_id, &attempt).await?;
@@ -395,10 +416,10 @@ pub async fn plan(deps: &Deps, input: &IncidentRef) -> Result<PlanOutput, StageE
                 .next_back()
                 .map(|a| a.context)
                 .unwrap_or_default();
-            let proposed = deps
-                .analyst
-                .plan(&incident.alert, &hypothesis, &context)
-                .await?;
+            let (proposed, calls) =
+                usage::collect(deps.analyst.plan(&incident.alert, &hypothesis, &context)).await;
+            keep_calls(deps, &input.incident_id, calls).await?;
+            let proposed = proposed?;
             // Whatever the analyst said about safety is recomputed here.
             policy::enforce(
                 proposed,
@@ -599,7 +620,11 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         steps: &steps,
         attempts: &attempts,
     };
-    let (narrative, analyst) = match deps.analyst.postmortem(&facts).await {
+    let (narrative, calls) = usage::collect(deps.analyst.postmortem(&facts)).await;
+    let mut llm_calls = incident.llm_calls.clone();
+    llm_calls.extend(calls.iter().cloned());
+    keep_calls(deps, &input.incident_id, calls).await?;
+    let (narrative, analyst) = match narrative {
         Ok(n) => (n, deps.analyst.name()),
         // The post-mortem is always written: fall back to the offline narrative.
         Err(e) => {
@@ -647,6 +672,7 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         steps_rolled_back: count(StepPhase::Rollback),
         written_at: now,
         analyst,
+        llm_usage: usage::LlmUsage::of(&llm_calls),
     };
     deps.store.put_postmortem(&pm).await?;
     let stored = mutate(deps, &input.incident_id, |inc| {
