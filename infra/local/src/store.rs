@@ -102,6 +102,35 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+    /// Every JSON `body` a one-parameter query returns, decoded.
+    async fn bodies<T>(&self, sql: &'static str, key: String) -> Result<Vec<T>, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.with(move |c| {
+            let mut stmt = c.prepare(sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map([key.as_str()], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.map(|b| decode(&b.map_err(unavailable)?)).collect()
+        })
+        .await
+    }
+
+    /// The JSON `body` of the single row a one-parameter query finds, decoded.
+    async fn body<T>(&self, sql: &'static str, key: String) -> Result<Option<T>, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row(sql, [key.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            body.map(|b| decode(&b)).transpose()
+        })
+        .await
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, StoreError> {
@@ -173,19 +202,8 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
-        let id = id.clone();
-        self.with(move |c| {
-            let body: Option<String> = c
-                .query_row(
-                    "SELECT body FROM incidents WHERE id = ?1",
-                    [id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            body.map(|b| decode(&b)).transpose()
-        })
-        .await
+        self.body("SELECT body FROM incidents WHERE id = ?1", id.0.clone())
+            .await
     }
 
     async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
@@ -280,18 +298,10 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
-        let approval_id = approval_id.to_string();
-        self.with(move |c| {
-            let body: Option<String> = c
-                .query_row(
-                    "SELECT body FROM incidents WHERE approval_id = ?1",
-                    [approval_id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            body.map(|b| decode(&b)).transpose()
-        })
+        self.body(
+            "SELECT body FROM incidents WHERE approval_id = ?1",
+            approval_id.to_string(),
+        )
         .await
     }
 
@@ -314,16 +324,10 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {
-        let id = id.clone();
-        self.with(move |c| {
-            let mut stmt = c
-                .prepare("SELECT body FROM attempts WHERE incident_id = ?1 ORDER BY attempt")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([id.as_str()], |r| r.get::<_, String>(0))
-                .map_err(unavailable)?;
-            rows.map(|b| decode(&b.map_err(unavailable)?)).collect()
-        })
+        self.bodies(
+            "SELECT body FROM attempts WHERE incident_id = ?1 ORDER BY attempt",
+            id.0.clone(),
+        )
         .await
     }
 
@@ -367,16 +371,10 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn steps(&self, id: &IncidentId) -> Result<Vec<StepRecord>, StoreError> {
-        let id = id.clone();
-        self.with(move |c| {
-            let mut stmt = c
-                .prepare("SELECT body FROM steps WHERE incident_id = ?1 ORDER BY seq")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([id.as_str()], |r| r.get::<_, String>(0))
-                .map_err(unavailable)?;
-            rows.map(|b| decode(&b.map_err(unavailable)?)).collect()
-        })
+        self.bodies(
+            "SELECT body FROM steps WHERE incident_id = ?1 ORDER BY seq",
+            id.0.clone(),
+        )
         .await
     }
 
@@ -407,18 +405,10 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
-        let id = id.clone();
-        self.with(move |c| {
-            let body: Option<String> = c
-                .query_row(
-                    "SELECT body FROM postmortems WHERE incident_id = ?1",
-                    [id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            body.map(|b| decode(&b)).transpose()
-        })
+        self.body(
+            "SELECT body FROM postmortems WHERE incident_id = ?1",
+            id.0.clone(),
+        )
         .await
     }
 }
