@@ -21,6 +21,9 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# moto (AWS APIs on localhost) into .venv-test; the AWS tests start their own servers from it.
+bash scripts/moto.sh
+export IRAS_REQUIRE_AWS=1
 export CHROMIUM=/usr/bin/chromium
 # The test command has installed the browser tools, so the browser test must run.
 export IRAS_REQUIRE_BROWSER=1

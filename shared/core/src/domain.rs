@@ -648,6 +648,9 @@ pub struct Incident {
     /// Repeats of the same alert that arrived while this incident was open.
     #[serde(default)]
     pub repeat_alerts: Vec<Alert>,
+    /// How often the alert fired again, including repeats past the kept ones.
+    #[serde(default)]
+    pub repeat_count: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -706,6 +709,7 @@ impl Incident {
                 message: format!("alert fired: {}", alert.title),
             }],
             repeat_alerts: Vec::new(),
+            repeat_count: 0,
             llm_calls: Vec::new(),
             alert,
         }

@@ -173,16 +173,18 @@ pub async fn ingest(deps: &Deps, alert: Alert) -> Result<Ingested, StageError> {
             if inc.status.is_final() {
                 return Err(StageError::new("IncidentClosed", ""));
             }
-            let n = inc.repeat_alerts.len() + 1;
+            inc.repeat_count += 1;
+            let n = inc.repeat_count;
+            // The record stays bounded (one DynamoDB item): past the cap only the count grows.
             if inc.repeat_alerts.len() < MAX_REPEAT_ALERTS {
                 inc.repeat_alerts.push(repeat.clone());
+                inc.record(
+                    now,
+                    format!("repeat:{n}"),
+                    "ingest",
+                    format!("the alert fired again ({n} repeat(s))"),
+                );
             }
-            inc.record(
-                now,
-                format!("repeat:{n}"),
-                "ingest",
-                format!("the alert fired again ({n} repeat(s))"),
-            );
             Ok(true)
         })
         .await;

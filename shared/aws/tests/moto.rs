@@ -1,0 +1,12 @@
+//! The AWS adapters against moto on localhost: each test starts its own server (under a
+//! second) so tests stay independent under `cargo test` and `cargo nextest` alike. One test
+//! binary, so the SDK is linked once.
+
+mod support;
+
+#[path = "moto/dynamo_store.rs"]
+mod dynamo_store;
+#[path = "moto/eventbridge.rs"]
+mod eventbridge;
+#[path = "moto/step_functions.rs"]
+mod step_functions;
