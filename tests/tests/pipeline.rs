@@ -386,3 +386,48 @@ async fn a_plan_with_no_safe_action_escalates_with_the_root_cause_instead_of_res
         vec![(id.clone(), EscalationReason::NoRemediation)]
     );
 }
+
+#[tokio::test]
+async fn lifecycle_events_leave_in_the_order_the_incident_lived_them() {
+    let events = Arc::new(iras_core::testing::RecordingEvents::default());
+    let e = events.clone();
+    let h = harness(move |o| o.events = Some(e)).await;
+    let id = h.open_incident().await;
+    h.wait_awaiting_approval(&id).await;
+    h.decide(&id, Decision::Approved).await;
+    h.finish(&id).await;
+    assert_eq!(
+        events.types_for(&id),
+        vec![
+            "IncidentOpened",
+            "PlanAwaitingApproval",
+            "RemediationApplied",
+            "PostMortemPublished"
+        ]
+    );
+
+    let id = {
+        let mut alert = h.scenario.alert.clone();
+        alert.title = "High error rate on payment-service, again".into();
+        alert.fields.remove("fingerprint");
+        h.pipeline
+            .ingest(alert)
+            .await
+            .unwrap()
+            .incident()
+            .incident_id
+            .clone()
+    };
+    h.wait_awaiting_approval(&id).await;
+    h.decide(&id, Decision::Rejected).await;
+    h.finish(&id).await;
+    assert_eq!(
+        events.types_for(&id),
+        vec![
+            "IncidentOpened",
+            "PlanAwaitingApproval",
+            "IncidentEscalated",
+            "PostMortemPublished"
+        ]
+    );
+}

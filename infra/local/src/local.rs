@@ -137,6 +137,7 @@ pub struct LocalOptions {
     pub pager: Option<Arc<dyn Pager>>,
     pub notifier: Option<Arc<dyn Notifier>>,
     pub clock: Option<Arc<dyn Clock>>,
+    pub events: Option<Arc<dyn EventPublisher>>,
     /// Replace a stage's function (a test's stage that keeps failing).
     pub function_overrides: HashMap<Stage, Arc<dyn LambdaFunction>>,
     pub runtime: RuntimeOptions,
@@ -156,6 +157,7 @@ impl LocalOptions {
             pager: None,
             notifier: None,
             clock: None,
+            events: None,
             function_overrides: HashMap::new(),
             runtime: RuntimeOptions::default(),
             quiet: true,
@@ -189,6 +191,7 @@ impl LocalPipeline {
             clock: opts.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             config: opts.config,
             source_timeout: Duration::from_secs(20),
+            events: opts.events.unwrap_or_else(|| Arc::new(NoEvents)),
         };
         if let Some(s) = &opts.scenario {
             let src = Arc::new(s.sources());

@@ -258,6 +258,16 @@ pub trait EventPublisher: Send + Sync {
     async fn publish(&self, detail_type: &str, detail: Value) -> Result<(), NotifyError>;
 }
 
+/// Publishes nothing: the local runtime has no subscribers.
+pub struct NoEvents;
+
+#[async_trait]
+impl EventPublisher for NoEvents {
+    async fn publish(&self, _detail_type: &str, _detail: Value) -> Result<(), NotifyError> {
+        Ok(())
+    }
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }

@@ -279,6 +279,38 @@ impl Notifier for RecordingNotifier {
     }
 }
 
+/// Remembers every lifecycle event published: (detail type, incident id).
+#[derive(Default)]
+pub struct RecordingEvents(pub Mutex<Vec<(String, String)>>);
+
+impl RecordingEvents {
+    pub fn types_for(&self, id: &IncidentId) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, i)| i == id.as_str())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventPublisher for RecordingEvents {
+    async fn publish(
+        &self,
+        detail_type: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), NotifyError> {
+        let id = detail["incident_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.0.lock().unwrap().push((detail_type.to_string(), id));
+        Ok(())
+    }
+}
+
 /// A clock that moves only when told to.
 pub struct ManualClock(Mutex<Timestamp>);
 

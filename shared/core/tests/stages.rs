@@ -42,6 +42,7 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
         clock: Arc::new(ManualClock::at(scenario.alert.timestamp)),
         config: PipelineConfig::default(),
         source_timeout: Duration::from_secs(5),
+        events: Arc::new(NoEvents),
     };
     Fixture {
         deps,

@@ -167,6 +167,7 @@ fn fixture_with(http: HttpConfig, store_override: Option<Arc<dyn IncidentStore>>
         clock: clock.clone(),
         config: PipelineConfig::default(),
         source_timeout: Duration::from_secs(5),
+        events: Arc::new(NoEvents),
     });
     let starter = Arc::new(RecordingStarter::default());
     let callbacks = Arc::new(RecordingCallbacks::default());

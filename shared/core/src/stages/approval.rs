@@ -80,6 +80,13 @@ pub async fn request_approval(
     .await?;
     let approval = stored.approval.clone().expect("approval just recorded");
     if notify {
+        super::announce(
+            deps,
+            super::lifecycle::PLAN_AWAITING_APPROVAL,
+            &stored,
+            json!({"approval_id": approval.approval_id, "expires_at": approval.expires_at}),
+        )
+        .await;
         let url = deps
             .config
             .approval_links

@@ -56,6 +56,40 @@ pub struct Deps {
     pub config: PipelineConfig,
     /// Per evidence source, so one slow backend cannot stall the investigation.
     pub source_timeout: std::time::Duration,
+    /// Lifecycle events for other systems to subscribe to (EventBridge); `NoEvents` locally.
+    pub events: Arc<dyn EventPublisher>,
+}
+
+/// Lifecycle event names (EventBridge `detail-type`).
+pub mod lifecycle {
+    pub const INCIDENT_OPENED: &str = "IncidentOpened";
+    pub const PLAN_AWAITING_APPROVAL: &str = "PlanAwaitingApproval";
+    pub const INCIDENT_ESCALATED: &str = "IncidentEscalated";
+    pub const REMEDIATION_APPLIED: &str = "RemediationApplied";
+    pub const POSTMORTEM_PUBLISHED: &str = "PostMortemPublished";
+}
+
+/// Publishes a lifecycle event. Subscribers are told, not asked: a failure is logged and
+/// never fails the stage (EventBridge consumers must tolerate repeats anyway).
+pub(crate) async fn announce(
+    deps: &Deps,
+    detail_type: &str,
+    incident: &Incident,
+    extra: serde_json::Value,
+) {
+    let mut detail = serde_json::json!({
+        "incident_id": incident.incident_id,
+        "title": incident.title,
+        "status": incident.status,
+        "severity": incident.severity,
+        "service": incident.service,
+    });
+    if let (Some(d), serde_json::Value::Object(e)) = (detail.as_object_mut(), extra) {
+        d.extend(e);
+    }
+    if let Err(e) = deps.events.publish(detail_type, detail).await {
+        tracing::warn!(incident = %incident.incident_id, detail_type, error = %e, "lifecycle event not published");
+    }
 }
 
 /// A stage failure, named so the state machine's `Retry`/`Catch` can match it.
@@ -164,7 +198,16 @@ pub async fn ingest(deps: &Deps, alert: Alert) -> Result<Ingested, StageError> {
         let now = deps.clock.now();
         let incident = Incident::open(IncidentId::generate(), alert.clone(), now);
         let existing = match deps.store.create_incident(&incident).await {
-            Ok(()) => return Ok(Ingested::Opened(incident)),
+            Ok(()) => {
+                announce(
+                    deps,
+                    lifecycle::INCIDENT_OPENED,
+                    &incident,
+                    serde_json::json!({}),
+                )
+                .await;
+                return Ok(Ingested::Opened(incident));
+            }
             Err(StoreError::Duplicate(existing)) => existing,
             Err(e) => return Err(e.into()),
         };
@@ -576,6 +619,13 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
         .notifier
         .incident_updated(&stored, &format!("escalated: {}", escalation.detail))
         .await;
+    announce(
+        deps,
+        lifecycle::INCIDENT_ESCALATED,
+        &stored,
+        serde_json::json!({"reason": reason, "detail": escalation.detail}),
+    )
+    .await;
     Ok(EscalateOutput {
         reason,
         paged_via: escalation.paged_via.clone(),
@@ -690,6 +740,13 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         Ok(true)
     })
     .await?;
+    announce(
+        deps,
+        lifecycle::POSTMORTEM_PUBLISHED,
+        &stored,
+        serde_json::json!({"outcome": pm.outcome, "duration_seconds": pm.duration_seconds}),
+    )
+    .await;
     if stored.status == IncidentStatus::Resolved {
         // Closes the page if one was ever opened; best effort, the record is what counts.
         let _ = deps.pager.resolve(&stored).await;

@@ -167,7 +167,7 @@ pub async fn remediate(deps: &Deps, input: &IncidentRef) -> Result<RemediateOutp
 
     let Some((failed_step, why)) = failed else {
         let done = deps.clock.now();
-        mutate(deps, id, |inc| {
+        let stored = mutate(deps, id, |inc| {
             if inc.remediation.is_some() {
                 return Ok(false);
             }
@@ -183,6 +183,13 @@ pub async fn remediate(deps: &Deps, input: &IncidentRef) -> Result<RemediateOutp
             Ok(true)
         })
         .await?;
+        super::announce(
+            deps,
+            super::lifecycle::REMEDIATION_APPLIED,
+            &stored,
+            serde_json::json!({"steps": plan.steps.len(), "executor": deps.executor.name()}),
+        )
+        .await;
         return Ok(RemediateOutput {
             outcome: RemediationOutcome::Applied,
             failed_step: None,
