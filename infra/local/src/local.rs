@@ -23,6 +23,7 @@ use crate::runtime::{
     RuntimeOptions,
 };
 use crate::store::SqliteStore;
+use iras_adapters::Integrations;
 
 /// The pipeline definition shipped with IRAS, the same file SAM deploys.
 pub const STATE_MACHINE: &str = include_str!("../../../statemachine.asl.json");
@@ -131,6 +132,9 @@ pub struct LocalOptions {
     pub scenario: Option<Arc<Scenario>>,
     /// Evidence for any alert, from the scenario that matches it (`iras serve --scenarios`).
     pub library: Option<ScenarioLibrary>,
+    /// Real backends and channels from the environment; each kind configured here replaces the
+    /// scenario (evidence) or console (notifier, pager) fallback.
+    pub integrations: Option<Integrations>,
     pub config: PipelineConfig,
     pub analyst: Option<Arc<dyn Analyst>>,
     pub executor: Option<Arc<dyn Executor>>,
@@ -151,6 +155,7 @@ impl LocalOptions {
             definition: None,
             scenario: None,
             library: None,
+            integrations: None,
             config: PipelineConfig::default(),
             analyst: None,
             executor: None,
@@ -176,36 +181,60 @@ impl LocalPipeline {
     pub async fn open(opts: LocalOptions) -> Result<LocalPipeline, LocalError> {
         let store = Arc::new(SqliteStore::open(&opts.db_path)?);
         let console = Arc::new(Console::new(opts.quiet));
+        let mut integrations = opts.integrations.unwrap_or_default();
+        let notifier = opts
+            .notifier
+            .or(integrations.notifier.take())
+            .unwrap_or_else(|| console.clone());
+        let pager = opts
+            .pager
+            .or(integrations.pager.take())
+            .unwrap_or_else(|| console.clone());
         let mut deps = Deps {
             store: store.clone(),
             analyst: opts
                 .analyst
                 .unwrap_or_else(|| Arc::new(OfflineAnalyst::default())),
-            logs: vec![],
-            metrics: vec![],
-            deployments: vec![],
+            logs: integrations.logs,
+            metrics: integrations.metrics,
+            deployments: integrations.deployments,
             topology: vec![],
-            notifier: opts.notifier.unwrap_or_else(|| console.clone()),
-            pager: opts.pager.unwrap_or_else(|| console.clone()),
+            notifier,
+            pager,
             executor: opts.executor.unwrap_or_else(|| Arc::new(DryRunExecutor)),
             clock: opts.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             config: opts.config,
             source_timeout: Duration::from_secs(20),
             events: opts.events.unwrap_or_else(|| Arc::new(NoEvents)),
         };
-        if let Some(s) = &opts.scenario {
-            let src = Arc::new(s.sources());
-            deps.logs.push(src.clone());
-            deps.metrics.push(src.clone());
-            deps.deployments.push(src.clone());
-            deps.topology.push(src);
-        }
-        if let Some(lib) = &opts.library {
-            let src = Arc::new(lib.clone());
-            deps.logs.push(src.clone());
-            deps.metrics.push(src.clone());
-            deps.deployments.push(src.clone());
-            deps.topology.push(src);
+        // Scenarios stand in only for the kinds of evidence no real backend provides.
+        let fallback: Option<(
+            Arc<dyn LogSource>,
+            Arc<dyn MetricSource>,
+            Arc<dyn DeploymentSource>,
+            Arc<dyn TopologySource>,
+        )> = match (&opts.scenario, &opts.library) {
+            (Some(s), _) => {
+                let src = Arc::new(s.sources());
+                Some((src.clone(), src.clone(), src.clone(), src))
+            }
+            (None, Some(lib)) => {
+                let src = Arc::new(lib.clone());
+                Some((src.clone(), src.clone(), src.clone(), src))
+            }
+            (None, None) => None,
+        };
+        if let Some((logs, metrics, deployments, topology)) = fallback {
+            if deps.logs.is_empty() {
+                deps.logs.push(logs);
+            }
+            if deps.metrics.is_empty() {
+                deps.metrics.push(metrics);
+            }
+            if deps.deployments.is_empty() {
+                deps.deployments.push(deployments);
+            }
+            deps.topology.push(topology);
         }
         let deps = Arc::new(deps);
 

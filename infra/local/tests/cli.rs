@@ -114,3 +114,57 @@ fn an_unsupported_state_type_in_the_definition_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Each") && err.contains("Map"), "{err}");
 }
+
+/// `iras demo` honours the integrations' configuration: with a PagerDuty key and a local
+/// Events API, a rejected plan pages through it, keyed by the incident.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_pages_through_a_configured_pagerduty() {
+    use axum::{extract::State, routing::post, Json, Router};
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v2/enqueue",
+            post(
+                |State(seen): State<Arc<Mutex<Vec<Value>>>>, Json(body): Json<Value>| async move {
+                    let key = body["dedup_key"].clone();
+                    seen.lock().unwrap().push(body);
+                    (
+                        axum::http::StatusCode::ACCEPTED,
+                        Json(serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": key})),
+                    )
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iras"))
+        .args(["demo", "--reject", "--json"])
+        .env(
+            "PAGERDUTY_INTEGRATION_KEY",
+            "R0UTINGKEY0000000000000000000000",
+        )
+        .env("PAGERDUTY_EVENTS_URL", format!("http://{addr}/v2/enqueue"))
+        .output()
+        .await
+        .unwrap();
+    server.abort();
+    let v = json_of(&out);
+    assert_eq!(v["status"], "escalated");
+    assert_eq!(v["escalation"]["paged_via"], "pagerduty");
+    let events = received.lock().unwrap().clone();
+    let triggers: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_action"] == "trigger")
+        .collect();
+    assert_eq!(triggers.len(), 1, "{events:?}");
+    assert_eq!(triggers[0]["dedup_key"], v["incident_id"]);
+    assert_eq!(
+        triggers[0]["routing_key"],
+        "R0UTINGKEY0000000000000000000000"
+    );
+}

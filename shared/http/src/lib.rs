@@ -7,6 +7,7 @@ mod error;
 pub mod html;
 mod incidents;
 mod page;
+pub mod slack;
 mod webhook;
 
 use std::collections::HashMap;
@@ -141,12 +142,20 @@ impl fmt::Debug for App {
 pub(crate) struct Shared {
     pub app: Arc<App>,
     pub replay: Mutex<webhook::ReplayGuard>,
+    pub slack: Option<slack::SlackInteractivity>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
 
-/// The whole HTTP surface: webhook, incidents, approvals and health.
+/// The whole HTTP surface: webhook, incidents, approvals and health; Slack's buttons too
+/// when `SLACK_SIGNING_SECRET` is set.
 pub fn router(app: Arc<App>) -> Router {
+    router_with_slack(app, slack::SlackInteractivity::from_env())
+}
+
+/// [`router`] with Slack interactivity given by the caller (`None`: `/slack/interactions`
+/// answers 404).
+pub fn router_with_slack(app: Arc<App>, slack: Option<slack::SlackInteractivity>) -> Router {
     let limit = app.http.body_limit_bytes;
     if app
         .http
@@ -159,6 +168,7 @@ pub fn router(app: Arc<App>) -> Router {
     let state = Arc::new(Shared {
         app,
         replay: Mutex::new(webhook::ReplayGuard::default()),
+        slack,
     });
     Router::new()
         .route("/webhook/alert", post(webhook::receive_alert))
@@ -172,6 +182,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(page::show).post(page::submit),
         )
         .route("/health", get(health))
+        .route("/slack/interactions", post(slack::interactions))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Every body is bounded, not just the webhook's: the approval form and API bodies too.

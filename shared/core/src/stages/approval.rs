@@ -226,7 +226,19 @@ pub async fn decide(
         "channel": request.channel,
     });
     let failure = match callbacks.send_task_success(&token, output).await {
-        Ok(()) => return Ok(stored),
+        Ok(()) => {
+            // Whoever decided, the on-call channel sees it (Slack edits its approval message).
+            let news = format!(
+                "plan {} by {} via {}",
+                request.decision.as_str(),
+                request.approver,
+                request.channel
+            );
+            if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
+                tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the decision");
+            }
+            return Ok(stored);
+        }
         // The pipeline gave up waiting between our check and the callback.
         Err(CallbackError::TaskTimedOut) | Err(CallbackError::InvalidToken) => {
             DecideError::Expired(

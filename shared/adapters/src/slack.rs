@@ -1,0 +1,470 @@
+//! The on-call channel in Slack (Web API `chat.postMessage` and `chat.update`): the approval
+//! request as a Block Kit message with Approve / Reject buttons, and each later update as a
+//! reply in its thread plus an edit of the original message showing the decision.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iras_core::config::ConfigError;
+use iras_core::{Decision, Incident, IncidentStatus, Notifier, NotifyError};
+use reqwest::{StatusCode, Url};
+use serde_json::{json, Value};
+
+use crate::client::{retry_after, Caller, Failure};
+use crate::config::{endpoint, error, Vars};
+use crate::escape::{clip, slack_mrkdwn};
+
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+/// `action_id`s of the buttons; `POST /slack/interactions` reads them back.
+pub const APPROVE_ACTION: &str = "iras_approve";
+pub const REJECT_ACTION: &str = "iras_reject";
+pub const OPEN_PAGE_ACTION: &str = "iras_open_page";
+/// Steps shown in the message; the approval page shows every one.
+const STEPS_SHOWN: usize = 20;
+/// A `Retry-After` longer than this is not waited for: the stage has its own deadline.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// The button `value`: what a click must name so it decides this approval and no other.
+/// Never the task token, which stays in the store.
+pub fn button_value(incident_id: &str, approval_id: &str) -> String {
+    format!("{incident_id}:{approval_id}")
+}
+
+/// The inverse of [`button_value`].
+pub fn parse_button_value(value: &str) -> Option<(&str, &str)> {
+    let (incident, approval) = value.split_once(':')?;
+    (!incident.is_empty() && !approval.is_empty()).then_some((incident, approval))
+}
+
+#[derive(Clone)]
+pub struct SlackConfig {
+    pub api_url: Url,
+    /// Bot token (`xoxb-…`) with `chat:write`.
+    pub token: String,
+    /// Channel id (`C…`) of the on-call channel.
+    pub channel: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_url", &self.api_url.as_str())
+            .field("token", &"<redacted>")
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl SlackConfig {
+    pub fn new(api_url: Url, token: &str, channel: &str) -> Self {
+        SlackConfig {
+            api_url,
+            token: token.into(),
+            channel: channel.into(),
+            timeout: crate::config::DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub(crate) fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
+        let (token, channel) = match (
+            vars.get("SLACK_BOT_TOKEN"),
+            vars.get("SLACK_ONCALL_CHANNEL_ID"),
+        ) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(error(
+                    "SLACK_ONCALL_CHANNEL_ID",
+                    "SLACK_BOT_TOKEN is set but not the channel to post in",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(error(
+                    "SLACK_BOT_TOKEN",
+                    "SLACK_ONCALL_CHANNEL_ID is set but not the bot token",
+                ))
+            }
+            (Some(t), Some(c)) => (t, c),
+        };
+        let mut c = SlackConfig::new(
+            vars.url_or("SLACK_API_URL", DEFAULT_API_URL)?,
+            token,
+            channel,
+        );
+        c.timeout = vars.timeout()?;
+        Ok(Some(c))
+    }
+}
+
+/// Where an incident's approval message is, so updates can thread under it and edit it.
+#[derive(Debug, Clone)]
+struct Posted {
+    channel: String,
+    ts: String,
+    approval_url: Option<String>,
+}
+
+pub struct SlackNotifier {
+    config: SlackConfig,
+    caller: Caller,
+    /// In memory: an update from another process (another Lambda) finds nothing here and
+    /// posts a new message instead of a thread reply.
+    posted: Mutex<HashMap<String, Posted>>,
+}
+
+impl std::fmt::Debug for SlackNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+fn md(text: &str, max: usize) -> String {
+    slack_mrkdwn(&clip(text, max))
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&text, 3000)}})
+}
+
+fn decision_line(incident: &Incident) -> Option<String> {
+    let d = incident.approval.as_ref()?.decision.as_ref()?;
+    let (icon, verb) = match d.decision {
+        Decision::Approved => (":white_check_mark:", "Approved"),
+        Decision::Rejected => (":x:", "Rejected"),
+    };
+    Some(format!(
+        "{icon} *{verb}* by {} via {} at {}{}",
+        md(&d.approver, 200),
+        md(&d.channel, 40),
+        d.decided_at.format("%Y-%m-%d %H:%M UTC"),
+        d.comment
+            .as_deref()
+            .map(|c| format!(": {}", md(c, 500)))
+            .unwrap_or_default()
+    ))
+}
+
+/// The approval message. With `update`, the buttons give way to the decision and the
+/// latest news; every text that came from an alert, a model or a person is escaped.
+pub fn approval_blocks(
+    incident: &Incident,
+    approval_url: Option<&str>,
+    update: Option<&str>,
+) -> Vec<Value> {
+    let decided = decision_line(incident);
+    let awaiting = incident.status == IncidentStatus::AwaitingApproval
+        && decided.is_none()
+        && update.is_none();
+    let heading = if awaiting {
+        format!("Approval needed: {}", incident.title)
+    } else {
+        incident.title.clone()
+    };
+    let mut blocks = Vec::new();
+    // plain_text: Slack renders it as typed, so it needs no escaping.
+    blocks.push(json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": clip(&heading, 150), "emoji": false}
+    }));
+    let severity = incident.severity.map(|s| s.as_str()).unwrap_or("untriaged");
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Severity*\n{severity}")}),
+        json!({"type": "mrkdwn", "text": format!("*Incident*\n{}", md(incident.incident_id.as_str(), 80))}),
+    ];
+    if let Some(service) = &incident.service {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Service*\n{}", md(service, 200))}));
+    }
+    if let Some(a) = &incident.approval {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Decide by*\n{}", a.expires_at.format("%Y-%m-%d %H:%M UTC"))}));
+    }
+    blocks.push(json!({"type": "section", "fields": fields}));
+
+    match &incident.hypothesis {
+        Some(h) => {
+            let mut text = format!(
+                "*Root cause* ({:.0}% confidence): {}",
+                h.confidence * 100.0,
+                md(&h.primary_cause, 600)
+            );
+            if !h.root_cause_service.is_empty() {
+                text.push_str(&format!(" _(service {})_", md(&h.root_cause_service, 200)));
+            }
+            for e in h.evidence.iter().take(3) {
+                text.push_str(&format!("\n• {}", md(e, 300)));
+            }
+            blocks.push(section(text));
+        }
+        None => blocks.push(section("*Root cause*: not determined".into())),
+    }
+
+    if let Some(plan) = &incident.plan {
+        let mut text = format!("*Plan*: {}", md(&plan.summary, 600));
+        if !plan.reversible {
+            text.push_str("\n:warning: Not every step can be rolled back.");
+        }
+        if plan.blocked_by_policy {
+            text.push_str("\n:no_entry: Some commands are outside the remediation policy: the plan will not run.");
+        }
+        for note in plan.safety_notes.iter().take(5) {
+            text.push_str(&format!("\n_{}_", md(note, 300)));
+        }
+        blocks.push(section(text));
+        for (i, step) in plan.steps.iter().enumerate().take(STEPS_SHOWN) {
+            let verdict = match plan.policy.iter().find(|v| v.step == i) {
+                Some(v) if v.allowed => ":white_check_mark: policy allows".to_string(),
+                Some(v) => format!(":no_entry: policy blocks: {}", md(&v.reason, 300)),
+                None => "policy: not checked".to_string(),
+            };
+            let rollback = if step.has_rollback() {
+                format!("`{}`", md(&step.rollback_command, 800))
+            } else {
+                "_none: this step cannot be undone_".to_string()
+            };
+            blocks.push(section(format!(
+                "*{}. {}*\nrisk *{}* · {verdict}\n*Run:* `{}`\n*Rollback:* {rollback}",
+                i + 1,
+                md(&step.description, 300),
+                step.risk_level.as_str(),
+                md(&step.command, 800),
+            )));
+        }
+        if plan.steps.len() > STEPS_SHOWN {
+            blocks.push(section(format!(
+                "…and {} more steps: see the approval page.",
+                plan.steps.len() - STEPS_SHOWN
+            )));
+        }
+    }
+
+    if let Some(line) = &decided {
+        blocks.push(section(line.clone()));
+    }
+    if let Some(news) = update {
+        blocks.push(section(format!(
+            "*Status*: {} · {}",
+            incident.status.as_str(),
+            md(news, 1000)
+        )));
+    }
+    let mut actions = Vec::new();
+    if let (true, Some(a)) = (awaiting, incident.approval.as_ref()) {
+        let value = button_value(incident.incident_id.as_str(), &a.approval_id);
+        actions.push(json!({
+            "type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": value,
+            "text": {"type": "plain_text", "text": "Approve"},
+            "confirm": {
+                "title": {"type": "plain_text", "text": "Run this plan?"},
+                "text": {"type": "mrkdwn", "text": "IRAS will run every step above, rolling back if one fails."},
+                "confirm": {"type": "plain_text", "text": "Approve"},
+                "deny": {"type": "plain_text", "text": "Cancel"}
+            }
+        }));
+        actions.push(json!({
+            "type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": value,
+            "text": {"type": "plain_text", "text": "Reject"}
+        }));
+    }
+    if let (true, Some(url)) = (awaiting, approval_url) {
+        actions.push(json!({
+            "type": "button", "action_id": OPEN_PAGE_ACTION, "url": url,
+            "text": {"type": "plain_text", "text": "Open approval page"}
+        }));
+    }
+    if !actions.is_empty() {
+        blocks.push(json!({"type": "actions", "block_id": "iras_approval", "elements": actions}));
+    }
+    blocks
+}
+
+impl SlackNotifier {
+    pub fn new(config: SlackConfig) -> Result<Self, ConfigError> {
+        let caller = Caller::new("slack", config.timeout).map_err(|e| error("SLACK_API_URL", e))?;
+        Ok(SlackNotifier {
+            config,
+            caller,
+            posted: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One Web API call. Slack answers 200 with `"ok": false` when it refuses; a 429 is
+    /// retried once after its `Retry-After`.
+    async fn api(&self, method: &str, body: &Value) -> Result<Value, Failure> {
+        let url = endpoint(&self.config.api_url, &[method]);
+        let payload = serde_json::to_vec(body).map_err(|e| Failure::BadResponse(e.to_string()))?;
+        for attempt in 0..2 {
+            let request = self
+                .caller
+                .client
+                .post(url.clone())
+                .bearer_auth(&self.config.token)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/json; charset=utf-8",
+                )
+                .body(payload.clone());
+            let reply = self.caller.call(request).await?;
+            if reply.status == StatusCode::TOO_MANY_REQUESTS {
+                if attempt == 0 {
+                    let wait = retry_after(&reply.headers)
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(MAX_RETRY_WAIT);
+                    tracing::warn!(
+                        method,
+                        wait_s = wait.as_secs(),
+                        "slack rate limited; retrying once"
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                return Err(Failure::Unavailable(format!(
+                    "slack: {method}: rate limited (429) twice"
+                )));
+            }
+            if !reply.status.is_success() {
+                return Err(self.caller.status_failure(&reply, method));
+            }
+            let answer: Value = self.caller.json(&reply)?;
+            if answer.get("ok") != Some(&Value::Bool(true)) {
+                let reason = answer
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no error given");
+                return Err(Failure::Unavailable(format!("slack: {method}: {reason}")));
+            }
+            return Ok(answer);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    fn remembered(&self, incident: &Incident) -> Option<Posted> {
+        self.posted
+            .lock()
+            .ok()?
+            .get(incident.incident_id.as_str())
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl Notifier for SlackNotifier {
+    fn name(&self) -> String {
+        "slack".into()
+    }
+
+    async fn approval_requested(
+        &self,
+        incident: &Incident,
+        approval_url: Option<&str>,
+    ) -> Result<(), NotifyError> {
+        let text = format!(
+            "Approval needed for {} ({}): {}",
+            incident.incident_id,
+            incident.severity.map(|s| s.as_str()).unwrap_or("untriaged"),
+            md(&incident.title, 300)
+        );
+        let answer = self
+            .api(
+                "chat.postMessage",
+                &json!({
+                    "channel": self.config.channel,
+                    "text": text,
+                    "blocks": approval_blocks(incident, approval_url, None),
+                    "unfurl_links": false,
+                    "unfurl_media": false,
+                }),
+            )
+            .await?;
+        let ts = answer.get("ts").and_then(Value::as_str);
+        let channel = answer
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.config.channel);
+        match ts {
+            Some(ts) => {
+                if let Ok(mut posted) = self.posted.lock() {
+                    posted.insert(
+                        incident.incident_id.to_string(),
+                        Posted {
+                            channel: channel.to_string(),
+                            ts: ts.to_string(),
+                            approval_url: approval_url.map(str::to_string),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            None => Err(NotifyError::Failed(
+                "slack: chat.postMessage: answer without `ts`".into(),
+            )),
+        }
+    }
+
+    async fn incident_updated(
+        &self,
+        incident: &Incident,
+        message: &str,
+    ) -> Result<(), NotifyError> {
+        let Some(posted) = self.remembered(incident) else {
+            self.api(
+                "chat.postMessage",
+                &json!({
+                    "channel": self.config.channel,
+                    "text": format!("*{}* ({}): {}", md(&incident.title, 300), incident.incident_id, md(message, 2000)),
+                    "unfurl_links": false,
+                }),
+            )
+            .await?;
+            return Ok(());
+        };
+        let reply = self
+            .api(
+                "chat.postMessage",
+                &json!({
+                    "channel": posted.channel,
+                    "thread_ts": posted.ts,
+                    "text": md(message, 3000),
+                    "unfurl_links": false,
+                }),
+            )
+            .await;
+        let edit = self
+            .api(
+                "chat.update",
+                &json!({
+                    "channel": posted.channel,
+                    "ts": posted.ts,
+                    "text": format!("{} ({}): {}", md(&incident.title, 300), incident.incident_id, md(message, 1000)),
+                    "blocks": approval_blocks(incident, posted.approval_url.as_deref(), Some(message)),
+                }),
+            )
+            .await;
+        reply?;
+        edit?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn button_values_round_trip() {
+        let v = button_value("inc-1", "apr-2");
+        assert_eq!(parse_button_value(&v), Some(("inc-1", "apr-2")));
+        assert_eq!(parse_button_value("inc-1"), None);
+        assert_eq!(parse_button_value(":apr"), None);
+    }
+
+    #[test]
+    fn missing_half_of_the_slack_config_is_an_error() {
+        let vars: HashMap<String, String> =
+            [("SLACK_BOT_TOKEN".to_string(), "xoxb-1".to_string())].into();
+        assert_eq!(
+            SlackConfig::from_vars(&Vars(&vars)).unwrap_err().name,
+            "SLACK_ONCALL_CHANNEL_ID"
+        );
+    }
+}
