@@ -67,6 +67,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     options.definition = definition;
     options.scenario = Some(scenario.clone());
     options.integrations = Some(crate::integrations_from_env()?);
+    options.analyst = Some(crate::analyst_from_env()?);
     options.config = config;
     options.quiet = false;
     let pipeline = LocalPipeline::open(options)

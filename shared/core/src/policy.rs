@@ -111,6 +111,18 @@ fn glob_token(pattern: &str, token: &str) -> bool {
     rest.ends_with(last)
 }
 
+/// The least risk a command can carry, whatever an analyst calls it: only read-only checks and
+/// feature-flag toggles (instant, exact undo) may be low; anything that changes running
+/// systems is at least medium.
+pub fn minimum_risk(command: &str) -> RiskLevel {
+    let tokens: Vec<&str> = command.split_whitespace().collect();
+    match tokens.as_slice() {
+        ["kubectl", "rollout", "status", ..] => RiskLevel::Low,
+        ["ldcli", "flags", "toggle-off" | "toggle-on", ..] => RiskLevel::Low,
+        _ => RiskLevel::Medium,
+    }
+}
+
 /// Applies the safety invariants to an analyst's plan. Whatever the analyst claimed about
 /// reversibility, approval or policy is discarded and recomputed here.
 pub fn enforce(
@@ -126,7 +138,17 @@ pub fn enforce(
     let mut reversible = true;
     let mut any_high = false;
     let mut max_risk = RiskLevel::Low;
-    for (i, step) in plan.steps.iter().enumerate() {
+    for (i, step) in plan.steps.iter_mut().enumerate() {
+        let floor = minimum_risk(&step.command);
+        if step.risk_level < floor {
+            notes.push(format!(
+                "step {} raised from {} to {} risk: it changes a running system",
+                i + 1,
+                step.risk_level.as_str(),
+                floor.as_str()
+            ));
+            step.risk_level = floor;
+        }
         if !step.has_rollback() {
             reversible = false;
             notes.push(format!(
@@ -291,17 +313,38 @@ mod tests {
 
     #[test]
     fn auto_approve_applies_only_within_limits() {
-        let plan = lying_plan(vec![step(UNDO, UNDO, RiskLevel::Low)]);
+        let plan = lying_plan(vec![step(UNDO, UNDO, RiskLevel::Medium)]);
         let p = enforce(
             plan.clone(),
             &RemediationPolicy::default(),
-            Some(RiskLevel::Low),
+            Some(RiskLevel::Medium),
         );
         assert!(!p.requires_human_approval);
         let p = enforce(plan, &RemediationPolicy::default(), None);
         assert!(
             p.requires_human_approval,
             "default policy always asks a human"
+        );
+    }
+
+    #[test]
+    fn a_rollback_called_low_risk_is_raised_and_cannot_run_unattended() {
+        let p = enforce(
+            lying_plan(vec![step(UNDO, UNDO, RiskLevel::Low)]),
+            &RemediationPolicy::default(),
+            Some(RiskLevel::Low),
+        );
+        assert_eq!(p.steps[0].risk_level, RiskLevel::Medium);
+        assert!(p.requires_human_approval);
+        let check = "kubectl rollout status deployment/x -n y";
+        let p = enforce(
+            lying_plan(vec![step(check, check, RiskLevel::Low)]),
+            &RemediationPolicy::default(),
+            Some(RiskLevel::Low),
+        );
+        assert!(
+            !p.requires_human_approval,
+            "a read-only check may run unattended"
         );
     }
 

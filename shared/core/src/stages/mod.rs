@@ -313,6 +313,16 @@ fn clamp_confidence(c: f64) -> f64 {
 
 fn sanitize_triage(t: &mut TriageResult, alert: &Alert) {
     t.confidence = clamp_confidence(t.confidence);
+    // No analyst may rate an incident less severe than the rules do: text in the alert (or a
+    // model persuaded by it) can raise severity, never lower it.
+    let floor = crate::analysis::triage(alert).severity;
+    if t.severity > floor {
+        t.reasoning.push_str(&format!(
+            " [severity raised from {} to {} by the severity rules]",
+            t.severity, floor
+        ));
+        t.severity = floor;
+    }
     if let Some(s) = &alert.service {
         if !t.affected_services.contains(s) {
             t.affected_services.insert(0, s.clone());
