@@ -30,11 +30,28 @@ fn parse_analyst(s: &str) -> Result<AnalystChoice, String> {
     s.parse()
 }
 
+/// The model-backed analyst `LLM_PROVIDER` configures (it falls back to the offline analyst per
+/// call when the model fails, as in the pipeline). Without a provider there is nothing to
+/// evaluate: the offline analyst is `--analyst offline`.
+fn llm_analyst() -> Result<std::sync::Arc<dyn iras_core::Analyst>, String> {
+    let provider = std::env::var("LLM_PROVIDER").unwrap_or_default();
+    if matches!(
+        provider.trim().to_ascii_lowercase().as_str(),
+        "" | "none" | "offline"
+    ) {
+        return Err("no LLM configured (LLM_PROVIDER unset)".into());
+    }
+    crate::analyst_from_env()
+}
+
 /// Runs the evaluation and prints the report on stdout. The confidence threshold is
 /// `RCA_CONFIDENCE_THRESHOLD` (as for the pipeline).
 pub async fn run(args: EvalArgs) -> Result<(), String> {
     let config = PipelineConfig::from_env().map_err(|e| e.to_string())?;
-    let analyst = args.analyst.analyst().map_err(|e| e.to_string())?;
+    let analyst = match args.analyst {
+        AnalystChoice::Llm => llm_analyst()?,
+        other => other.analyst().map_err(|e| e.to_string())?,
+    };
     let files = eval::scenario_files(&args.dir).map_err(|e| e.to_string())?;
     let show_progress = files.len() >= PROGRESS_FROM && std::io::stderr().is_terminal();
     let mut shown = false;
@@ -54,7 +71,7 @@ pub async fn run(args: EvalArgs) -> Result<(), String> {
     let report = report.map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let text = if args.json {
-        serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())? + "\n"
+        report.to_json_pretty() + "\n"
     } else {
         report.render_text()
     };

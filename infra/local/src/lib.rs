@@ -5,6 +5,7 @@
 pub mod asl;
 pub mod console;
 pub mod demo;
+pub mod eval_cli;
 pub mod exec_store;
 pub mod local;
 pub mod ops;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use iras_core::Decision;
 use iras_local::demo::{self, DemoDecision, DemoOptions};
-use iras_local::{ops, serve};
+use iras_local::{eval_cli, ops, serve};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Score root-cause localisation on a folder of `iras-scenario/1` files (AC@1, AC@3, Avg@5,
+    /// confidently wrong), through the same stage code the pipeline runs.
+    Eval(eval_cli::EvalArgs),
     /// Approve the plan of an incident awaiting approval (through the running server).
     Approve(DecideArgs),
     /// Reject the plan of an incident awaiting approval; on-call is paged.
@@ -153,6 +156,7 @@ async fn main() -> ExitCode {
             ops::list(&data.data, status.as_deref(), json).await
         }
         Command::Incident { id, data, json } => ops::show(&data.data, &id, json).await,
+        Command::Eval(a) => eval_cli::run(a).await,
         Command::Approve(a) => {
             ops::decide(
                 &a.data.data,

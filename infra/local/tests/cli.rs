@@ -168,3 +168,23 @@ async fn demo_pages_through_a_configured_pagerduty() {
         "R0UTINGKEY0000000000000000000000"
     );
 }
+
+#[test]
+fn eval_prints_one_json_document_with_the_summary_dashboards_read() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/synthetic");
+    let v = json_of(&iras(&["eval", dir, "--json"]));
+    let s = &v["summary"];
+    assert_eq!(s["n"], 12);
+    for k in ["ac1", "ac3", "avg5", "confidently_wrong"] {
+        let x = s[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("summary.{k} missing: {s}"));
+        assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+    }
+    assert_eq!(v["cases"].as_array().unwrap().len(), 12);
+    let baro = json_of(&iras(&["eval", dir, "--analyst", "baro", "--json"]));
+    assert!(
+        s["ac1"].as_f64() > baro["summary"]["ac1"].as_f64(),
+        "offline beats BARO"
+    );
+}

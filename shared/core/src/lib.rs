@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod config;
 pub mod domain;
+pub mod eval;
 pub mod executor;
 pub mod handler;
 pub mod policy;

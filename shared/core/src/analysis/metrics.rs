@@ -1,6 +1,17 @@
 //! Metric deviations: which way a signal goes when things are bad, and how far a series has moved
 //! from its normal behaviour, measured robustly so that one noisy sample or a broken baseline
 //! does not decide the analysis.
+//!
+//! - Only the bad direction counts (latency and errors up, availability and success down,
+//!   traffic either way).
+//! - The spread comes from the baseline (MAD / IQR, the mean absolute deviation when both are
+//!   zero), with floors; a value the baseline itself reached is never anomalous.
+//! - A baseline that cannot be right (all zeros while the window is not) is replaced by the
+//!   window's own quiet start, and flagged.
+//! - A series already off its baseline at the start of the window is measured from where it
+//!   started (another day's baseline, an older problem: not what started this incident).
+//! - Availability-like ratios with a known request count are counted as failed requests and
+//!   scored as Poisson counts against the baseline's failure rate.
 
 use chrono::DateTime;
 
@@ -241,6 +252,49 @@ pub fn bad_direction(metric_name: &str, unit: &str) -> BadDirection {
     BadDirection::Either
 }
 
+/// The two families of symptoms an alert is usually about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymptomClass {
+    /// Latency, durations, lag.
+    Slowness,
+    /// Errors, failures, lost availability or success.
+    Failure,
+}
+
+/// The symptom family of a metric, if it is a symptom of either kind.
+pub fn symptom_class(metric_name: &str) -> Option<SymptomClass> {
+    let toks = tokens(metric_name);
+    if has_any(
+        &toks,
+        &[
+            "error",
+            "errors",
+            "err",
+            "5xx",
+            "4xx",
+            "fault",
+            "faults",
+            "fail",
+            "failed",
+            "failure",
+            "failures",
+            "availability",
+            "available",
+            "success",
+            "successful",
+            "apdex",
+            "unavailable",
+        ],
+    ) && !has_any(&toks, &["latency", "duration"])
+    {
+        return Some(SymptomClass::Failure);
+    }
+    if has_any(&toks, TIME_WORDS) {
+        return Some(SymptomClass::Slowness);
+    }
+    None
+}
+
 /// How much a metric's deviation says about its own service (see [`MetricKind`]).
 pub fn metric_kind(metric_name: &str) -> MetricKind {
     let toks = tokens(metric_name);
@@ -400,6 +454,26 @@ pub struct Deviation {
     pub persistence: f64,
     /// Unix seconds of the last usable point, and its value (e.g. the current replica count).
     pub last: (i64, f64),
+    /// How far (in spread units, bad direction) the series already was from its baseline at the
+    /// start of the window, beyond noise. It is taken off the score: a level that differs from
+    /// the baseline from the first point on belongs to another regime (a baseline from another
+    /// day or release) or to an older problem, not to what started this incident.
+    pub pre_existing: f64,
+    /// Per usable point: (unix seconds, score in the bad direction after `pre_existing`).
+    pub profile: Vec<(i64, f64)>,
+    /// The deviation at its peak in the series' own unit, in the bad direction (seconds of
+    /// added latency, points of availability lost): comparable between a caller and a callee
+    /// measuring the same thing.
+    pub magnitude: f64,
+    /// For a ratio whose bad direction is down (availability, success): the share of requests
+    /// newly failing at the peak, 0..1.
+    pub failing_share: Option<f64>,
+    /// The same as a number of requests, when the service's request count is known: what a
+    /// caller's failures can be compared with (a callee failing 16% of 20 requests cannot
+    /// explain a caller failing 5% of 700).
+    pub failing_requests: Option<f64>,
+    /// The service's request count in the sample of the peak, when known.
+    pub requests_at_peak: Option<f64>,
 }
 
 fn usable(points: &[(i64, Option<f64>)]) -> Vec<(i64, f64)> {
@@ -469,8 +543,66 @@ fn reference(window: &[(i64, f64)], baseline: &[f64]) -> (Vec<f64>, bool) {
     }
 }
 
+/// The ceiling of a ratio whose bad direction is down (availability, success, hit ratio):
+/// 100 for percentages, 1 for fractions. `None` for anything else.
+fn ratio_ceiling(series: &MetricSeries, direction: BadDirection, values: &[f64]) -> Option<f64> {
+    if direction != BadDirection::Down {
+        return None;
+    }
+    let toks = tokens(&series.name);
+    let unit = series.unit.trim().to_ascii_lowercase();
+    let percent =
+        matches!(unit.as_str(), "percent" | "%" | "pct") || has_any(&toks, &["percent", "pct"]);
+    let ratio = unit == "ratio"
+        || has_any(
+            &toks,
+            &[
+                "availability",
+                "available",
+                "success",
+                "successful",
+                "ratio",
+                "apdex",
+                "uptime",
+            ],
+        );
+    if !percent && !ratio {
+        return None;
+    }
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let top = if percent || max > 1.0 { 100.0 } else { 1.0 };
+    values
+        .iter()
+        .all(|v| *v >= -1e-9 && *v <= top * (1.0 + 1e-9))
+        .then_some(top)
+}
+
+/// Request counts of the same service by timestamp, when `volume` is a count per sample.
+fn counts_at(volume: Option<&MetricSeries>) -> Vec<(i64, f64)> {
+    volume.map(|v| usable(&v.points)).unwrap_or_default()
+}
+
+fn count_near(counts: &[(i64, f64)], t: i64) -> Option<f64> {
+    counts
+        .iter()
+        .min_by_key(|(ct, _)| (ct - t).abs())
+        .filter(|(ct, _)| (ct - t).abs() <= 90)
+        .map(|(_, n)| *n)
+}
+
 /// Measures one series against its baseline. `None` when fewer than 2 usable points.
 pub fn deviation(series: &MetricSeries, alert_time: Timestamp) -> Option<Deviation> {
+    deviation_with(series, alert_time, None)
+}
+
+/// [`deviation`], with the service's request count per sample (`volume`) when known: a ratio
+/// measured over few requests moves in steps of one request, and one failed request out of
+/// three is not an outage.
+pub fn deviation_with(
+    series: &MetricSeries,
+    alert_time: Timestamp,
+    volume: Option<&MetricSeries>,
+) -> Option<Deviation> {
     let _ = alert_time; // the stage already cut the window around the alert
     let window = usable(&series.points);
     if window.len() < 2 {
@@ -483,47 +615,209 @@ pub fn deviation(series: &MetricSeries, alert_time: Timestamp) -> Option<Deviati
     let abs_dev = sorted(ref_sorted.iter().map(|v| (v - med).abs()));
     let mad = 1.4826 * median(&abs_dev);
     let iqr = (quantile(&ref_sorted, 0.75) - quantile(&ref_sorted, 0.25)) / 1.349;
-    let max_abs = window
+    let mut spread = mad.max(iqr);
+    if spread < 1e-12 && !abs_dev.is_empty() {
+        // A flat baseline with rare excursions (availability at 100 but for one dip): the mean
+        // absolute deviation still sees them.
+        spread = 1.2533 * abs_dev.iter().sum::<f64>() / abs_dev.len() as f64;
+    }
+    let direction = bad_direction(&series.name, &series.unit);
+    let all: Vec<f64> = window
         .iter()
-        .map(|p| p.1.abs())
-        .chain(reference.iter().map(|v| v.abs()))
-        .fold(0.0_f64, f64::max);
+        .map(|p| p.1)
+        .chain(reference.iter().copied())
+        .collect();
+    let max_abs = all.iter().map(|v| v.abs()).fold(0.0_f64, f64::max);
+    let ceiling = ratio_ceiling(series, direction, &all);
     // Floors keep a flat baseline (replicas always 4, zero evictions) from dividing by zero:
-    // 2% of the level (availability sitting at exactly 100 then dropping to 80 is a large
-    // deviation), or 0.1% of the largest magnitude seen.
+    // 2% of the level, or 0.1% of the largest magnitude seen. For a ratio the level is the
+    // failing share (100 - availability): availability sitting at exactly 100 then dropping to
+    // 97 is 3% of requests failing, a large deviation.
     // Whole-number series (sessions, replicas, restarts) move in steps of one: a step is not
     // an anomaly, so their spread is at least half a step.
-    let integral = max_abs >= 1.0
-        && window
-            .iter()
-            .map(|p| p.1)
-            .chain(reference.iter().copied())
-            .all(|v| v.fract() == 0.0);
-    let scale = mad
-        .max(iqr)
-        .max(0.02 * med.abs())
-        .max(1e-3 * max_abs)
-        .max(if integral { 0.5 } else { 1e-9 });
-    let direction = bad_direction(&series.name, &series.unit);
-    let bad = |v: f64| -> f64 {
-        let z = (v - med) / scale;
-        match direction {
-            BadDirection::Up => z,
-            BadDirection::Down => -z,
-            BadDirection::Either => z.abs(),
+    let integral = ceiling.is_none() && max_abs >= 1.0 && all.iter().all(|v| v.fract() == 0.0);
+    let relative = match ceiling {
+        Some(top) => (0.02 * (top - med).abs()).max(1e-3 * top),
+        None => (0.02 * med.abs()).max(1e-3 * max_abs),
+    };
+    let scale = spread.max(relative).max(if integral { 0.5 } else { 1e-9 });
+    let counts = if ceiling.is_some() {
+        counts_at(volume)
+    } else {
+        Vec::new()
+    };
+    // A ratio over no requests at all (availability 0 of 0) says nothing.
+    let window: Vec<(i64, f64)> = window
+        .into_iter()
+        .filter(|p| count_near(&counts, p.0).is_none_or(|n| n > 0.0))
+        .collect();
+    if window.len() < 2 {
+        return None;
+    }
+    if let (Some(top), Some(vol)) = (ceiling, volume) {
+        if let Some(d) = failure_counts(series, &window, &base, top, vol, &counts) {
+            return Some(d);
+        }
+    }
+    // Heavy tails (a p99 over a handful of requests) defeat a spread measured on the middle of
+    // the baseline: a value the baseline itself reached is not an anomaly, however many IQRs
+    // away from the median it is.
+    let (ref_lo, ref_hi) = (
+        ref_sorted.first().copied().unwrap_or(med),
+        ref_sorted.last().copied().unwrap_or(med),
+    );
+    let range_known = !estimated && ref_sorted.len() >= 8;
+    let scale_at = |t: i64| -> f64 {
+        // One request's worth of the ratio is its resolution.
+        let step = match (ceiling, count_near(&counts, t)) {
+            (Some(top), Some(n)) => top / n.max(1.0),
+            _ => 0.0,
+        };
+        scale.max(step)
+    };
+    let signed = |z: f64| match direction {
+        BadDirection::Up => z,
+        BadDirection::Down => -z,
+        BadDirection::Either => z.abs(),
+    };
+    let bad = |t: i64, v: f64| -> f64 {
+        let z = signed((v - med) / scale_at(t));
+        let inside = match direction {
+            BadDirection::Up => v <= ref_hi,
+            BadDirection::Down => v >= ref_lo,
+            BadDirection::Either => v >= ref_lo && v <= ref_hi,
+        };
+        if range_known && inside {
+            z.min(BAND_SCORE - 0.5)
+        } else {
+            z
         }
     };
-    let scores: Vec<f64> = window.iter().map(|p| bad(p.1)).collect();
-    let (best_i, best) =
-        scores
+    let raw: Vec<f64> = window.iter().map(|p| bad(p.0, p.1)).collect();
+    // The least deviant of the window's first points (a quarter of them, at least one) tells
+    // whether the series was already off before anything started here.
+    let early_k = (window.len() / 4).max(1);
+    let (early_i, early) =
+        raw[..early_k]
             .iter()
             .copied()
             .enumerate()
             .fold(
-                (0, f64::NEG_INFINITY),
-                |acc, (i, s)| if s > acc.1 { (i, s) } else { acc },
+                (0, f64::INFINITY),
+                |acc, (i, z)| if z < acc.1 { (i, z) } else { acc },
             );
-    let score = best.clamp(-MAX_SCORE, MAX_SCORE);
+    // Symptoms and traffic that were already off belong to another regime (a baseline from
+    // another day or release) or to an older problem: they are measured from where the window
+    // started, and with a spread of at least 10% of that level, since the baseline's spread
+    // does not describe the new regime. A resource that was already running out (a disk filling
+    // for days, a certificate nearing expiry) is a latent cause: half of its earlier deviation
+    // still counts.
+    let keep = if metric_kind(&series.name) == MetricKind::Cause {
+        0.5
+    } else {
+        0.0
+    };
+    let shifted = !estimated && early > 2.0;
+    let latent = keep > 0.0;
+    let early_v = window[early_i].1;
+    let mut floor = 0.0;
+    let mut scores: Vec<f64> = if shifted && latent {
+        // Half of what was already there, all of what came on top.
+        raw.iter().map(|z| z - (1.0 - keep) * early).collect()
+    } else if shifted {
+        let center = early_v;
+        floor = 0.1
+            * match ceiling {
+                Some(top) => (top - center).abs().max(1e-3 * top),
+                None => center.abs(),
+            };
+        // Traffic already away from its baseline gets worse by moving further away; coming
+        // back is recovery.
+        let away = if early_v >= med { 1.0 } else { -1.0 };
+        window
+            .iter()
+            .map(|p| {
+                let z = (p.1 - center) / scale_at(p.0).max(floor);
+                match direction {
+                    BadDirection::Either => away * z,
+                    _ => signed(z),
+                }
+            })
+            .collect()
+    } else {
+        raw.clone()
+    };
+    // Nothing is anomalous that is no worse than where the window started: with ratios over
+    // few requests, one request's worth changes from sample to sample and can fake a change.
+    let latent_condition = shifted && latent;
+    if !estimated && !latent_condition {
+        for (sc, p) in scores.iter_mut().zip(window.iter()) {
+            let worse = match direction {
+                BadDirection::Up => p.1 > early_v,
+                BadDirection::Down => p.1 < early_v,
+                BadDirection::Either => (p.1 - med).abs() > (early_v - med).abs(),
+            };
+            if !worse {
+                *sc = sc.min(BAND_SCORE - 0.5);
+            }
+        }
+    }
+    let pre_existing = if shifted { early } else { 0.0 };
+    let best_i = argmax(&scores);
+    let score = scores[best_i].clamp(-MAX_SCORE, MAX_SCORE);
+    let magnitude = score.max(0.0) * scale_at(window[best_i].0).max(floor);
+    Some(finish(
+        series,
+        &window,
+        scores,
+        Measured {
+            baseline: med,
+            direction,
+            estimated,
+            pre_existing,
+            magnitude,
+            failing_share: ceiling.map(|top| (magnitude / top).clamp(0.0, 1.0)),
+            failing_requests: ceiling
+                .and_then(|top| count_near(&counts, window[best_i].0).map(|n| magnitude / top * n)),
+            requests: counts_at(volume),
+        },
+    ))
+}
+
+fn argmax(scores: &[f64]) -> usize {
+    scores
+        .iter()
+        .copied()
+        .enumerate()
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |acc, (i, s)| if s > acc.1 { (i, s) } else { acc },
+        )
+        .0
+}
+
+/// What a scoring path found, besides the per-point scores.
+struct Measured {
+    baseline: f64,
+    direction: BadDirection,
+    estimated: bool,
+    pre_existing: f64,
+    magnitude: f64,
+    failing_share: Option<f64>,
+    failing_requests: Option<f64>,
+    requests: Vec<(i64, f64)>,
+}
+
+/// Onset, persistence and the record, from per-point scores (bad direction, after any
+/// pre-existing level is taken off).
+fn finish(
+    series: &MetricSeries,
+    window: &[(i64, f64)],
+    scores: Vec<f64>,
+    m: Measured,
+) -> Deviation {
+    let best_i = argmax(&scores);
+    let score = scores[best_i].clamp(-MAX_SCORE, MAX_SCORE);
     let mut onset = None;
     let mut persistence = 0.0;
     if score >= BAND_SCORE {
@@ -539,21 +833,121 @@ pub fn deviation(series: &MetricSeries, alert_time: Timestamp) -> Option<Deviati
         onset = DateTime::from_timestamp(window[start].0, 0);
     }
     let last = *window.last().expect("at least two points");
-    Some(Deviation {
+    Deviation {
         anomaly: MetricAnomaly {
             service: series.service.clone(),
             metric: series.name.clone(),
             unit: series.unit.clone(),
             current: window[best_i].1,
-            baseline: med,
+            baseline: m.baseline,
             score: round2(score),
-            direction,
+            direction: m.direction,
             onset,
-            baseline_estimated: estimated,
+            baseline_estimated: m.estimated,
         },
         persistence,
         last,
-    })
+        pre_existing: m.pre_existing,
+        magnitude: m.magnitude,
+        failing_share: m.failing_share,
+        failing_requests: m.failing_requests,
+        requests_at_peak: count_near(&m.requests, window[best_i].0),
+        profile: window
+            .iter()
+            .zip(scores.iter())
+            .map(|(p, s)| (p.0, s.clamp(-MAX_SCORE, MAX_SCORE)))
+            .collect(),
+    }
+}
+
+/// Signed Poisson deviance residual of `k` events where `lambda` were expected: about a
+/// standard normal score, positive when there are more than expected.
+fn poisson_z(k: f64, lambda: f64) -> f64 {
+    let lambda = lambda.max(1e-9);
+    let term = if k > 0.0 { k * (k / lambda).ln() } else { 0.0 };
+    let d = (2.0 * (term - (k - lambda))).max(0.0).sqrt();
+    if k >= lambda {
+        d
+    } else {
+        -d
+    }
+}
+
+/// An availability-like ratio with the service's request count per sample: failures are
+/// counted (share x requests) and compared with what the baseline's failure rate predicts,
+/// as Poisson counts. Three failures where the baseline never failed in thousands of
+/// requests are a strong signal; three where it fails that often are not. `None` when some
+/// point has no request count.
+fn failure_counts(
+    series: &MetricSeries,
+    window: &[(i64, f64)],
+    base: &[f64],
+    top: f64,
+    volume: &MetricSeries,
+    counts: &[(i64, f64)],
+) -> Option<Deviation> {
+    let n: Vec<f64> = window
+        .iter()
+        .map(|p| count_near(counts, p.0))
+        .collect::<Option<Vec<f64>>>()?;
+    let share = |v: f64| ((top - v) / top).clamp(0.0, 1.0);
+    let base_volume: f64 = usable(&volume.baseline).iter().map(|p| p.1.max(0.0)).sum();
+    let mut sorted_n = n.clone();
+    sorted_n.sort_by(f64::total_cmp);
+    let n_med = median(&sorted_n).max(1.0);
+    let base_requests = if base_volume > 0.0 {
+        base_volume
+    } else {
+        n_med * base.len() as f64
+    };
+    // With no failure in the baseline, the rate is below one in all its requests.
+    let floor = 0.5 / base_requests.max(1.0);
+    let estimated = base.len() < 3 || base.iter().all(|v| v.abs() < 1e-12);
+    let early_k = (window.len() / 4).max(1);
+    let p_base = if estimated {
+        window[..early_k].iter().map(|p| share(p.1)).sum::<f64>() / early_k as f64
+    } else {
+        base.iter().map(|v| share(*v)).sum::<f64>() / base.len() as f64
+    };
+    let z_with = |p0: f64| -> Vec<f64> {
+        window
+            .iter()
+            .zip(n.iter())
+            .map(|(p, n)| poisson_z(share(p.1) * n, p0.max(floor) * n))
+            .collect()
+    };
+    let raw = z_with(p_base);
+    let early_i = argmax(&raw[..early_k].iter().map(|z| -z).collect::<Vec<f64>>());
+    // Failing already at the start of the window: that rate is the reference.
+    let shifted = !estimated && raw[early_i] > 2.0;
+    let early_share = share(window[early_i].1);
+    let p0 = if shifted { early_share } else { p_base }.max(floor);
+    let mut scores = if shifted { z_with(p0) } else { raw.clone() };
+    if !estimated {
+        for (sc, p) in scores.iter_mut().zip(window.iter()) {
+            if share(p.1) <= early_share {
+                *sc = sc.min(BAND_SCORE - 0.5);
+            }
+        }
+    }
+    let best_i = argmax(&scores);
+    let excess_share = (share(window[best_i].1) - p0).max(0.0);
+    let direction = BadDirection::Down;
+    Some(finish(
+        series,
+        window,
+        scores,
+        Measured {
+            baseline: top * (1.0 - p0),
+            direction,
+            estimated,
+            pre_existing: if shifted { raw[early_i] } else { 0.0 },
+            magnitude: excess_share * top,
+            failing_share: Some(excess_share),
+            failing_requests: Some(excess_share * n[best_i]),
+            requests: counts.to_vec(),
+        },
+    ))
 }
 
 fn round2(x: f64) -> f64 {
@@ -732,5 +1126,142 @@ mod tests {
         let d = deviation(&series("cpu_usage_cores", &pts, &base), at()).unwrap();
         assert!(d.anomaly.score > SIGNIFICANT_SCORE);
         assert!(d.persistence < 0.2, "{d:?}");
+    }
+
+    fn with_points(name: &str, points: &[Option<f64>], baseline: &[Option<f64>]) -> MetricSeries {
+        let mut s = series(name, &[], baseline);
+        s.points = points
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (1_700_000_000 + 300 * i as i64, *v))
+            .collect();
+        s
+    }
+
+    fn noisy(level: f64, spread: f64, n: usize) -> Vec<Option<f64>> {
+        (0..n)
+            .map(|i| Some(level + spread * ((i % 5) as f64 - 2.0) / 2.0))
+            .collect()
+    }
+
+    #[test]
+    fn a_level_already_off_at_the_window_start_is_not_this_incident() {
+        // Latency three times the baseline from the first point on, flat: another regime.
+        let pts: Vec<Option<f64>> = vec![Some(3.0), Some(3.01), Some(2.99), Some(3.02), Some(3.0)];
+        let d = deviation(
+            &with_points("latency_avg", &pts, &noisy(1.0, 0.02, 36)),
+            at(),
+        )
+        .unwrap();
+        assert!(d.anomaly.score < SIGNIFICANT_SCORE, "{d:?}");
+        assert!(d.pre_existing > SIGNIFICANT_SCORE);
+        // The same level reached only after the start is an incident.
+        let pts: Vec<Option<f64>> = vec![Some(1.0), Some(1.01), Some(3.0), Some(3.02), Some(3.0)];
+        let d = deviation(
+            &with_points("latency_avg", &pts, &noisy(1.0, 0.02, 36)),
+            at(),
+        )
+        .unwrap();
+        assert!(d.anomaly.score > 50.0 && d.pre_existing == 0.0, "{d:?}");
+        // A resource that was already running out keeps half of its deviation.
+        let pts: Vec<Option<f64>> = vec![Some(0.9), Some(0.9), Some(0.9), Some(0.9), Some(0.9)];
+        let d = deviation(
+            &with_points("disk_used_ratio", &pts, &noisy(0.5, 0.01, 36)),
+            at(),
+        )
+        .unwrap();
+        assert!(d.anomaly.score > SIGNIFICANT_SCORE, "{d:?}");
+    }
+
+    #[test]
+    fn recovering_traffic_is_not_a_new_anomaly() {
+        // Requests collapsed before the window started, then came back.
+        let pts = [Some(0.0), Some(0.0), Some(81.0), Some(141.0), Some(146.0)];
+        let d = deviation(
+            &with_points("requests_sum", &pts, &noisy(142.0, 4.0, 36)),
+            at(),
+        )
+        .unwrap();
+        assert!(d.anomaly.score < SIGNIFICANT_SCORE, "{d:?}");
+    }
+
+    #[test]
+    fn a_value_the_baseline_itself_reached_is_not_an_anomaly() {
+        // A tail-heavy p99: narrow middle, occasional spikes to 1.3 s.
+        let mut base = noisy(0.15, 0.02, 36);
+        base[7] = Some(1.3);
+        base[22] = Some(1.1);
+        let pts = [Some(0.15), Some(0.16), Some(1.2), Some(0.15), Some(0.16)];
+        let d = deviation(&with_points("latency_p99", &pts, &base), at()).unwrap();
+        assert!(d.anomaly.score < SIGNIFICANT_SCORE, "{d:?}");
+        let pts = [Some(0.15), Some(0.16), Some(4.0), Some(3.5), Some(0.16)];
+        let d = deviation(&with_points("latency_p99", &pts, &base), at()).unwrap();
+        assert!(d.anomaly.score > SIGNIFICANT_SCORE, "{d:?}");
+    }
+
+    #[test]
+    fn availability_with_request_counts_is_scored_as_failed_requests() {
+        let base = vec![Some(100.0); 36];
+        let volume = |n: f64| {
+            let mut v = with_points("requests_sum", &[Some(n); 5], &vec![Some(n); 36]);
+            v.unit = "count".into();
+            v
+        };
+        // 3 of 134 requests failing where thousands never failed: a real signal.
+        let pts = [
+            Some(100.0),
+            Some(100.0),
+            Some(97.76),
+            Some(99.25),
+            Some(100.0),
+        ];
+        let d = deviation_with(
+            &with_points("availability_avg", &pts, &base),
+            at(),
+            Some(&volume(134.0)),
+        )
+        .unwrap();
+        assert!(d.anomaly.score >= SIGNIFICANT_SCORE, "{d:?}");
+        let failed = d.failing_requests.unwrap();
+        assert!((failed - 3.0).abs() < 0.1, "{failed}");
+        assert!((d.failing_share.unwrap() - 0.0224).abs() < 1e-3);
+        // One failure out of three requests: a third of the requests, but no outage.
+        let pts = [
+            Some(100.0),
+            Some(100.0),
+            Some(66.67),
+            Some(100.0),
+            Some(100.0),
+        ];
+        let d = deviation_with(
+            &with_points("availability_avg", &pts, &base),
+            at(),
+            Some(&volume(3.0)),
+        )
+        .unwrap();
+        assert!(d.anomaly.score < SIGNIFICANT_SCORE, "{d:?}");
+        // Availability over no requests at all says nothing.
+        let mut none = volume(0.0);
+        none.points[2].1 = Some(5.0);
+        let pts = [Some(0.0), Some(0.0), Some(100.0), Some(0.0), Some(0.0)];
+        let d = deviation_with(
+            &with_points("availability_avg", &pts, &base),
+            at(),
+            Some(&none),
+        );
+        assert!(d.is_none(), "{d:?}");
+    }
+
+    #[test]
+    fn symptom_classes_separate_slowness_from_failure() {
+        assert_eq!(symptom_class("latency_p99"), Some(SymptomClass::Slowness));
+        assert_eq!(symptom_class("Duration_p99"), Some(SymptomClass::Slowness));
+        assert_eq!(
+            symptom_class("availability_avg"),
+            Some(SymptomClass::Failure)
+        );
+        assert_eq!(symptom_class("5XXErrorRate"), Some(SymptomClass::Failure));
+        assert_eq!(symptom_class("cpu_usage_cores"), None);
+        assert_eq!(symptom_class("requests_sum"), None);
     }
 }

@@ -3,6 +3,7 @@
 //! metrics, logs, deployments and the service graph, and proposes plans only from a small
 //! catalogue of actions that the default remediation policy allows.
 
+pub mod baro;
 pub mod graph;
 pub mod logs;
 pub mod metrics;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use crate::domain::*;
 use crate::ports::{Analyst, AnalystError, PostMortemFacts, PostMortemNarrative};
 
+pub use baro::BaroAnalyst;
 pub use plan::plan;
 pub use postmortem::postmortem;
 pub use rca::rca;

@@ -1,13 +1,21 @@
 //! Root-cause ranking from the evidence bundle.
 //!
-//! Each service gets evidence of its own (metric deviations weighted by what the metric means,
-//! a burst of new problem log lines) and evidence received (callers naming it in their errors,
-//! a co-timed resource surge next to a starved neighbour). Symptoms travel from callee to
-//! caller, so a service whose anomalous downstream explains it is discounted, and one that
-//! explains anomalous callers gets credit. Deployments shortly before the onset and being first
-//! to deviate add weight only to services that show evidence themselves: a deploy alone proves
-//! nothing. Confidence is computed separately, from how many independent kinds of evidence agree
-//! and how clearly the first candidate leads the second.
+//! Each service gets evidence of its own (metric deviations weighted by what the metric means
+//! and by whether they are the kind of symptom the alert is about, a burst of new problem log
+//! lines) and evidence received (callers naming it in their errors, a co-timed resource surge
+//! next to a starved neighbour).
+//!
+//! Symptoms travel from callee to caller, so the graph is read as explanations: a callee
+//! explains a caller in proportion to how much of the caller's change it matches in the same
+//! measurement (failed requests for availability, time added over all requests for a mean
+//! latency, the series' unit otherwise), through chains of anomalous services only, and only
+//! if it did not start later than the caller (to within a sample). A service explained by
+//! something below it is discounted; the deepest explanation gets the credit for every
+//! anomalous caller it accounts for, the alerted service most of all; an anomalous service that
+//! no anomalous chain links to the alert is another story. Deployments shortly before the
+//! onset and being first to deviate add weight only to services that show evidence
+//! themselves: a deploy alone proves nothing. Confidence is computed separately, from how many
+//! independent kinds of evidence agree and how clearly the first candidate leads the second.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -40,7 +48,96 @@ struct Features {
     explained: f64,
     explained_by: Option<String>,
     explains: Vec<String>,
+    /// Sum over the anomalous callers it explains of how much of each it explains.
+    coverage: f64,
+    /// How much of the alerted service's deviation it explains, through anomalous callers.
+    alert_explained: f64,
+    /// Neighbours it starves of a shared resource, with how surely (0..1).
+    starves: Vec<(String, f64)>,
+    /// In the graph, but no chain of anomalous services links it to the alerted one.
+    disconnected: bool,
     score: f64,
+}
+
+/// Weight of a symptom of the family the alert is not about (latency on an error alert).
+const OTHER_SYMPTOM_WEIGHT: f64 = 0.35;
+
+/// What the alert is about: slowness or failures (`None` when both or neither).
+fn alert_symptom(alert: &Alert) -> Option<metrics::SymptomClass> {
+    let text = super::triage::alert_text(alert);
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |list: &[&str]| words.iter().any(|w| list.contains(w));
+    let slow = has(&[
+        "latency", "slow", "p99", "p95", "p90", "duration", "timing", "slowness",
+    ]);
+    let failing = has(&[
+        "error",
+        "errors",
+        "5xx",
+        "500",
+        "503",
+        "failure",
+        "failures",
+        "failing",
+        "exception",
+        "exceptions",
+        "availability",
+        "unavailable",
+        "down",
+        "outage",
+    ]);
+    match (slow, failing) {
+        (true, false) => Some(metrics::SymptomClass::Slowness),
+        (false, true) => Some(metrics::SymptomClass::Failure),
+        _ => None,
+    }
+}
+
+/// How far a symptom series moved: in its own unit (or failed requests), and as time added
+/// over all requests for a mean latency with a known request count.
+type Moved = (f64, Option<f64>);
+
+/// A service counts as anomalous (for explanation chains) from this much evidence on.
+const ANOMALOUS: f64 = 0.12;
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// Breadth-first from `s` along calls (`Down`) or callers (`Up`), entering only services for
+/// which `keep` holds, up to `max_depth` hops; each with its distance.
+fn walk(
+    graph: &Graph,
+    s: &str,
+    max_depth: usize,
+    dir: Direction,
+    keep: &dyn Fn(&str) -> bool,
+) -> Vec<(String, usize)> {
+    let mut seen: BTreeSet<String> = BTreeSet::from([s.to_string()]);
+    let mut out = Vec::new();
+    let mut frontier = vec![s.to_string()];
+    for depth in 1..=max_depth {
+        let mut next = Vec::new();
+        for cur in &frontier {
+            let neighbours: Vec<&String> = match dir {
+                Direction::Down => graph.callees(cur).collect(),
+                Direction::Up => graph.callers(cur).collect(),
+            };
+            for n in neighbours {
+                if keep(n) && seen.insert(n.clone()) {
+                    out.push((n.clone(), depth));
+                    next.push(n.clone());
+                }
+            }
+        }
+        frontier = next;
+    }
+    out
 }
 
 fn saturate(z: f64) -> f64 {
@@ -79,19 +176,47 @@ fn is_usage_metric(name: &str) -> bool {
     has(&["cpu", "memory", "mem"]) && !has(&["pressure", "waiting", "steal", "throttled", "limit"])
 }
 
+/// A mean latency (not a percentile): what callees add to it adds up.
+fn is_mean_latency(name: &str) -> bool {
+    let t = metrics::tokens(name);
+    let has = |w: &[&str]| t.iter().any(|x| w.contains(&x.as_str()));
+    metrics::symptom_class(name) == Some(metrics::SymptomClass::Slowness)
+        && has(&["avg", "mean", "average"])
+}
+
 fn is_pressure_metric(name: &str) -> bool {
     let t = metrics::tokens(name);
     let has = |w: &[&str]| t.iter().any(|x| w.contains(&x.as_str()));
     has(&["pressure", "waiting", "steal", "throttled"]) && has(&["cpu", "io", "memory"])
 }
 
-/// A callee deviating at `callee` can explain a caller deviating at `caller`: not more than a
-/// few minutes later (metrics are sampled per minute or coarser).
-fn timely(callee: Option<Timestamp>, caller: Option<Timestamp>) -> bool {
+/// A callee deviating at `callee` can explain a caller deviating at `caller`: not more than
+/// `slack` later (a few minutes, or one sample when metrics are coarser than that).
+fn timely(callee: Option<Timestamp>, caller: Option<Timestamp>, slack: Duration) -> bool {
     match (callee, caller) {
-        (Some(c), Some(s)) => c <= s + Duration::minutes(3),
+        (Some(c), Some(s)) => c <= s + slack,
         _ => true,
     }
+}
+
+/// The usual spacing of metric samples (median over series), if any series has two points.
+fn sample_step(ctx: &ContextBundle) -> Option<Duration> {
+    let mut steps: Vec<i64> = ctx
+        .metrics
+        .iter()
+        .filter_map(|m| {
+            let t: Vec<i64> = m.points.iter().map(|p| p.0).collect();
+            let mut d: Vec<i64> = t
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .filter(|d| *d > 0)
+                .collect();
+            d.sort_unstable();
+            d.get(d.len() / 2).copied()
+        })
+        .collect();
+    steps.sort_unstable();
+    steps.get(steps.len() / 2).map(|s| Duration::seconds(*s))
 }
 
 /// The evidence window: the bundle's, else what the evidence itself covers.
@@ -106,6 +231,29 @@ fn window_of(alert: &Alert, ctx: &ContextBundle) -> (Timestamp, Timestamp) {
         hi = hi.max(l.timestamp);
     }
     (lo, hi)
+}
+
+/// Per service, the series that counts its requests per sample (`requests_sum`,
+/// `Invocations`, `RequestCount`): it gives a ratio's resolution (one request's worth) and the
+/// weight of a mean latency. Rates and cumulative counters (`*_total`) do not count.
+fn request_counts(series: &[MetricSeries]) -> HashMap<&str, &MetricSeries> {
+    let mut out: HashMap<&str, &MetricSeries> = HashMap::new();
+    for m in series {
+        let toks = metrics::tokens(&m.name);
+        let has = |w: &[&str]| toks.iter().any(|t| w.contains(&t.as_str()));
+        let unit = m.unit.to_ascii_lowercase();
+        let counts = has(&["requests", "request", "invocations", "calls", "count"])
+            && !has(&[
+                "rate", "per", "second", "seconds", "ps", "error", "errors", "latency", "total",
+                "bucket", "duration",
+            ])
+            && !unit.contains("/s")
+            && !unit.contains("per");
+        if counts {
+            out.entry(m.service.as_str()).or_insert(m);
+        }
+    }
+    out
 }
 
 struct Analysis {
@@ -124,10 +272,11 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
 
     // Deviations: from the raw series when present (they carry persistence), else the
     // stage's precomputed anomalies.
+    let volumes = request_counts(&ctx.metrics);
     let mut devs: Vec<Deviation> = ctx
         .metrics
         .iter()
-        .filter_map(|s| metrics::deviation(s, at))
+        .filter_map(|s| metrics::deviation_with(s, at, volumes.get(s.service.as_str()).copied()))
         .collect();
     let known: BTreeSet<(String, String)> = devs
         .iter()
@@ -139,6 +288,12 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
                 anomaly: a.clone(),
                 persistence: 1.0,
                 last: (0, a.current),
+                pre_existing: 0.0,
+                profile: Vec::new(),
+                magnitude: (a.current - a.baseline).abs(),
+                failing_share: None,
+                failing_requests: None,
+                requests_at_peak: None,
             });
         }
     }
@@ -195,14 +350,34 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
         .map(|s| (s.clone(), Features::default()))
         .collect();
 
+    let alert_class = alert_symptom(alert);
     for d in devs {
         let a = &d.anomaly;
         let kind = metrics::metric_kind(&a.metric);
         // Kinds are weighted later (cause 1, symptom 0.6, traffic 0.25); here only how far
         // and how lastingly the series moved.
-        let mut w = saturate(a.score) * (0.4 + 0.6 * d.persistence);
+        // For an availability-like ratio the share of requests failing is what users feel
+        // (4% failing is a strong signal at any z-score), tempered when it is only a handful
+        // of requests.
+        let strength = match d.failing_share {
+            Some(share) => {
+                let count = d.failing_requests.map_or(1.0, |n| n / (n + 2.0));
+                saturate(a.score).max(count * share / (share + 0.02))
+            }
+            None => saturate(a.score),
+        };
+        let mut w = strength * (0.4 + 0.6 * d.persistence);
         if a.baseline_estimated {
             w *= 0.7;
+        }
+        // The alert says what is wrong (slow, or failing): symptoms of the other family are
+        // usually another story running at the same time.
+        if kind == MetricKind::Symptom {
+            if let (Some(want), Some(got)) = (alert_class, metrics::symptom_class(&a.metric)) {
+                if want != got {
+                    w *= OTHER_SYMPTOM_WEIGHT;
+                }
+            }
         }
         let f = features.entry(a.service.clone()).or_default();
         // Only clear, lasting deviations date the service: a weak level shift (a capacity
@@ -310,7 +485,15 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
         }
         for c in &contenders {
             let f = features.get_mut(c).expect("contender exists");
-            f.contention = f.contention.max(0.8 * w);
+            // The bigger the surge, the likelier it is the one starving the neighbour.
+            let surge = f
+                .devs
+                .iter()
+                .filter(|(_, d)| is_usage_metric(&d.anomaly.metric))
+                .map(|(_, d)| saturate(d.anomaly.score))
+                .fold(0.0, f64::max);
+            f.contention = f.contention.max(0.8 * w * surge);
+            f.starves.push((victim.clone(), 0.8 * surge));
             f.contention_note = Some(format!(
                 "resource surge co-timed with {victim}'s {metric} (starved neighbour)"
             ));
@@ -326,41 +509,133 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
         f.received = 0.9 * f.blamed + f.contention;
     }
 
-    // Explanation by an anomalous downstream service that deviated no later than this one.
     let raw: HashMap<String, (f64, Option<Timestamp>)> = features
         .iter()
         .map(|(s, f)| (s.clone(), (f.own + f.received, f.onset)))
         .collect();
+    // Onsets are only known to a sample: one sample of disagreement is no disagreement.
+    let slack = sample_step(ctx).map_or(Duration::minutes(3), |s| s.max(Duration::minutes(3)));
+    // Share of a service's own evidence made of things that travel from callee to caller.
+    let propagating: HashMap<String, f64> = features
+        .iter()
+        .map(|(s, f)| {
+            let p = 0.6 * f.symptom + 0.25 * f.traffic + 0.3 * f.other + 0.9 * f.logs;
+            let share = if f.own > 1e-9 {
+                (p / f.own).min(1.0)
+            } else {
+                1.0
+            };
+            (s.clone(), share)
+        })
+        .collect();
+    let logs_of: HashMap<String, f64> = features.iter().map(|(s, f)| (s.clone(), f.logs)).collect();
+    let own_of: HashMap<String, f64> = features.iter().map(|(s, f)| (s.clone(), f.own)).collect();
+    let alerted = alert.service.clone().unwrap_or_default();
+    // The alerted service is anomalous by definition: the alert fired.
+    let anomalous = |s: &str| s == alerted || raw.get(s).is_some_and(|(r, _)| *r >= ANOMALOUS);
+    // Per service, how far each of its symptom series moved: failed requests for ratios with
+    // a known volume, else the series' own unit; and for a mean latency with a known volume,
+    // the time added over all requests (a callee adds its extra time to its callers' mean in
+    // proportion to how many calls it serves).
+    let magnitudes: HashMap<String, HashMap<String, Moved>> = features
+        .iter()
+        .map(|(s, f)| {
+            let mut m: HashMap<String, Moved> = HashMap::new();
+            for (_, d) in &f.devs {
+                if metrics::metric_kind(&d.anomaly.metric) == MetricKind::Symptom {
+                    let plain = d.failing_requests.unwrap_or(d.magnitude);
+                    let total = d
+                        .requests_at_peak
+                        .filter(|_| is_mean_latency(&d.anomaly.metric))
+                        .map(|n| d.magnitude * n);
+                    let e = m.entry(d.anomaly.metric.clone()).or_insert((0.0, None));
+                    e.0 = e.0.max(plain);
+                    e.1 = match (e.1, total) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            (s.clone(), m)
+        })
+        .collect();
+    // Symptoms of the kind the alert is about, when it says.
+    let relevant =
+        |metric: &str| alert_class.is_none() || metrics::symptom_class(metric) == alert_class;
     let names: Vec<String> = features.keys().cloned().collect();
-    for s in &names {
-        let (own_s, onset_s) = {
-            let f = &features[s];
-            (f.own, f.onset)
+    let starved: HashMap<String, Vec<(String, f64)>> = features
+        .iter()
+        .map(|(s, f)| (s.clone(), f.starves.clone()))
+        .collect();
+    // How much of `caller`'s deviation `callee` accounts for, 0..1.
+    let explanation = |callee: &str, caller: &str| -> f64 {
+        let named = findings
+            .blame
+            .get(callee)
+            .is_some_and(|b| b.by.contains_key(caller));
+        let (raw_c, onset_c) = raw.get(callee).copied().unwrap_or((0.0, None));
+        let onset_s = raw.get(caller).and_then(|r| r.1);
+        // A caller naming the callee in its errors beats minute-resolution timing.
+        if !named && !timely(onset_c, onset_s, slack) {
+            return 0.0;
+        }
+        // The same measurement on both sides (latency added, availability lost): the callee
+        // explains the caller in proportion to how much of the caller's change it matches.
+        let (mc, ms) = (&magnitudes[callee], &magnitudes[caller]);
+        // Compare what the alert is about when the caller shows it, else whatever it shows.
+        let caller_relevant = ms.keys().any(|k| relevant(k));
+        let shared: Vec<(&Moved, &Moved)> = ms
+            .iter()
+            .filter(|(k, v)| v.0 > 0.0 && (!caller_relevant || relevant(k)))
+            .filter_map(|(k, v)| mc.get(k).map(|c| (c, v)))
+            .collect();
+        // Time added over all requests, when both sides have it, says more than percentiles
+        // (which do not add up, and a callee serving a few calls can have any p99).
+        let weighted: Vec<f64> = shared
+            .iter()
+            .filter_map(|(c, v)| match (c.1, v.1) {
+                (Some(tc), Some(ts)) if ts > 0.0 => Some((tc / ts).min(1.0)),
+                _ => None,
+            })
+            .collect();
+        let ratio = if weighted.is_empty() {
+            shared
+                .iter()
+                .map(|(c, v)| (c.0 / v.0).min(1.0))
+                .fold(None, |acc: Option<f64>, x| {
+                    Some(acc.map_or(x, |a| a.max(x)))
+                })
+        } else {
+            weighted.into_iter().reduce(f64::max)
         };
-        if own_s + features[s].received <= 0.0 {
+        let own_s = own_of.get(caller).copied().unwrap_or(0.0);
+        let dominance = raw_c / (raw_c + own_s).max(1e-9);
+        let x = match ratio {
+            Some(r) => r,
+            // Only symptoms travel upstream: a caller whose own evidence is its resources (a
+            // batch job burning CPU) is not explained by what it calls.
+            None if ms.is_empty() && logs_of.get(caller).is_none_or(|l| *l < 0.3) => 0.0,
+            // Different measurements on the two sides: a callee's own resources or logs can
+            // explain a caller's symptoms; a symptom of another kind only weakly.
+            None if mc.is_empty() || ms.is_empty() => dominance,
+            None => 0.3 * dominance,
+        };
+        // What the caller shows of its own resources is not a callee's doing.
+        let share = propagating.get(caller).copied().unwrap_or(1.0);
+        ((x + if named { 0.3 } else { 0.0 }).min(1.0)) * share
+    };
+
+    // Explanation by an anomalous downstream service, reached through anomalous services only:
+    // a healthy service in between breaks the chain.
+    for s in &names {
+        if !anomalous(s) {
             continue;
         }
         let mut best: (f64, Option<String>) = (0.0, None);
-        for (c, depth) in graph.downstream(s, 2) {
-            let Some(&(raw_c, onset_c)) = raw.get(&c) else {
-                continue;
-            };
-            if raw_c < 0.3 {
-                continue;
-            }
-            let named = findings
-                .blame
-                .get(&c)
-                .is_some_and(|b| b.by.contains_key(s.as_str()));
-            // A caller naming the callee in its errors beats minute-resolution timing.
-            if !named && !timely(onset_c, onset_s) {
-                continue;
-            }
-            let dominance = raw_c / (raw_c + own_s);
-            let x = ((dominance + if named { 0.3 } else { 0.0 }).min(1.0))
-                * if depth == 1 { 1.0 } else { 0.8 };
+        for (c, depth) in walk(&graph, s, 3, Direction::Down, &anomalous) {
+            let x = explanation(&c, s) * 0.9f64.powi(depth as i32 - 1);
             if x > best.0 {
-                best = (x, Some(c.clone()));
+                best = (x, Some(c));
             }
         }
         let f = features.get_mut(s).expect("exists");
@@ -370,54 +645,95 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
         }
     }
 
-    // Which anomalous callers each service would explain.
+    // Which anomalous callers each service would explain, and how much of them.
+    let alert_in_graph = graph.contains(&alerted);
     for s in &names {
-        let onset_s = features[s].onset;
-        let mut ex: Vec<String> = graph
-            .upstream(s, 2)
-            .into_iter()
-            .filter(|(u, _)| {
-                let named = findings
-                    .blame
-                    .get(s)
-                    .is_some_and(|b| b.by.contains_key(u.as_str()));
-                raw.get(u)
-                    .is_some_and(|(r, o)| *r >= 0.3 && (named || timely(onset_s, *o)))
-            })
-            .map(|(u, _)| u)
-            .collect();
-        let f = features.get_mut(s).expect("exists");
         // Only a service with evidence of its own explains anything.
-        if f.own + f.received < 0.3 {
+        if !anomalous(s) {
             continue;
         }
+        // Starting points: the service itself, and the neighbours it starves (contention
+        // explains them as a callee would).
+        let mut starts: Vec<(String, f64)> = vec![(s.clone(), 1.0)];
+        starts.extend(starved[s].iter().cloned());
+        let mut coverage = 0.0;
+        let mut alert_explained: f64 = 0.0;
+        let mut ex = Vec::new();
+        let mut connected = !alert_in_graph || *s == alerted;
+        for (origin, strength) in &starts {
+            if *origin != *s {
+                coverage += strength * raw.get(origin).map_or(0.0, |r| r.0.min(1.0));
+                if *origin == alerted {
+                    alert_explained = alert_explained.max(*strength);
+                }
+            }
+            let reached = walk(&graph, origin, 4, Direction::Up, &anomalous);
+            for (u, depth) in &reached {
+                if u == s {
+                    continue;
+                }
+                let x = if origin == s {
+                    explanation(s, u)
+                } else {
+                    strength * explanation(origin, u)
+                } * 0.9f64.powi(*depth as i32 - 1);
+                if x >= 0.2 {
+                    coverage += x * raw[u].0.min(1.0);
+                    if !ex.contains(u) {
+                        ex.push(u.clone());
+                    }
+                    if *u == alerted {
+                        alert_explained = alert_explained.max(x);
+                    }
+                }
+            }
+            // Connected to the alert: the alerted service itself, or a chain of anomalous
+            // callers that ends at a callee of the alerted service.
+            connected = connected
+                || !graph.contains(origin)
+                || std::iter::once(origin)
+                    .chain(reached.iter().map(|(u, _)| u))
+                    .any(|n| *n == alerted || graph.callers(n).any(|c| *c == alerted));
+        }
+        let f = features.get_mut(s).expect("exists");
         ex.retain(|u| !f.explains.contains(u));
         f.explains.extend(ex);
+        f.coverage += coverage;
+        f.alert_explained = alert_explained;
+        f.disconnected = !connected;
     }
 
+    let resolution = sample_step(ctx)
+        .map_or(Duration::zero(), |s| s - Duration::minutes(1))
+        .max(Duration::zero());
     let earliest = features
         .values()
-        .filter(|f| f.own + f.received >= 0.3)
+        .filter(|f| f.own + f.received >= ANOMALOUS)
         .filter_map(|f| f.onset)
         .min();
-    let alerted = alert.service.clone().unwrap_or_default();
     for (s, f) in features.iter_mut() {
         let x = f.explained;
         let evidence = f.cause * (1.0 - 0.2 * x)
-            + 0.6 * f.symptom * (1.0 - 0.7 * x)
-            + 0.25 * f.traffic
+            + 0.6 * f.symptom * (1.0 - 0.8 * x)
+            + 0.25 * f.traffic * (1.0 - 0.5 * x)
             + 0.3 * f.other
             + 0.9 * f.logs * (1.0 - 0.4 * x)
             + 0.9 * f.blamed * (1.0 - 0.5 * x)
             + f.contention;
         let gate = ((f.own + f.received) / 0.8).min(1.0);
+        // Within one sample of the first, a service is as early as the first.
         let onset_bonus = match (earliest, f.onset) {
-            (Some(e), Some(o)) => (-(minutes(o - e).max(0.0)) / 5.0).exp(),
+            (Some(e), Some(o)) => (-(minutes(o - e - resolution).max(0.0)) / 5.0).exp(),
             _ => 0.0,
         };
-        let explains = f.explains.len().min(3) as f64;
-        f.score = evidence
-            + gate * (0.9 * f.deploy + 0.3 * onset_bonus + 0.1 * explains)
+        // Credit for explaining others goes to the deepest explanation, not to a service that
+        // is itself explained by another.
+        let explains = (0.1 * f.explains.len().min(3) as f64
+            + 0.15 * f.coverage.min(4.0)
+            + 0.3 * f.alert_explained)
+            * (1.0 - x);
+        f.score = (evidence + gate * (0.9 * f.deploy + 0.3 * onset_bonus + explains))
+            * if f.disconnected { 0.6 } else { 1.0 }
             + if *s == alerted { 0.05 } else { 0.0 };
     }
 
@@ -795,8 +1111,10 @@ pub fn rca(alert: &Alert, triage: &TriageResult, ctx: &ContextBundle) -> RootCau
             .count(),
         _ => 0,
     };
+    // The graph agrees when the candidate accounts for the alerted service's deviation (or
+    // for anomalous callers), or is the alerted service with nothing below it to blame.
     let graph_support = if !tf.explains.is_empty() {
-        1.0
+        (0.6 + 0.4 * tf.alert_explained).max(if *top == alerted { 1.0 } else { 0.0 })
     } else if co_timed >= 2 || (*top == alerted && tf.explained < 0.3) {
         0.5
     } else {
@@ -818,6 +1136,18 @@ pub fn rca(alert: &Alert, triage: &TriageResult, ctx: &ContextBundle) -> RootCau
         conf *= 1.0 - 0.8 * (ratio - 0.5);
     }
     let mut notes = Vec::new();
+    // A first candidate that something anomalous below it would explain is likelier a symptom.
+    if tf.explained >= 0.5 {
+        conf *= 1.0 - 0.5 * tf.explained;
+        notes.push(format!(
+            "{} could itself be a symptom of {}",
+            clean(top, 40),
+            clean(
+                tf.explained_by.as_deref().unwrap_or("a service it calls"),
+                60
+            )
+        ));
+    }
     // Thin evidence: one deviation and nothing else cannot carry a confident answer.
     let items = a.significant
         + a.findings

@@ -15,6 +15,8 @@ const TEXT_FIELDS: &[&str] = &[
     "NewStateReason",
     "ruleName",
     "alertname",
+    "metric",
+    "series",
 ];
 const MAX_TEXT: usize = 2000;
 
@@ -90,7 +92,7 @@ fn source_level(alert: &Alert) -> Option<SourceLevel> {
     best
 }
 
-fn alert_text(alert: &Alert) -> String {
+pub(crate) fn alert_text(alert: &Alert) -> String {
     let mut text = alert.title.clone();
     for key in TEXT_FIELDS {
         if let Some(v) = field_str(alert, key) {

@@ -49,6 +49,18 @@ pub fn services_to_investigate(affected: &[String], topology: &[ServiceEdge]) ->
             }
         }
     }
+    // Neighbours sharing a dependency with what we investigate (a batch job on the same
+    // database) can starve it: the other callers of every service below the affected ones.
+    let closure: Vec<String> = seen
+        .iter()
+        .filter(|s| !affected.contains(s))
+        .cloned()
+        .collect();
+    for s in &closure {
+        for e in topology.iter().filter(|e| &e.to == s) {
+            seen.insert(e.from.clone());
+        }
+    }
     // An alert on a service missing from the graph says nothing about where to look.
     if !affected
         .iter()
@@ -173,6 +185,30 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     };
     let ((mut logs, f1, a1), (mut metrics, f2, a2), (mut deployments, f3, a3)) =
         tokio::join!(logs_f, metrics_f, deploys_f);
+    // Shared infrastructure outside the call graph (DNS, nodes): asked for without a scope,
+    // kept only for services the graph does not know.
+    if !query.services.is_empty() {
+        let in_graph = |s: &str| topology.iter().any(|e| e.from == s || e.to == s);
+        let wide = EvidenceQuery {
+            services: Vec::new(),
+            ..query.clone()
+        };
+        // The scoped query above already reported each source's health; a second failure of
+        // the same source would only repeat it.
+        let mut failed = Vec::new();
+        for src in &deps.metrics {
+            if let Some(v) =
+                bounded(deps, src.name(), "metrics", src.metrics(&wide), &mut failed).await
+            {
+                metrics.extend(v.into_iter().filter(|m| !in_graph(&m.service)));
+            }
+        }
+        for src in &deps.logs {
+            if let Some(v) = bounded(deps, src.name(), "logs", src.logs(&wide), &mut failed).await {
+                logs.extend(v.into_iter().filter(|l| !in_graph(&l.service)));
+            }
+        }
+    }
     for (f, a) in [(f1, a1), (f2, a2), (f3, a3)] {
         failed.extend(f);
         answered.extend(a);

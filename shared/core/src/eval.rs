@@ -1,0 +1,862 @@
+//! `iras eval`: scores root-cause localisation on a folder of `iras-scenario/1` files.
+//!
+//! Each scenario runs through the very stage code an incident runs through (`ingest`,
+//! `triage`, `gather_context` on attempt 1 with the pipeline's evidence window, `rca`), with
+//! the scenario serving as every evidence source, an in-memory store and a clock stopped at
+//! the alert. `truth` is taken out of the scenario before anything else sees it and is read
+//! only to score the answer.
+//!
+//! Scores follow the RCAEval convention: AC@k is the share of scenarios whose true service is
+//! among the first k candidates, Avg@5 the mean of AC@1..AC@5. A scenario that fails or has no
+//! evidence counts as a miss, never skipped. `confidently_wrong` is the share of scenarios
+//! whose first candidate is wrong while the confidence clears the pipeline's threshold: the
+//! answers that would have gone to a remediation plan instead of a person.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::analysis::text::clean;
+use crate::analysis::{BaroAnalyst, OfflineAnalyst};
+use crate::config::PipelineConfig;
+use crate::domain::*;
+use crate::ports::*;
+use crate::scenario::{Scenario, FORMAT};
+use crate::stages::{self, AttemptInput, Deps, IncidentRef, Ingested};
+
+/// How many candidates a case keeps (Avg@5 needs five).
+pub const TOP_K: usize = 5;
+
+/// Which analyst ranks the candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalystChoice {
+    /// The deterministic offline analyst (`analysis::rca`).
+    Offline,
+    /// The RCAEval BARO baseline (`analysis::baro`).
+    Baro,
+    /// A model-backed analyst; none is configured in this build.
+    Llm,
+}
+
+impl AnalystChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalystChoice::Offline => "offline",
+            AnalystChoice::Baro => "baro",
+            AnalystChoice::Llm => "llm",
+        }
+    }
+
+    /// The analyst to run, or why there is none.
+    pub fn analyst(self) -> Result<Arc<dyn Analyst>, EvalError> {
+        match self {
+            AnalystChoice::Offline => Ok(Arc::new(OfflineAnalyst::new())),
+            AnalystChoice::Baro => Ok(Arc::new(BaroAnalyst::new())),
+            AnalystChoice::Llm => Err(EvalError::Analyst(
+                match std::env::var("LLM_PROVIDER")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                {
+                    None => "no LLM configured (LLM_PROVIDER unset)".to_string(),
+                    Some(p) => format!(
+                        "LLM_PROVIDER is `{}` but no LLM analyst is available in this build",
+                        clean(&p, 40)
+                    ),
+                },
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for AnalystChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "offline" => Ok(AnalystChoice::Offline),
+            "baro" => Ok(AnalystChoice::Baro),
+            "llm" => Ok(AnalystChoice::Llm),
+            other => Err(format!(
+                "unknown analyst `{}` (expected offline, baro or llm)",
+                clean(other, 40)
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no {FORMAT} scenario under {0}")]
+    NoScenarios(String),
+    #[error("{0}")]
+    Analyst(String),
+}
+
+/// One scenario's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseResult {
+    pub id: String,
+    /// The file, relative to the evaluated folder.
+    pub file: String,
+    /// The true root-cause service (`None` when the file carries no truth).
+    pub truth: Option<String>,
+    /// The first candidate.
+    pub top: Option<String>,
+    /// The first [`TOP_K`] candidates, best first.
+    pub candidates: Vec<String>,
+    /// 1-based rank of the truth among `candidates`; `None` when absent (or on error).
+    pub rank: Option<usize>,
+    pub confidence: f64,
+    /// Confidence below the pipeline's threshold: the incident would go to a person.
+    pub would_escalate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// Why the scenario could not be ranked (it then counts as a miss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CaseResult {
+    /// The truth is among the first `k` candidates.
+    pub fn hit_at(&self, k: usize) -> bool {
+        self.error.is_none() && self.rank.is_some_and(|r| r <= k)
+    }
+
+    /// The first candidate is wrong while confidence clears the threshold.
+    pub fn confidently_wrong(&self) -> bool {
+        self.error.is_none() && !self.hit_at(1) && !self.would_escalate
+    }
+
+    fn failed(id: String, file: String, truth: Option<String>, error: String) -> CaseResult {
+        CaseResult {
+            id,
+            file,
+            truth,
+            top: None,
+            candidates: Vec::new(),
+            rank: None,
+            confidence: 0.0,
+            would_escalate: true,
+            fault: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The figures of a run. Fractions are 0..1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub ac1: f64,
+    pub ac3: f64,
+    pub avg5: f64,
+    pub confidently_wrong: f64,
+    pub analyst: String,
+    pub threshold: f64,
+    /// AC@1 .. AC@5.
+    pub ac_at: Vec<f64>,
+    /// Scenarios that could not be ranked (counted as misses).
+    pub errors: usize,
+    /// Share of scenarios whose confidence is below the threshold.
+    pub escalated: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    pub summary: Summary,
+    pub cases: Vec<CaseResult>,
+}
+
+/// Share of `cases` whose truth is among the first `k` candidates (0 for no cases).
+pub fn ac_at(cases: &[CaseResult], k: usize) -> f64 {
+    if cases.is_empty() {
+        return 0.0;
+    }
+    cases.iter().filter(|c| c.hit_at(k)).count() as f64 / cases.len() as f64
+}
+
+/// Mean of AC@1 .. AC@k.
+pub fn avg_at(cases: &[CaseResult], k: usize) -> f64 {
+    if k == 0 {
+        return 0.0;
+    }
+    (1..=k).map(|i| ac_at(cases, i)).sum::<f64>() / k as f64
+}
+
+pub fn summarize(cases: &[CaseResult], analyst: &str, threshold: f64) -> Summary {
+    let n = cases.len();
+    let share = |pred: &dyn Fn(&CaseResult) -> bool| {
+        if n == 0 {
+            0.0
+        } else {
+            cases.iter().filter(|c| pred(c)).count() as f64 / n as f64
+        }
+    };
+    Summary {
+        n,
+        ac1: ac_at(cases, 1),
+        ac3: ac_at(cases, 3),
+        avg5: avg_at(cases, 5),
+        confidently_wrong: share(&|c| c.confidently_wrong()),
+        analyst: analyst.to_string(),
+        threshold,
+        ac_at: (1..=5).map(|k| ac_at(cases, k)).collect(),
+        errors: cases.iter().filter(|c| c.error.is_some()).count(),
+        escalated: share(&|c| c.would_escalate),
+    }
+}
+
+/// Every `*.json` file under `path` (recursively, sorted), or `path` itself if it is a file.
+pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let io = |p: &Path, source| EvalError::Io {
+        path: p.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
+            let p = e.map_err(|e| io(&d, e))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// What a file under the folder turned out to be.
+enum Loaded {
+    Scenario(Box<Scenario>),
+    /// A JSON document of some other kind (no `format`, or another one): not counted.
+    Other,
+    /// Meant as a scenario but unreadable: counted as a miss.
+    Broken {
+        id: String,
+        truth: Option<String>,
+        error: String,
+    },
+}
+
+fn load(path: &Path, shown: &str) -> Loaded {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Loaded::Broken {
+                id: shown.to_string(),
+                truth: None,
+                error: format!("cannot read: {e}"),
+            }
+        }
+    };
+    let raw: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Loaded::Broken {
+                id: shown.to_string(),
+                truth: None,
+                error: format!("not valid JSON: {e}"),
+            }
+        }
+    };
+    if raw.get("format").and_then(Value::as_str) != Some(FORMAT) {
+        return Loaded::Other;
+    }
+    match Scenario::parse(&text, shown) {
+        Ok(s) => Loaded::Scenario(Box::new(s)),
+        Err(e) => Loaded::Broken {
+            id: raw
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or(shown)
+                .to_string(),
+            truth: raw
+                .pointer("/truth/root_cause_service")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Evaluates every scenario under `path` with `analyst`. `progress(done, total)` is called
+/// after each scenario.
+pub async fn evaluate_path(
+    path: &Path,
+    analyst: Arc<dyn Analyst>,
+    config: &PipelineConfig,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<EvalReport, EvalError> {
+    let files = scenario_files(path)?;
+    let root = if path.is_file() {
+        path.parent().unwrap_or(path)
+    } else {
+        path
+    };
+    let total = files.len();
+    let mut cases = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let shown = f
+            .strip_prefix(root)
+            .unwrap_or(f)
+            .display()
+            .to_string()
+            .replace('\\', "/");
+        match load(f, &shown) {
+            Loaded::Scenario(s) => {
+                let mut case = evaluate_scenario(*s, analyst.clone(), config).await;
+                case.file = shown;
+                cases.push(case);
+            }
+            Loaded::Broken { id, truth, error } => {
+                cases.push(CaseResult::failed(id, shown, truth, error))
+            }
+            Loaded::Other => {}
+        }
+        progress(i + 1, total);
+    }
+    if cases.is_empty() {
+        return Err(EvalError::NoScenarios(path.display().to_string()));
+    }
+    Ok(EvalReport {
+        summary: summarize(&cases, &analyst.name(), config.rca_confidence_threshold),
+        cases,
+    })
+}
+
+/// Scores one scenario. Its `truth` is removed before the pipeline sees the scenario.
+pub async fn evaluate_scenario(
+    mut scenario: Scenario,
+    analyst: Arc<dyn Analyst>,
+    config: &PipelineConfig,
+) -> CaseResult {
+    let truth = scenario.truth.take().map(|t| t.root_cause_service);
+    let id = scenario.id.clone();
+    let threshold = config.rca_confidence_threshold;
+    let investigation = match gather(scenario, analyst, config).await {
+        Ok(g) => g.rca().await,
+        Err(e) => Err(e),
+    };
+    let inv = match investigation {
+        Ok(inv) => inv,
+        Err(e) => return CaseResult::failed(id, String::new(), truth, e),
+    };
+    if !has_evidence(&inv.context) {
+        return CaseResult::failed(
+            id,
+            String::new(),
+            truth,
+            "no evidence: the sources returned no metrics, logs or deployments".into(),
+        );
+    }
+    let h = &inv.hypothesis;
+    let mut candidates: Vec<String> = Vec::new();
+    for c in h
+        .candidates
+        .iter()
+        .map(|c| c.service.clone())
+        .chain(std::iter::once(h.root_cause_service.clone()))
+    {
+        if candidates.len() < TOP_K && !candidates.contains(&c) {
+            candidates.push(c);
+        }
+    }
+    let rank = truth
+        .as_ref()
+        .and_then(|t| candidates.iter().position(|c| c == t).map(|p| p + 1));
+    CaseResult {
+        id,
+        file: String::new(),
+        truth,
+        top: candidates.first().cloned(),
+        candidates,
+        rank,
+        confidence: h.confidence,
+        would_escalate: h.confidence < threshold,
+        fault: Some(h.fault.clone()).filter(|f| !f.is_empty()),
+        error: None,
+    }
+}
+
+fn has_evidence(ctx: &ContextBundle) -> bool {
+    !(ctx.metrics.is_empty()
+        && ctx.anomalies.is_empty()
+        && ctx.logs.is_empty()
+        && ctx.deployments.is_empty())
+}
+
+/// An incident opened, triaged and with its attempt-1 evidence gathered, not yet analysed.
+pub struct Gathered {
+    pub alert: Alert,
+    pub triage: TriageResult,
+    pub context: ContextBundle,
+    deps: Deps,
+    input: AttemptInput,
+}
+
+/// What the pipeline concluded on attempt 1.
+#[derive(Debug, Clone)]
+pub struct Investigation {
+    pub alert: Alert,
+    pub triage: TriageResult,
+    pub context: ContextBundle,
+    pub hypothesis: RootCauseHypothesis,
+}
+
+/// Runs `ingest`, `triage` and `gather_context` (attempt 1) for `scenario`, served by the
+/// scenario itself. Any `truth` is dropped first.
+pub async fn gather(
+    mut scenario: Scenario,
+    analyst: Arc<dyn Analyst>,
+    config: &PipelineConfig,
+) -> Result<Gathered, String> {
+    scenario.truth = None;
+    let alert = scenario.alert.clone();
+    let scenario = Arc::new(scenario);
+    let src = Arc::new(scenario.sources());
+    let store = Arc::new(EvalStore::default());
+    let deps = Deps {
+        store: store.clone(),
+        analyst,
+        logs: vec![src.clone()],
+        metrics: vec![src.clone()],
+        deployments: vec![src.clone()],
+        topology: vec![src],
+        notifier: Arc::new(Silent),
+        pager: Arc::new(Silent),
+        executor: Arc::new(Silent),
+        events: Arc::new(NoEvents),
+        clock: Arc::new(StoppedClock(alert.timestamp)),
+        config: config.clone(),
+        source_timeout: std::time::Duration::from_secs(30),
+    };
+    let stage = |e: stages::StageError| e.to_string();
+    let incident = match stages::ingest(&deps, alert.clone()).await.map_err(stage)? {
+        Ingested::Opened(i) | Ingested::Attached(i) => i,
+    };
+    let id = incident.incident_id.clone();
+    stages::triage(
+        &deps,
+        &IncidentRef {
+            incident_id: id.clone(),
+        },
+    )
+    .await
+    .map_err(stage)?;
+    let input = AttemptInput {
+        incident_id: id.clone(),
+        attempt: 1,
+    };
+    stages::gather_context(&deps, &input).await.map_err(stage)?;
+    let triage = store
+        .get_incident(&id)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|i| i.triage)
+        .ok_or("triage left no record")?;
+    let context = store
+        .attempts(&id)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|a| a.attempt == 1)
+        .map(|a| a.context)
+        .ok_or("gather_context left no attempt")?;
+    Ok(Gathered {
+        alert,
+        triage,
+        context,
+        deps,
+        input,
+    })
+}
+
+impl Gathered {
+    /// Runs the `rca` stage on the gathered evidence.
+    pub async fn rca(self) -> Result<Investigation, String> {
+        stages::rca(&self.deps, &self.input)
+            .await
+            .map_err(|e| e.to_string())?;
+        let hypothesis = self
+            .deps
+            .store
+            .attempts(&self.input.incident_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|a| a.attempt == self.input.attempt)
+            .and_then(|a| a.hypothesis)
+            .ok_or("rca left no hypothesis")?;
+        Ok(Investigation {
+            alert: self.alert,
+            triage: self.triage,
+            context: self.context,
+            hypothesis,
+        })
+    }
+}
+
+/// `\r[=====>    ] 42/100`: one line, redrawn in place.
+pub fn progress_bar(done: usize, total: usize, width: usize) -> String {
+    let total_n = total.max(1);
+    let filled = (done.min(total_n) * width) / total_n;
+    let mut bar = "=".repeat(filled);
+    if filled < width {
+        bar.push('>');
+        bar.push_str(&" ".repeat(width - filled - 1));
+    }
+    format!("\r[{bar}] {done}/{total}")
+}
+
+fn fmt_rank(r: Option<usize>) -> String {
+    r.map_or_else(|| "-".to_string(), |r| r.to_string())
+}
+
+impl EvalReport {
+    /// `{"summary": {...}, "cases": [...]}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("an eval report is plain data")
+    }
+
+    /// [`EvalReport::to_json`] as pretty text, fields in declaration order (summary first).
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("an eval report is plain data")
+    }
+
+    /// A per-scenario table, then the summary.
+    pub fn render_text(&self) -> String {
+        let w = |s: &str, n: usize| {
+            let c = clean(s, n.saturating_sub(1));
+            format!("{c:<n$}")
+        };
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{} {} {} {:>4} {:>5}  {}\n",
+            w("scenario", 36),
+            w("truth", 40),
+            w("top candidate", 40),
+            "rank",
+            "conf",
+            "verdict"
+        ));
+        for c in &self.cases {
+            let verdict = if let Some(e) = &c.error {
+                format!("miss (error: {})", clean(e, 100))
+            } else {
+                let hit = if c.hit_at(1) {
+                    "hit"
+                } else if c.confidently_wrong() {
+                    "WRONG, confident"
+                } else {
+                    "miss"
+                };
+                if c.would_escalate {
+                    format!("{hit}, escalate")
+                } else {
+                    hit.to_string()
+                }
+            };
+            out.push_str(&format!(
+                "{} {} {} {:>4} {:>5.2}  {}\n",
+                w(&c.id, 36),
+                w(c.truth.as_deref().unwrap_or("?"), 40),
+                w(c.top.as_deref().unwrap_or("-"), 40),
+                fmt_rank(c.rank),
+                c.confidence,
+                verdict
+            ));
+        }
+        let s = &self.summary;
+        out.push_str(&format!(
+            "\n{} scenarios · analyst {} · threshold {:.2}\n",
+            s.n, s.analyst, s.threshold
+        ));
+        out.push_str(&format!(
+            "AC@1 {:.3}  AC@3 {:.3}  Avg@5 {:.3}  confidently wrong {:.3}  escalated {:.3}{}\n",
+            s.ac1,
+            s.ac3,
+            s.avg5,
+            s.confidently_wrong,
+            s.escalated,
+            if s.errors > 0 {
+                format!("  ({} unranked, counted as misses)", s.errors)
+            } else {
+                String::new()
+            }
+        ));
+        out.push_str(&format!(
+            "AC@k: {}\n",
+            s.ac_at
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("@{} {:.3}", i + 1, v))
+                .collect::<Vec<_>>()
+                .join("  ")
+        ));
+        out
+    }
+}
+
+/// A clock stopped at the alert: the investigation happens "when the alert fired".
+struct StoppedClock(Timestamp);
+
+impl Clock for StoppedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+/// Notifier, pager and executor of an evaluation: nobody is told, nothing is run.
+struct Silent;
+
+#[async_trait]
+impl Notifier for Silent {
+    fn name(&self) -> String {
+        "eval".into()
+    }
+    async fn approval_requested(&self, _: &Incident, _: Option<&str>) -> Result<(), NotifyError> {
+        Ok(())
+    }
+    async fn incident_updated(&self, _: &Incident, _: &str) -> Result<(), NotifyError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Pager for Silent {
+    fn name(&self) -> String {
+        "eval".into()
+    }
+    async fn page(&self, _: &Incident, _: &Escalation) -> Result<(), NotifyError> {
+        Ok(())
+    }
+    async fn resolve(&self, _: &Incident) -> Result<(), NotifyError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Executor for Silent {
+    fn name(&self) -> String {
+        "eval".into()
+    }
+    async fn run(
+        &self,
+        _: &IncidentId,
+        _: StepPhase,
+        _: usize,
+        _: &str,
+    ) -> Result<String, ExecError> {
+        Err(ExecError::Unavailable(
+            "an evaluation never executes commands".into(),
+        ))
+    }
+}
+
+/// The smallest store the analysis stages need: one evaluation, one incident. Conditional
+/// writes behave as the real stores' do, so the stages run unchanged.
+#[derive(Default)]
+struct EvalStore {
+    inner: Mutex<EvalMem>,
+}
+
+#[derive(Default)]
+struct EvalMem {
+    incidents: HashMap<IncidentId, Incident>,
+    attempts: HashMap<IncidentId, BTreeMap<u32, InvestigationAttempt>>,
+    steps: HashMap<IncidentId, Vec<StepRecord>>,
+    postmortems: HashMap<IncidentId, PostMortem>,
+}
+
+impl EvalStore {
+    fn mem(&self) -> std::sync::MutexGuard<'_, EvalMem> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl IncidentStore for EvalStore {
+    async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
+        let mut m = self.mem();
+        if m.incidents.contains_key(&incident.incident_id) {
+            return Err(StoreError::AlreadyExists(incident.incident_id.to_string()));
+        }
+        if let Some(open) = m
+            .incidents
+            .values()
+            .find(|i| i.fingerprint == incident.fingerprint && !i.status.is_final())
+        {
+            return Err(StoreError::Duplicate(open.incident_id.clone()));
+        }
+        let mut stored = incident.clone();
+        stored.version = 1;
+        m.incidents.insert(incident.incident_id.clone(), stored);
+        Ok(())
+    }
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
+        Ok(self.mem().incidents.get(id).cloned())
+    }
+    async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
+        let mut m = self.mem();
+        let current = m
+            .incidents
+            .get(&incident.incident_id)
+            .ok_or_else(|| StoreError::NotFound(incident.incident_id.to_string()))?;
+        if current.version != incident.version {
+            return Err(StoreError::Conflict(incident.incident_id.to_string()));
+        }
+        let mut stored = incident.clone();
+        stored.version += 1;
+        m.incidents
+            .insert(incident.incident_id.clone(), stored.clone());
+        Ok(stored)
+    }
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
+        let m = self.mem();
+        let mut all: Vec<Incident> = m.incidents.values().cloned().collect();
+        all.sort_by(|a, b| b.incident_id.cmp(&a.incident_id));
+        all.truncate(if q.limit == 0 { 50 } else { q.limit });
+        Ok(IncidentPage {
+            incidents: all,
+            next: None,
+        })
+    }
+    async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
+        Ok(self
+            .mem()
+            .incidents
+            .values()
+            .find(|i| {
+                i.approval
+                    .as_ref()
+                    .is_some_and(|a| a.approval_id == approval_id)
+            })
+            .cloned())
+    }
+    async fn put_attempt(
+        &self,
+        id: &IncidentId,
+        attempt: &InvestigationAttempt,
+    ) -> Result<(), StoreError> {
+        self.mem()
+            .attempts
+            .entry(id.clone())
+            .or_default()
+            .insert(attempt.attempt, attempt.clone());
+        Ok(())
+    }
+    async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {
+        Ok(self
+            .mem()
+            .attempts
+            .get(id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+    async fn claim_step(&self, id: &IncidentId, record: &StepRecord) -> Result<bool, StoreError> {
+        let mut m = self.mem();
+        let steps = m.steps.entry(id.clone()).or_default();
+        if steps
+            .iter()
+            .any(|s| s.phase == record.phase && s.step == record.step)
+        {
+            return Ok(false);
+        }
+        steps.push(record.clone());
+        Ok(true)
+    }
+    async fn finish_step(&self, id: &IncidentId, record: &StepRecord) -> Result<(), StoreError> {
+        let mut m = self.mem();
+        let steps = m.steps.entry(id.clone()).or_default();
+        match steps
+            .iter_mut()
+            .find(|s| s.phase == record.phase && s.step == record.step)
+        {
+            Some(s) => *s = record.clone(),
+            None => steps.push(record.clone()),
+        }
+        Ok(())
+    }
+    async fn steps(&self, id: &IncidentId) -> Result<Vec<StepRecord>, StoreError> {
+        Ok(self.mem().steps.get(id).cloned().unwrap_or_default())
+    }
+    async fn put_postmortem(&self, pm: &PostMortem) -> Result<(), StoreError> {
+        self.mem()
+            .postmortems
+            .insert(pm.incident_id.clone(), pm.clone());
+        Ok(())
+    }
+    async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
+        Ok(self.mem().postmortems.get(id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(rank: Option<usize>, confidence: f64) -> CaseResult {
+        CaseResult {
+            id: "x".into(),
+            file: "x.json".into(),
+            truth: Some("t".into()),
+            top: Some(if rank == Some(1) { "t" } else { "o" }.into()),
+            candidates: vec![],
+            rank,
+            confidence,
+            would_escalate: confidence < 0.7,
+            fault: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn progress_bar_fills_in_proportion() {
+        assert_eq!(progress_bar(0, 4, 8), "\r[>       ] 0/4");
+        assert_eq!(progress_bar(2, 4, 8), "\r[====>   ] 2/4");
+        assert_eq!(progress_bar(4, 4, 8), "\r[========] 4/4");
+    }
+
+    #[test]
+    fn a_failed_case_is_a_miss_and_never_confidently_wrong() {
+        let c = CaseResult::failed("a".into(), "a.json".into(), Some("t".into()), "x".into());
+        assert!(!c.hit_at(5));
+        assert!(!c.confidently_wrong());
+        assert!(c.would_escalate);
+        let mut lying = case(Some(1), 0.9);
+        lying.error = Some("boom".into());
+        assert!(
+            !lying.hit_at(1),
+            "an error is a miss whatever the rank says"
+        );
+    }
+
+    #[test]
+    fn analyst_choice_parses_and_llm_is_a_clear_error() {
+        assert_eq!(
+            "BARO".parse::<AnalystChoice>().unwrap(),
+            AnalystChoice::Baro
+        );
+        assert!("gpt".parse::<AnalystChoice>().is_err());
+        if std::env::var("LLM_PROVIDER").is_err() {
+            let e = AnalystChoice::Llm.analyst().err().unwrap().to_string();
+            assert_eq!(e, "no LLM configured (LLM_PROVIDER unset)");
+        }
+        let _ = case(None, 0.1);
+    }
+}
