@@ -207,34 +207,10 @@ impl LocalPipeline {
             source_timeout: Duration::from_secs(20),
             events: opts.events.unwrap_or_else(|| Arc::new(NoEvents)),
         };
-        // Scenarios stand in only for the kinds of evidence no real backend provides.
-        let fallback: Option<(
-            Arc<dyn LogSource>,
-            Arc<dyn MetricSource>,
-            Arc<dyn DeploymentSource>,
-            Arc<dyn TopologySource>,
-        )> = match (&opts.scenario, &opts.library) {
-            (Some(s), _) => {
-                let src = Arc::new(s.sources());
-                Some((src.clone(), src.clone(), src.clone(), src))
-            }
-            (None, Some(lib)) => {
-                let src = Arc::new(lib.clone());
-                Some((src.clone(), src.clone(), src.clone(), src))
-            }
-            (None, None) => None,
-        };
-        if let Some((logs, metrics, deployments, topology)) = fallback {
-            if deps.logs.is_empty() {
-                deps.logs.push(logs);
-            }
-            if deps.metrics.is_empty() {
-                deps.metrics.push(metrics);
-            }
-            if deps.deployments.is_empty() {
-                deps.deployments.push(deployments);
-            }
-            deps.topology.push(topology);
+        match (&opts.scenario, &opts.library) {
+            (Some(s), _) => fill_missing_evidence(&mut deps, Arc::new(s.sources())),
+            (None, Some(lib)) => fill_missing_evidence(&mut deps, Arc::new(lib.clone())),
+            (None, None) => {}
         }
         let deps = Arc::new(deps);
 
@@ -339,4 +315,22 @@ impl LocalPipeline {
             .await?
             .ok_or_else(|| LocalError::Store(StoreError::NotFound(id.to_string())))
     }
+}
+
+/// Scenarios stand in only for the kinds of evidence no real backend provides;
+/// topology always comes from them since no integration knows the service graph.
+fn fill_missing_evidence<S>(deps: &mut Deps, src: Arc<S>)
+where
+    S: LogSource + MetricSource + DeploymentSource + TopologySource + 'static,
+{
+    if deps.logs.is_empty() {
+        deps.logs.push(src.clone());
+    }
+    if deps.metrics.is_empty() {
+        deps.metrics.push(src.clone());
+    }
+    if deps.deployments.is_empty() {
+        deps.deployments.push(src.clone());
+    }
+    deps.topology.push(src);
 }
