@@ -34,6 +34,10 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "AWS deployment shape"
+# cfn-lint, sam validate --lint and statelint over template.yaml and statemachine.asl.json.
+bash scripts/validate-aws.sh
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

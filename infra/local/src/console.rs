@@ -39,9 +39,9 @@ impl Notifier for Console {
         &self,
         incident: &Incident,
         approval_url: Option<&str>,
-    ) -> Result<(), NotifyError> {
+    ) -> Result<Option<String>, NotifyError> {
         let Some(plan) = &incident.plan else {
-            return Ok(());
+            return Ok(None);
         };
         let mut text = format!(
             "  ┌ approval needed for {} ({}): {}\n",
@@ -74,7 +74,7 @@ impl Notifier for Console {
             )),
         }
         self.say(&text);
-        Ok(())
+        Ok(None)
     }
 
     async fn incident_updated(

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use iras_core::config::ConfigError;
 use iras_core::{Decision, Incident, IncidentStatus, Notifier, NotifyError};
 use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::client::{retry_after, Caller, Failure};
@@ -99,18 +100,19 @@ impl SlackConfig {
 }
 
 /// Where an incident's approval message is, so updates can thread under it and edit it.
-#[derive(Debug, Clone)]
+/// Serialised as the approval's `message_ref`, so another process (another Lambda) finds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Posted {
     channel: String,
     ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     approval_url: Option<String>,
 }
 
 pub struct SlackNotifier {
     config: SlackConfig,
     caller: Caller,
-    /// In memory: an update from another process (another Lambda) finds nothing here and
-    /// posts a new message instead of a thread reply.
+    /// What this process posted; another process reads the approval's `message_ref`.
     posted: Mutex<HashMap<String, Posted>>,
 }
 
@@ -339,11 +341,17 @@ impl SlackNotifier {
     }
 
     fn remembered(&self, incident: &Incident) -> Option<Posted> {
-        self.posted
+        let here = self
+            .posted
             .lock()
-            .ok()?
-            .get(incident.incident_id.as_str())
-            .cloned()
+            .ok()
+            .and_then(|p| p.get(incident.incident_id.as_str()).cloned());
+        here.or_else(|| {
+            let stored = incident.approval.as_ref()?.message_ref.as_deref()?;
+            // A reference another notifier wrote (or a damaged one) is not ours to follow:
+            // the update is posted as a new message instead.
+            serde_json::from_str(stored).ok()
+        })
     }
 }
 
@@ -357,7 +365,7 @@ impl Notifier for SlackNotifier {
         &self,
         incident: &Incident,
         approval_url: Option<&str>,
-    ) -> Result<(), NotifyError> {
+    ) -> Result<Option<String>, NotifyError> {
         let text = format!(
             "Approval needed for {} ({}): {}",
             incident.incident_id,
@@ -383,17 +391,16 @@ impl Notifier for SlackNotifier {
             .unwrap_or(&self.config.channel);
         match ts {
             Some(ts) => {
-                if let Ok(mut posted) = self.posted.lock() {
-                    posted.insert(
-                        incident.incident_id.to_string(),
-                        Posted {
-                            channel: channel.to_string(),
-                            ts: ts.to_string(),
-                            approval_url: approval_url.map(str::to_string),
-                        },
-                    );
+                let posted = Posted {
+                    channel: channel.to_string(),
+                    ts: ts.to_string(),
+                    approval_url: approval_url.map(str::to_string),
+                };
+                let message_ref = serde_json::to_string(&posted).ok();
+                if let Ok(mut remembered) = self.posted.lock() {
+                    remembered.insert(incident.incident_id.to_string(), posted);
                 }
-                Ok(())
+                Ok(message_ref)
             }
             None => Err(NotifyError::Failed(
                 "slack: chat.postMessage: answer without `ts`".into(),

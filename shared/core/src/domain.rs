@@ -516,6 +516,10 @@ pub struct ApprovalRequest {
     pub expires_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<ApprovalDecision>,
+    /// Where the notifier posted the request (for Slack: channel and message ts), so a later
+    /// stage — on AWS another Lambda — threads its updates under it and edits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -934,6 +938,7 @@ mod tests {
             requested_at: now,
             expires_at: now,
             decision: None,
+            message_ref: None,
         });
         let shown = serde_json::to_string(&inc.redacted()).unwrap();
         assert!(!shown.contains("secret-token"));

@@ -629,8 +629,12 @@ impl Notifier for Silent {
     fn name(&self) -> String {
         "eval".into()
     }
-    async fn approval_requested(&self, _: &Incident, _: Option<&str>) -> Result<(), NotifyError> {
-        Ok(())
+    async fn approval_requested(
+        &self,
+        _: &Incident,
+        _: Option<&str>,
+    ) -> Result<Option<String>, NotifyError> {
+        Ok(None)
     }
     async fn incident_updated(&self, _: &Incident, _: &str) -> Result<(), NotifyError> {
         Ok(())

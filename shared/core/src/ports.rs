@@ -200,11 +200,14 @@ pub enum NotifyError {
 #[async_trait]
 pub trait Notifier: Send + Sync {
     fn name(&self) -> String;
+    /// Posts the approval request. The answer is where it was posted, if the notifier can
+    /// find it again from that: it is kept as `ApprovalRequest::message_ref`, because the
+    /// stage that sends the next update may run in another process.
     async fn approval_requested(
         &self,
         incident: &Incident,
         approval_url: Option<&str>,
-    ) -> Result<(), NotifyError>;
+    ) -> Result<Option<String>, NotifyError>;
     async fn incident_updated(&self, incident: &Incident, message: &str)
         -> Result<(), NotifyError>;
 }

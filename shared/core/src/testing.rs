@@ -259,12 +259,12 @@ impl Notifier for RecordingNotifier {
         &self,
         incident: &Incident,
         url: Option<&str>,
-    ) -> Result<(), NotifyError> {
+    ) -> Result<Option<String>, NotifyError> {
         self.approvals
             .lock()
             .unwrap()
             .push((incident.incident_id.clone(), url.map(str::to_string)));
-        Ok(())
+        Ok(Some(format!("recorded:{}", incident.incident_id)))
     }
     async fn incident_updated(
         &self,
@@ -617,6 +617,8 @@ pub mod store_contract {
             requested_at: inc.created_at,
             expires_at: inc.created_at,
             decision: None,
+            // Another process finds the approval message through this.
+            message_ref: Some(r#"{"channel":"C1","ts":"1700000000.000100"}"#.into()),
         });
         store.update_incident(&stored).await.unwrap();
         let found = store
@@ -625,6 +627,7 @@ pub mod store_contract {
             .unwrap()
             .unwrap();
         assert_eq!(found.incident_id, inc.incident_id);
+        assert_eq!(found.approval, stored.approval, "the approval as written");
         assert!(store
             .find_by_approval_id("apr-unknown")
             .await

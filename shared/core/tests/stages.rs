@@ -383,6 +383,11 @@ async fn request_approval_retried_with_the_same_token_notifies_once() {
     assert_eq!(f.notifier.approvals.lock().unwrap().len(), 1);
     let inc = f.store.get_incident(&id).await.unwrap().unwrap();
     assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
+    // Where the request was posted is kept, for the stage that reports the decision.
+    assert_eq!(
+        inc.approval.unwrap().message_ref.as_deref(),
+        Some(format!("recorded:{id}").as_str())
+    );
 }
 
 #[tokio::test]

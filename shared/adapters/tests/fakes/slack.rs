@@ -84,6 +84,7 @@ pub fn incident() -> Incident {
         requested_at: now,
         expires_at: now + chrono::Duration::minutes(120),
         decision: None,
+        message_ref: None,
     });
     inc
 }
@@ -222,6 +223,45 @@ async fn an_update_replies_in_the_thread_and_edits_the_original_with_the_decisio
             .any(|b| b["type"] == "actions"),
         "no buttons once decided"
     );
+}
+
+/// On AWS the approval is posted by request-approval and decided in approval-callback: two
+/// processes. The second finds the message through the reference the stage stored.
+#[tokio::test]
+async fn another_process_threads_under_the_approval_message_through_its_stored_reference() {
+    let fake = FakeServer::start(ok_fake()).await;
+    let mut inc = incident();
+    let message_ref = notifier(&fake)
+        .approval_requested(
+            &inc,
+            Some("https://iras.example/approvals/apr-42?exp=1&sig=ab"),
+        )
+        .await
+        .unwrap()
+        .expect("Slack says where it posted");
+    inc.approval.as_mut().unwrap().message_ref = Some(message_ref);
+
+    let elsewhere = notifier(&fake);
+    elsewhere
+        .incident_updated(&inc, "plan rejected by bob via page")
+        .await
+        .unwrap();
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 3, "post, thread reply, edit");
+    assert_eq!(reqs[1].json()["thread_ts"], "1710252460.000100");
+    assert_eq!(reqs[2].path, "/chat.update");
+    assert_eq!(reqs[2].json()["ts"], "1710252460.000100");
+    let edited = all_text(&reqs[2].json()["blocks"]);
+    assert!(edited.contains("plan rejected by bob via page"), "{edited}");
+
+    // A reference it cannot read is not followed: the update still reaches the channel.
+    inc.approval.as_mut().unwrap().message_ref = Some("not-a-slack-reference".into());
+    notifier(&fake)
+        .incident_updated(&inc, "escalated")
+        .await
+        .unwrap();
+    let last = fake.requests().last().unwrap().json();
+    assert!(last.get("thread_ts").is_none());
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ pub async fn request_approval(
             requested_at: now,
             expires_at: now + Duration::seconds(timeout as i64),
             decision: None,
+            message_ref: None,
         };
         inc.status = IncidentStatus::AwaitingApproval;
         inc.record(
@@ -92,23 +93,42 @@ pub async fn request_approval(
             .approval_links
             .as_ref()
             .map(|links| links.url(&approval.approval_id, approval.expires_at));
-        if let Err(e) = deps
+        match deps
             .notifier
             .approval_requested(&stored, url.as_deref())
             .await
         {
-            // Nobody may have heard; the approval window still runs and ends in escalation.
-            tracing::warn!(incident = %stored.incident_id, error = %e, "approval notification failed");
-            let _ = mutate(deps, &input.incident_id, |inc| {
-                inc.record(
-                    now,
-                    "approval:notify-failed",
-                    "request_approval",
-                    format!("could not notify {}: {e}", deps.notifier.name()),
-                );
-                Ok(true)
-            })
-            .await;
+            Ok(None) => {}
+            Ok(Some(message_ref)) => {
+                // Best effort: without it, updates are posted as new messages, not lost.
+                let kept = mutate(deps, &input.incident_id, |inc| {
+                    match inc.approval.as_mut() {
+                        Some(a) if a.approval_id == approval.approval_id => {
+                            a.message_ref = Some(message_ref.clone());
+                            Ok(true)
+                        }
+                        _ => Ok(false),
+                    }
+                })
+                .await;
+                if let Err(e) = kept {
+                    tracing::warn!(incident = %stored.incident_id, error = %e, "approval message reference not kept");
+                }
+            }
+            Err(e) => {
+                // Nobody may have heard; the approval window still runs and ends in escalation.
+                tracing::warn!(incident = %stored.incident_id, error = %e, "approval notification failed");
+                let _ = mutate(deps, &input.incident_id, |inc| {
+                    inc.record(
+                        now,
+                        "approval:notify-failed",
+                        "request_approval",
+                        format!("could not notify {}: {e}", deps.notifier.name()),
+                    );
+                    Ok(true)
+                })
+                .await;
+            }
         }
     }
     Ok(ApprovalOutput {

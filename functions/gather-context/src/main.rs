@@ -1,0 +1,7 @@
+//! GatherContext: logs, metrics, deployments and the service graph for one attempt.
+
+#[tokio::main]
+async fn main() -> Result<(), iras_lambda::Error> {
+    let deps = iras_lambda::deps_from_env().await?;
+    iras_lambda::run_stage(&deps, iras_lambda::Stage::GatherContext).await
+}

@@ -1,0 +1,7 @@
+//! RequestApproval: keeps the task token, sends the signed approval link.
+
+#[tokio::main]
+async fn main() -> Result<(), iras_lambda::Error> {
+    let deps = iras_lambda::deps_from_env().await?;
+    iras_lambda::run_stage(&deps, iras_lambda::Stage::RequestApproval).await
+}

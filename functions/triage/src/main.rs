@@ -1,0 +1,7 @@
+//! Triage: severity, affected services and the approval window.
+
+#[tokio::main]
+async fn main() -> Result<(), iras_lambda::Error> {
+    let deps = iras_lambda::deps_from_env().await?;
+    iras_lambda::run_stage(&deps, iras_lambda::Stage::Triage).await
+}

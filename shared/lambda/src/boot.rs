@@ -1,0 +1,400 @@
+//! Cold start: read the environment once, read the secrets it names, build core's ports.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iras_aws::{DynamoStore, EventBridgePublisher, SdkConfig, SfnCallbacks, SfnStarter};
+use iras_core::config::{ApprovalLinks, ConfigError};
+use iras_core::executor::DryRunExecutor;
+use iras_core::ports::*;
+use iras_core::scenario::ScenarioLibrary;
+use iras_core::stages::Deps;
+use iras_core::{IncidentId, PipelineConfig};
+use iras_http::{App, HttpConfig};
+use tokio::sync::OnceCell;
+
+use crate::notify;
+use crate::secrets::{self, SsmParameters};
+
+/// Base URL of the approval pages (the HTTP API's URL); links are signed with
+/// `APPROVAL_SIGNING_KEY`.
+pub const PUBLIC_URL: &str = "IRAS_PUBLIC_URL";
+/// A folder of `iras-scenario/1` files standing in for evidence backends (demos, tests).
+pub const SCENARIOS_DIR: &str = "SCENARIOS_DIR";
+
+/// Each evidence source gets this long before the stage moves on without it.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a function could not start. Returned from `main`, so Lambda shows it as an init error.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{var} is not set: {why}")]
+    Missing {
+        var: &'static str,
+        why: &'static str,
+    },
+    #[error("secret {var}: SSM parameter `{parameter}` could not be read: {problem}")]
+    Secret {
+        var: String,
+        parameter: String,
+        problem: String,
+    },
+    #[error("{SCENARIOS_DIR}: {0}")]
+    Scenarios(String),
+}
+
+/// What the environment says about this function, secrets already resolved.
+#[derive(Clone)]
+pub struct Settings {
+    pub table_name: String,
+    pub state_machine_arn: Option<String>,
+    pub event_bus_name: Option<String>,
+    pub public_url: Option<String>,
+    pub scenarios_dir: Option<PathBuf>,
+    pub approval_signing_key: Option<String>,
+    /// Thresholds and policy (`RCA_CONFIDENCE_THRESHOLD`, ...); approval links are added by
+    /// [`build_deps`].
+    pub pipeline: PipelineConfig,
+    /// The whole environment, secrets resolved: the integrations and the LLM analyst read
+    /// their own variables from it. Never logged.
+    vars: HashMap<String, String>,
+}
+
+/// Secrets are shown only as set or unset, so a logged setting leaks nothing.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("table_name", &self.table_name)
+            .field("state_machine_arn", &self.state_machine_arn)
+            .field("event_bus_name", &self.event_bus_name)
+            .field("public_url", &self.public_url)
+            .field("scenarios_dir", &self.scenarios_dir)
+            .field(
+                "approval_signing_key",
+                &self.approval_signing_key.as_ref().map(|_| "<set>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn get(vars: &HashMap<String, String>, key: &str) -> Option<String> {
+    vars.get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl Settings {
+    /// `vars` as returned by [`secrets::with_secrets`]: secret values, not parameter names.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, BootError> {
+        Ok(Settings {
+            table_name: get(vars, iras_aws::env::TABLE_NAME).ok_or(BootError::Missing {
+                var: iras_aws::env::TABLE_NAME,
+                why: "which DynamoDB table holds incidents?",
+            })?,
+            state_machine_arn: get(vars, iras_aws::env::STATE_MACHINE_ARN),
+            event_bus_name: get(vars, iras_aws::env::EVENT_BUS_NAME),
+            public_url: get(vars, PUBLIC_URL),
+            scenarios_dir: get(vars, SCENARIOS_DIR).map(PathBuf::from),
+            approval_signing_key: get(vars, secrets::APPROVAL_SIGNING_KEY),
+            pipeline: PipelineConfig::from_vars(vars)?,
+            vars: vars.clone(),
+        })
+    }
+}
+
+/// Core's ports for one function: the store and event bus given, and the rest from
+/// `settings`: the LLM analyst when `LLM_PROVIDER` names one (the offline analyst otherwise,
+/// and as its fallback); Prometheus, Loki, Elasticsearch and GitHub evidence, Slack and
+/// PagerDuty when configured, else log lines in CloudWatch Logs; scenario evidence only for
+/// the kinds no backend provides; and always the dry-run executor.
+pub fn build_deps(
+    settings: &Settings,
+    store: Arc<dyn IncidentStore>,
+    events: Arc<dyn EventPublisher>,
+) -> Result<Deps, BootError> {
+    let mut config = settings.pipeline.clone();
+    config.approval_links = match (&settings.public_url, &settings.approval_signing_key) {
+        (Some(base_url), Some(key)) => Some(ApprovalLinks {
+            base_url: base_url.clone(),
+            signing_key: key.as_bytes().to_vec(),
+        }),
+        (None, None) => None,
+        (url, _) => {
+            tracing::warn!(
+                public_url = url.is_some(),
+                signing_key = settings.approval_signing_key.is_some(),
+                "approval notifications carry no link: set both {PUBLIC_URL} and {}",
+                secrets::APPROVAL_SIGNING_KEY
+            );
+            None
+        }
+    };
+    let integrations = iras_adapters::integrations_from_env(&settings.vars)?;
+    for note in &integrations.notes {
+        tracing::info!(integration = %note, "configured");
+    }
+    let analyst = iras_llm::analyst_from_env(&settings.vars)?;
+    tracing::info!(analyst = %analyst.name(), "configured");
+    let mut deps = Deps {
+        store,
+        analyst,
+        logs: integrations.logs,
+        metrics: integrations.metrics,
+        deployments: integrations.deployments,
+        topology: vec![],
+        notifier: integrations.notifier.unwrap_or_else(notify::notifier),
+        pager: integrations.pager.unwrap_or_else(notify::pager),
+        executor: Arc::new(DryRunExecutor),
+        clock: Arc::new(SystemClock),
+        config,
+        source_timeout: SOURCE_TIMEOUT,
+        events,
+    };
+    if let Some(dir) = &settings.scenarios_dir {
+        let library = Arc::new(
+            ScenarioLibrary::load_dir(dir).map_err(|e| BootError::Scenarios(e.to_string()))?,
+        );
+        // Scenarios stand in only for the kinds of evidence no backend provides.
+        if deps.logs.is_empty() {
+            deps.logs.push(library.clone());
+        }
+        if deps.metrics.is_empty() {
+            deps.metrics.push(library.clone());
+        }
+        if deps.deployments.is_empty() {
+            deps.deployments.push(library.clone());
+        }
+        deps.topology.push(library);
+    }
+    Ok(deps)
+}
+
+/// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
+pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootError> {
+    Ok(HttpConfig::from_vars(vars)?)
+}
+
+/// Loaded once per process, whatever the function asks for first.
+struct Loaded {
+    sdk: SdkConfig,
+    vars: HashMap<String, String>,
+    settings: Settings,
+}
+
+static LOADED: OnceCell<Loaded> = OnceCell::const_new();
+static TRACING: Once = Once::new();
+
+async fn load() -> Result<&'static Loaded, BootError> {
+    TRACING.call_once(lambda_runtime::tracing::init_default_subscriber);
+    LOADED
+        .get_or_try_init(|| async {
+            let sdk = iras_aws::aws_config_from_env().await;
+            let ssm = SsmParameters(aws_sdk_ssm::Client::new(&sdk));
+            let vars = secrets::with_secrets(std::env::vars().collect(), &ssm).await?;
+            let settings = Settings::from_vars(&vars)?;
+            tracing::info!(?settings, "configured");
+            Ok(Loaded {
+                sdk,
+                vars,
+                settings,
+            })
+        })
+        .await
+}
+
+/// Core's ports for this function, from its environment: `TABLE_NAME` (DynamoDB),
+/// `EVENT_BUS_NAME` (lifecycle events; none when unset), `SCENARIOS_DIR`, the pipeline
+/// variables, and the approval links from `IRAS_PUBLIC_URL` and `APPROVAL_SIGNING_KEY`.
+pub async fn deps_from_env() -> Result<Deps, BootError> {
+    let loaded = load().await?;
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&loaded.sdk),
+        &loaded.settings.table_name,
+    );
+    let events: Arc<dyn EventPublisher> = match &loaded.settings.event_bus_name {
+        Some(bus) => Arc::new(EventBridgePublisher::new(
+            aws_sdk_eventbridge::Client::new(&loaded.sdk),
+            bus,
+        )),
+        None => Arc::new(NoEvents),
+    };
+    build_deps(&loaded.settings, Arc::new(store), events)
+}
+
+/// Step Functions `StartExecution` on `STATE_MACHINE_ARN` (required).
+pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
+    let loaded = load().await?;
+    let arn = loaded
+        .settings
+        .state_machine_arn
+        .as_ref()
+        .ok_or(BootError::Missing {
+            var: iras_aws::env::STATE_MACHINE_ARN,
+            why: "which state machine runs the pipeline?",
+        })?;
+    Ok(Arc::new(SfnStarter::new(
+        aws_sdk_sfn::Client::new(&loaded.sdk),
+        arn,
+    )))
+}
+
+/// What the router needs on Lambda. A function without `STATE_MACHINE_ARN` (approval-callback)
+/// cannot start pipelines; completing approvals is limited by the function's IAM role.
+pub async fn app_from_env() -> Result<Arc<App>, BootError> {
+    let loaded = load().await?;
+    let deps = Arc::new(deps_from_env().await?);
+    let starter: Arc<dyn PipelineStarter> = match loaded.settings.state_machine_arn {
+        Some(_) => starter_from_env().await?,
+        None => Arc::new(NoStarter),
+    };
+    Ok(Arc::new(App {
+        deps,
+        starter,
+        callbacks: Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(&loaded.sdk))),
+        http: http_config(&loaded.vars)?,
+        // Lambda itself is the runtime: if this code runs, it is up.
+        runtime_health: Arc::new(|| Ok(())),
+    }))
+}
+
+/// For a function that serves the router but does not ingest alerts.
+struct NoStarter;
+
+#[async_trait]
+impl PipelineStarter for NoStarter {
+    async fn start(&self, id: &IncidentId) -> Result<(), StartError> {
+        Err(StartError(format!(
+            "this function has no {}: {id} must be started by the api or ingest function",
+            iras_aws::env::STATE_MACHINE_ARN
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iras_core::analysis::OfflineAnalyst;
+    use iras_core::testing::MemoryStore;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_function_without_a_table_refuses_to_start_and_says_which_variable() {
+        let e = Settings::from_vars(&vars(&[])).unwrap_err();
+        assert!(e.to_string().contains("TABLE_NAME"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_threshold_from_the_template_names_the_variable() {
+        let e = Settings::from_vars(&vars(&[
+            ("TABLE_NAME", "incidents"),
+            ("RCA_CONFIDENCE_THRESHOLD", "1.5"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("RCA_CONFIDENCE_THRESHOLD"), "{e}");
+    }
+
+    #[test]
+    fn approval_links_need_both_the_url_and_the_key() {
+        let base = [
+            ("TABLE_NAME", "incidents"),
+            (
+                PUBLIC_URL,
+                "https://abc.execute-api.us-east-1.amazonaws.com",
+            ),
+        ];
+        let store = || Arc::new(MemoryStore::default()) as Arc<dyn IncidentStore>;
+        let without_key = Settings::from_vars(&vars(&base)).unwrap();
+        let deps = build_deps(&without_key, store(), Arc::new(NoEvents)).unwrap();
+        assert!(deps.config.approval_links.is_none());
+
+        let mut with_key = vars(&base);
+        with_key.insert(secrets::APPROVAL_SIGNING_KEY.into(), "k".into());
+        let settings = Settings::from_vars(&with_key).unwrap();
+        let deps = build_deps(&settings, store(), Arc::new(NoEvents)).unwrap();
+        let links = deps.config.approval_links.expect("links");
+        assert_eq!(
+            links.base_url,
+            "https://abc.execute-api.us-east-1.amazonaws.com"
+        );
+        assert!(!format!("{settings:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn the_defaults_are_the_safe_ones() {
+        let settings = Settings::from_vars(&vars(&[("TABLE_NAME", "incidents")])).unwrap();
+        let deps = build_deps(
+            &settings,
+            Arc::new(MemoryStore::default()),
+            Arc::new(NoEvents),
+        )
+        .unwrap();
+        assert_eq!(deps.executor.name(), "dry-run");
+        assert_eq!(deps.analyst.name(), OfflineAnalyst::default().name());
+        assert_eq!(deps.notifier.name(), "log");
+        assert_eq!(deps.pager.name(), "log");
+        assert!(deps.config.auto_approve_max_risk.is_none());
+    }
+
+    /// What the template passes a function (secrets already resolved from SSM) reaches the
+    /// same adapters `iras serve` builds.
+    #[test]
+    fn configured_integrations_and_the_model_are_what_the_function_uses() {
+        let settings = Settings::from_vars(&vars(&[
+            ("TABLE_NAME", "incidents"),
+            ("SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SLACK_ONCALL_CHANNEL_ID", "C0ONCALL"),
+            (
+                "PAGERDUTY_INTEGRATION_KEY",
+                "R0UTING0KEY0000000000000000000000",
+            ),
+            ("PROMETHEUS_BASE_URL", "http://prometheus.internal:9090"),
+            ("LLM_PROVIDER", "anthropic"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ]))
+        .unwrap();
+        let deps = build_deps(
+            &settings,
+            Arc::new(MemoryStore::default()),
+            Arc::new(NoEvents),
+        )
+        .unwrap();
+        assert_eq!(deps.notifier.name(), "slack");
+        assert_eq!(deps.pager.name(), "pagerduty");
+        let metrics: Vec<String> = deps.metrics.iter().map(|m| m.name()).collect();
+        assert_eq!(metrics, ["prometheus"]);
+        assert_ne!(deps.analyst.name(), OfflineAnalyst::default().name());
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("xoxb-1") && !shown.contains("sk-ant-test"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_misconfigured_integration_stops_the_cold_start_naming_the_variable() {
+        let settings = Settings::from_vars(&vars(&[
+            ("TABLE_NAME", "incidents"),
+            ("PROMETHEUS_BASE_URL", "prometheus without a scheme"),
+        ]))
+        .unwrap();
+        let e = build_deps(
+            &settings,
+            Arc::new(MemoryStore::default()),
+            Arc::new(NoEvents),
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("PROMETHEUS_BASE_URL"), "{e}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The bootstrap every IRAS Lambda shares, and nothing else: it builds core's ports from the
+//! environment once per cold start ([`deps_from_env`], [`app_from_env`]), hands each event to
+//! core ([`stage_handler`], [`ingest::handle`]) or to the one HTTP router ([`run_http`]), and
+//! turns a stage's error into a Lambda [`Diagnostic`] whose `error_type` is the name the state
+//! machine's `Retry`/`Catch` match. Business rules live in `iras-core`.
+
+mod boot;
+pub mod ingest;
+pub mod notify;
+pub mod secrets;
+
+use std::sync::Arc;
+
+use iras_core::handler;
+use iras_core::ports::PipelineStarter;
+use iras_core::stages::{Deps, StageError};
+use iras_http::App;
+use lambda_runtime::service_fn;
+use serde_json::Value;
+
+pub use boot::{
+    app_from_env, build_deps, deps_from_env, http_config, starter_from_env, BootError, Settings,
+    PUBLIC_URL, SCENARIOS_DIR,
+};
+pub use iras_core::handler::Stage;
+pub use lambda_runtime::{Diagnostic, Error, LambdaEvent};
+
+/// A stage error as Lambda reports it. Step Functions names the task's error after
+/// `error_type`, so `"ErrorEquals": ["ApprovalMissing"]` matches the stage's own word.
+pub fn diagnostic(e: StageError) -> Diagnostic {
+    Diagnostic {
+        error_type: e.error_type.to_string(),
+        error_message: e.message,
+    }
+}
+
+/// One state-machine task: the state's `Payload` in, the stage's output out (what the state's
+/// `ResultSelector` reads as `$.Payload`).
+pub async fn stage_handler(
+    deps: &Deps,
+    stage: Stage,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Diagnostic> {
+    let request_id = event.context.request_id.clone();
+    match handler::handle(deps, stage, event.payload).await {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            tracing::warn!(stage = stage.state_name(), request_id, error_type = e.error_type, error = %e.message, "stage failed");
+            Err(diagnostic(e))
+        }
+    }
+}
+
+/// Serves one pipeline stage until the Lambda environment stops the process.
+pub async fn run_stage(deps: &Deps, stage: Stage) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |event| stage_handler(deps, stage, event))).await
+}
+
+/// Serves the `ingest` function: EventBridge alerts in, incidents opened and pipelines started.
+pub async fn run_ingest(deps: &Deps, starter: &dyn PipelineStarter) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |event| {
+        ingest::handle(deps, starter, event)
+    }))
+    .await
+}
+
+/// Serves the one HTTP router (webhook, incidents, approvals, health) behind API Gateway.
+pub async fn run_http(app: Arc<App>) -> Result<(), Error> {
+    lambda_http::run(iras_http::router(app)).await
+}

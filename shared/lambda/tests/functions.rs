@@ -1,0 +1,289 @@
+//! Each function's handler, called as Lambda would call it, with the checked-in sample events
+//! of `infra/events` (the ones `sam local invoke -e` uses) over in-memory ports.
+
+mod support;
+
+use iras_core::handler::Stage;
+use iras_core::ports::IncidentStore;
+use iras_core::{IncidentId, IncidentStatus};
+use iras_lambda::{ingest, stage_handler};
+use serde_json::{json, Value};
+use support::*;
+
+async fn ingest_sample(
+    w: &World,
+    name: &str,
+) -> Result<ingest::IngestOutput, iras_lambda::Diagnostic> {
+    ingest::handle(
+        &w.deps,
+        w.starter.as_ref(),
+        lambda_event(sample(name, SAMPLE_ID)),
+    )
+    .await
+}
+
+/// Runs a stage on its sample event, about incident `id`, and checks the output carries every
+/// field its state's `ResultSelector` reads: a missing one fails the execution on AWS.
+async fn run_stage(w: &World, stage: Stage, id: &IncidentId) -> Value {
+    let event = sample(stage.function_name(), id.as_str());
+    let out = stage_handler(&w.deps, stage, lambda_event(event))
+        .await
+        .unwrap_or_else(|d| {
+            panic!(
+                "{}: {} {}",
+                stage.state_name(),
+                d.error_type,
+                d.error_message
+            )
+        });
+    for field in payload_fields(&asl(), stage.state_name()) {
+        assert!(
+            out.get(&field).is_some(),
+            "{} output lacks `{field}`, which its ResultSelector reads: {out}",
+            stage.state_name()
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_alert_on_the_iras_bus_goes_from_ingest_to_resolved_through_every_function() {
+    let w = world();
+    let opened = ingest_sample(&w, "ingest-iras-alert").await.unwrap();
+    assert!(!opened.deduplicated);
+    let id = opened.incident_id.clone();
+    assert_eq!(*w.starter.started.lock().unwrap(), vec![id.clone()]);
+    assert!(w
+        .events
+        .types_for(&id)
+        .contains(&"IncidentOpened".to_string()));
+
+    run_stage(&w, Stage::Triage, &id).await;
+    run_stage(&w, Stage::GatherContext, &id).await;
+    let rca = run_stage(&w, Stage::Rca, &id).await;
+    assert_eq!(
+        rca["confident"],
+        json!(true),
+        "the demo incident is diagnosed on attempt 1: {rca}"
+    );
+    let plan = run_stage(&w, Stage::Plan, &id).await;
+    assert_eq!(plan["needs_approval"], json!(true), "{plan}");
+    run_stage(&w, Stage::RequestApproval, &id).await;
+    let waiting = w.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, IncidentStatus::AwaitingApproval);
+
+    // The on-call engineer approves through the approval-callback function's sample request.
+    let (status, body) = w.http(&sample_text("approval-callback", id.as_str())).await;
+    assert_eq!(status, 200, "{body}");
+    let successes = w.callbacks.successes.lock().unwrap().clone();
+    let request = sample("request-approval", id.as_str());
+    assert_eq!(successes.len(), 1);
+    assert_eq!(successes[0].0, request["task_token"].as_str().unwrap());
+    // IsApproved reads `$.approval.decision`.
+    assert_eq!(successes[0].1["decision"], json!("approved"));
+
+    let remediation = run_stage(&w, Stage::Remediate, &id).await;
+    assert_eq!(remediation["outcome"], json!("applied"), "{remediation}");
+    let postmortem = run_stage(&w, Stage::PostMortem, &id).await;
+    assert_eq!(postmortem["outcome"], json!("resolved"));
+    let done = w.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(done.status, IncidentStatus::Resolved);
+}
+
+#[tokio::test]
+async fn a_stage_failure_pages_someone_and_the_postmortem_says_escalated() {
+    let w = world();
+    let id = ingest_sample(&w, "ingest-iras-alert")
+        .await
+        .unwrap()
+        .incident_id;
+    run_stage(&w, Stage::Triage, &id).await;
+    let escalated = run_stage(&w, Stage::Escalate, &id).await;
+    assert_eq!(escalated["reason"], json!("stage_failure"));
+    assert_eq!(escalated["paged_via"], json!("log"));
+    let postmortem = run_stage(&w, Stage::PostMortem, &id).await;
+    assert_eq!(postmortem["outcome"], json!("escalated"));
+}
+
+/// The names the definition refuses to retry: retrying them cannot change the answer.
+fn non_retryable(asl: &Value, state: &str) -> Vec<String> {
+    asl["States"][state]["Retry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["MaxAttempts"] == json!(0))
+        .flat_map(|r| r["ErrorEquals"].as_array().unwrap().clone())
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unapproved_plan_fails_remediate_under_the_name_the_state_machine_matches() {
+    let w = world();
+    let id = ingest_sample(&w, "ingest-iras-alert")
+        .await
+        .unwrap()
+        .incident_id;
+    for stage in [Stage::Triage, Stage::GatherContext, Stage::Rca, Stage::Plan] {
+        run_stage(&w, stage, &id).await;
+    }
+    let event = lambda_event(sample("remediate", id.as_str()));
+    let d = stage_handler(&w.deps, Stage::Remediate, event)
+        .await
+        .unwrap_err();
+    assert_eq!(d.error_type, "ApprovalMissing", "{}", d.error_message);
+    assert!(non_retryable(&asl(), "Remediate").contains(&d.error_type));
+    let steps = w.store.steps(&id).await.unwrap();
+    assert!(steps.is_empty(), "nothing ran: {steps:?}");
+}
+
+#[tokio::test]
+async fn a_stage_for_an_unknown_incident_is_not_retried() {
+    let w = world();
+    // The sample events name an incident this empty store has never seen.
+    let d = stage_handler(
+        &w.deps,
+        Stage::Triage,
+        lambda_event(sample("triage", SAMPLE_ID)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(d.error_type, "IncidentNotFound");
+    assert!(non_retryable(&asl(), "Triage").contains(&d.error_type));
+
+    let mut bad = sample("gather-context", SAMPLE_ID);
+    bad.as_object_mut().unwrap().remove("attempt");
+    let d = stage_handler(&w.deps, Stage::GatherContext, lambda_event(bad))
+        .await
+        .unwrap_err();
+    assert_eq!(d.error_type, "InvalidInput");
+    assert!(d.error_message.contains("attempt"), "{}", d.error_message);
+}
+
+#[tokio::test]
+async fn a_cloudwatch_alarm_opens_one_incident_per_alarm_and_starts_its_pipeline() {
+    let w = world();
+    let first = ingest_sample(&w, "ingest").await.unwrap();
+    let incident = w
+        .store
+        .get_incident(&first.incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let alert = &incident.alert;
+    assert_eq!(alert.service.as_deref(), Some("payment-service"));
+    assert!(
+        alert
+            .title
+            .starts_with("payment-service-5xx-rate: Threshold Crossed"),
+        "{}",
+        alert.title
+    );
+    assert_eq!(alert.timestamp.to_rfc3339(), "2026-03-02T03:04:40+00:00");
+    assert_eq!(
+        incident.fingerprint,
+        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:payment-service-5xx-rate"
+    );
+    // The alarm's own detail stays on the record for the investigator.
+    assert_eq!(
+        alert.fields["configuration"]["metrics"][0]["metricStat"]["metric"]["name"],
+        json!("ErrorRate")
+    );
+
+    // The same alarm again (EventBridge delivers at least once) attaches to the open incident.
+    let again = ingest_sample(&w, "ingest").await.unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.incident_id, first.incident_id);
+    assert_eq!(w.incident_count().await, 1);
+    let started = w.starter.started.lock().unwrap().clone();
+    assert_eq!(started, vec![first.incident_id.clone(), first.incident_id]);
+}
+
+#[tokio::test]
+async fn an_alarm_that_is_not_going_into_alarm_opens_nothing() {
+    let w = world();
+    let mut ok_to_ok = sample("ingest", SAMPLE_ID);
+    ok_to_ok["detail"]["state"]["value"] = json!("OK");
+    let d = ingest::handle(&w.deps, w.starter.as_ref(), lambda_event(ok_to_ok))
+        .await
+        .unwrap_err();
+    assert_eq!(d.error_type, "AlarmNotFiring");
+    assert!(
+        d.error_message.contains("payment-service-5xx-rate"),
+        "{}",
+        d.error_message
+    );
+    assert_eq!(w.incident_count().await, 0);
+    assert!(w.starter.started.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_event_iras_does_not_know_is_refused_by_name_and_writes_nothing() {
+    let w = world();
+    let ec2 = json!({
+        "version": "0",
+        "id": "ee376907-2647-4179-9203-343cfb3017a4",
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": "2026-03-02T03:04:40Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"],
+        "detail": {"instance-id": "i-abcd1111", "state": "stopped"}
+    });
+    let d = ingest::handle(&w.deps, w.starter.as_ref(), lambda_event(ec2))
+        .await
+        .unwrap_err();
+    assert_eq!(d.error_type, "UnknownEvent");
+    assert!(d.error_message.contains("aws.ec2"), "{}", d.error_message);
+
+    let not_eventbridge = json!({"incident_id": SAMPLE_ID});
+    let d = ingest::handle(&w.deps, w.starter.as_ref(), lambda_event(not_eventbridge))
+        .await
+        .unwrap_err();
+    assert_eq!(d.error_type, "InvalidInput");
+    assert_eq!(w.incident_count().await, 0);
+    assert!(w.events.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pipeline_that_did_not_start_fails_the_event_so_eventbridge_retries_it() {
+    let w = world_with(RecordingStarter {
+        fail: true,
+        ..Default::default()
+    });
+    let d = ingest_sample(&w, "ingest").await.unwrap_err();
+    assert_eq!(d.error_type, "PipelineNotStarted");
+    // Recorded all the same: the retry attaches to it and starts it (execution name = id).
+    assert_eq!(w.incident_count().await, 1);
+}
+
+#[tokio::test]
+async fn the_api_function_accepts_the_sample_webhook_and_starts_the_pipeline() {
+    let w = world();
+    let (status, body) = w.http(&sample_text("api", SAMPLE_ID)).await;
+    assert_eq!(status, 202, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let id = IncidentId(body["incident_id"].as_str().unwrap().to_string());
+    assert_eq!(*w.starter.started.lock().unwrap(), vec![id.clone()]);
+    let incident = w.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(incident.service.as_deref(), Some("payment-service"));
+}
+
+#[tokio::test]
+async fn the_api_function_reports_health_from_the_sample_request() {
+    let w = world();
+    let (status, body) = w.http(&sample_text("api-health", SAMPLE_ID)).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], json!("ok"));
+}
+
+#[tokio::test]
+async fn an_approval_without_the_api_key_completes_no_task() {
+    let w = world();
+    let forged = sample_text("approval-callback", SAMPLE_ID).replace(SAMPLE_API_KEY, "guessed-key");
+    let (status, body) = w.http(&forged).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(w.callbacks.successes.lock().unwrap().is_empty());
+}
