@@ -248,11 +248,11 @@ impl Deployed {
         )
     }
 
-    /// The ingest function on the sample `iras.alert` event; the pipeline is not started yet
-    /// (the tasks' answers must be queued first).
-    async fn ingest(&self) -> IncidentId {
+    /// The ingest function on a sample EventBridge event (`infra/events/<event>.json`); the
+    /// pipeline is not started yet (the tasks' answers must be queued first).
+    async fn ingest(&self, event: &str) -> IncidentId {
         let starter = RecordingStarter::default();
-        let event = sample("ingest-iras-alert", SAMPLE_ID);
+        let event = sample(event, SAMPLE_ID);
         let out = ingest::ingest_event(&self.functions.deps, &starter, event)
             .await
             .expect("ingest");
@@ -453,8 +453,8 @@ fn states_entered(history: &[HistoryEvent]) -> Vec<String> {
 
 /// Up to the approval wait, both tests do the same: ingest, run the pipeline's first stages
 /// on moto, and let the request-approval function store the token moto handed it.
-async fn awaiting_approval(d: &Deployed) -> IncidentId {
-    let id = d.ingest().await;
+async fn awaiting_approval(d: &Deployed, event: &str) -> IncidentId {
+    let id = d.ingest(event).await;
     let triage = d.start_pipeline(&id).await;
 
     let (payload, timeout) = d.approval_task(&id).await;
@@ -506,7 +506,8 @@ async fn an_approved_incident_runs_the_real_definition_on_step_functions_to_reso
     let Some(d) = Deployed::start(None).await else {
         return;
     };
-    let id = awaiting_approval(&d).await;
+    // A CloudWatch alarm going into ALARM, as the default bus delivers it to ingest.
+    let id = awaiting_approval(&d, "ingest").await;
 
     // The on-call engineer approves with the sample request the approval-callback function
     // serves (bearer API key, approver alice).
@@ -569,7 +570,7 @@ async fn a_rejected_plan_is_escalated_by_the_real_definition_and_still_gets_a_po
     let Some(d) = Deployed::start(None).await else {
         return;
     };
-    let id = awaiting_approval(&d).await;
+    let id = awaiting_approval(&d, "ingest-iras-alert").await;
 
     let request = sample_text("approval-callback", id.as_str())
         .replace("/approve", "/reject")
@@ -624,7 +625,7 @@ async fn an_approval_nobody_gives_times_out_in_the_real_definition_and_escalates
     let Some(d) = Deployed::start(Some(4)).await else {
         return;
     };
-    let id = awaiting_approval(&d).await;
+    let id = awaiting_approval(&d, "ingest-iras-alert").await;
 
     // Nobody decides. When the window closes the definition catches States.Timeout and runs
     // ApprovalTimedOut → Escalate → PostMortem: their answers are queued ahead of it.
