@@ -32,7 +32,8 @@ step "format"
 cargo fmt --all -- --check
 
 step "lint"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# --all-features: the optional AWS evidence of the `iras` command is linted and tested too.
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "AWS deployment shape"
 # cfn-lint, sam validate --lint and statelint over template.yaml and statemachine.asl.json.
@@ -40,8 +41,8 @@ bash scripts/validate-aws.sh
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --all-features --locked --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --all-features --locked --no-fail-fast
 fi
 echo "all tests passed (${root})"

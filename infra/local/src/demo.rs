@@ -66,7 +66,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     let mut options = LocalOptions::new(dir.path().join("iras.db"));
     options.definition = definition;
     options.scenario = Some(scenario.clone());
-    options.integrations = Some(crate::integrations_from_env()?);
+    options.integrations = Some(crate::integrations_from_env().await?);
     options.analyst = Some(crate::analyst_from_env()?);
     options.config = config;
     options.quiet = false;

@@ -21,13 +21,104 @@ pub fn analyst_from_env() -> Result<std::sync::Arc<dyn iras_core::Analyst>, Stri
     iras_llm::analyst_from_env(&vars).map_err(|e| e.to_string())
 }
 
-/// The integrations configured in the environment (Prometheus, Loki, Slack, PagerDuty, ...),
-/// with one line on stderr per integration saying what is used and what falls back.
-pub fn integrations_from_env() -> Result<iras_adapters::Integrations, String> {
+/// The integrations configured in the environment (Prometheus, Loki, Slack, PagerDuty, and
+/// with the `aws` feature CloudWatch, ECS and CodeDeploy), with one line on stderr per
+/// integration saying what is used and what falls back.
+pub async fn integrations_from_env() -> Result<iras_adapters::Integrations, String> {
     let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-    let integrations = iras_adapters::integrations_from_env(&vars).map_err(|e| e.to_string())?;
+    let integrations = integrations_from_vars(&vars).await?;
     for note in &integrations.notes {
         eprintln!("  {note}");
     }
     Ok(integrations)
+}
+
+/// The variables that configure the AWS evidence sources (`iras_aws::aws_evidence_from_vars`).
+pub const AWS_EVIDENCE_VARS: [&str; 4] = [
+    "CLOUDWATCH_LOG_GROUPS",
+    "CLOUDWATCH_METRICS",
+    "ECS_CLUSTER",
+    "CODEDEPLOY_APPLICATION",
+];
+
+/// [`integrations_from_env`] over `vars`.
+pub async fn integrations_from_vars(
+    vars: &std::collections::HashMap<String, String>,
+) -> Result<iras_adapters::Integrations, String> {
+    #[allow(unused_mut)]
+    let mut integrations = iras_adapters::integrations_from_env(vars).map_err(|e| e.to_string())?;
+    let asked: Vec<&str> = AWS_EVIDENCE_VARS
+        .into_iter()
+        .filter(|v| vars.get(*v).is_some_and(|x| !x.trim().is_empty()))
+        .collect();
+    #[cfg(feature = "aws")]
+    if !asked.is_empty() {
+        let region = vars
+            .get("AWS_REGION")
+            .or_else(|| vars.get("AWS_DEFAULT_REGION"));
+        let endpoint = vars.get("AWS_ENDPOINT_URL");
+        let sdk =
+            iras_aws::aws_config_with(region.map(String::as_str), endpoint.map(String::as_str))
+                .await;
+        let aws = iras_aws::aws_evidence_from_vars(vars, &sdk).map_err(|e| e.to_string())?;
+        integrations.notes.extend(aws.notes);
+        integrations.logs.extend(aws.logs);
+        integrations.metrics.extend(aws.metrics);
+        integrations.deployments.extend(aws.deployments);
+    }
+    #[cfg(not(feature = "aws"))]
+    if let Some(var) = asked.first() {
+        // Set but not honoured would be worse than refused.
+        return Err(format!(
+            "{var} is set, but this build of iras reads no AWS evidence: build it with \
+             `--features aws` (cargo run --release --features aws --bin iras -- ...)"
+        ));
+    }
+    Ok(integrations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[cfg(feature = "aws")]
+    #[tokio::test]
+    async fn cloudwatch_and_ecs_evidence_join_the_http_integrations() {
+        let got = integrations_from_vars(&vars(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("CLOUDWATCH_LOG_GROUPS", "/ecs/{service}"),
+            ("ECS_CLUSTER", "shop"),
+            ("PROMETHEUS_BASE_URL", "http://prometheus.internal:9090"),
+        ]))
+        .await
+        .unwrap();
+        let logs: Vec<String> = got.logs.iter().map(|s| s.name()).collect();
+        let deployments: Vec<String> = got.deployments.iter().map(|s| s.name()).collect();
+        let metrics: Vec<String> = got.metrics.iter().map(|s| s.name()).collect();
+        assert_eq!(logs, ["cloudwatch-logs"]);
+        assert_eq!(deployments, ["ecs"]);
+        assert_eq!(metrics, ["prometheus"]);
+    }
+
+    #[cfg(not(feature = "aws"))]
+    #[tokio::test]
+    async fn aws_evidence_asked_of_a_build_without_it_is_refused_by_name() {
+        let e = integrations_from_vars(&vars(&[("ECS_CLUSTER", "shop")]))
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            e.contains("ECS_CLUSTER") && e.contains("--features aws"),
+            "{e}"
+        );
+    }
 }

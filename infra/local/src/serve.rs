@@ -105,7 +105,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     });
     let mut options = LocalOptions::new(opts.data.join("iras.db"));
     options.library = Some(library.clone());
-    options.integrations = Some(crate::integrations_from_env()?);
+    options.integrations = Some(crate::integrations_from_env().await?);
     options.analyst = Some(crate::analyst_from_env()?);
     options.config = config.clone();
     options.quiet = false;

@@ -5,13 +5,21 @@
 //! Clients are built once per process from an [`SdkConfig`]: [`aws_config_from_env`] on AWS,
 //! [`emulator_config`] against an emulator on localhost.
 
+pub mod cloudwatch;
+pub mod deploys;
 mod dynamo;
 mod events;
+mod evidence;
 mod sfn;
 
 pub use aws_config::SdkConfig;
+pub use cloudwatch::{
+    CloudWatchLogs, CloudWatchLogsConfig, CloudWatchMetrics, MetricSpec, MetricsConfig,
+};
+pub use deploys::{CodeDeployConfig, CodeDeployDeployments, EcsConfig, EcsDeployments};
 pub use dynamo::{fit_attempt, DynamoStore, PostMortemQuery, MAX_ATTEMPT_BYTES};
 pub use events::{detail_type, EventBridgePublisher, EVENT_SOURCE};
+pub use evidence::{aws_evidence_from_vars, AwsEvidence, ServiceMap};
 pub use sfn::{SfnCallbacks, SfnStarter};
 
 use aws_config::{BehaviorVersion, Region};

@@ -4,6 +4,10 @@
 
 mod support;
 
+#[path = "moto/aws_deployments.rs"]
+mod aws_deployments;
+#[path = "moto/cloudwatch_evidence.rs"]
+mod cloudwatch_evidence;
 #[path = "moto/dynamo_store.rs"]
 mod dynamo_store;
 #[path = "moto/eventbridge.rs"]

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod eval;
 pub mod executor;
 pub mod handler;
+pub mod loglines;
 pub mod policy;
 pub mod ports;
 pub mod report;

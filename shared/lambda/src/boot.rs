@@ -63,6 +63,9 @@ pub struct Settings {
     /// The whole environment, secrets resolved: the integrations and the LLM analyst read
     /// their own variables from it. Never logged.
     vars: HashMap<String, String>,
+    /// The AWS SDK configuration, for the CloudWatch, ECS and CodeDeploy evidence sources;
+    /// without it ([`Settings::with_aws`]) those sources are not built.
+    aws: Option<SdkConfig>,
 }
 
 /// Secrets are shown only as set or unset, so a logged setting leaks nothing.
@@ -103,7 +106,14 @@ impl Settings {
             approval_signing_key: get(vars, secrets::APPROVAL_SIGNING_KEY),
             pipeline: PipelineConfig::from_vars(vars)?,
             vars: vars.clone(),
+            aws: None,
         })
+    }
+
+    /// Lets [`build_deps`] read evidence from CloudWatch, ECS and CodeDeploy through `sdk`.
+    pub fn with_aws(mut self, sdk: SdkConfig) -> Settings {
+        self.aws = Some(sdk);
+        self
     }
 }
 
@@ -134,9 +144,18 @@ pub fn build_deps(
             None
         }
     };
-    let integrations = iras_adapters::integrations_from_env(&settings.vars)?;
+    let mut integrations = iras_adapters::integrations_from_env(&settings.vars)?;
     for note in &integrations.notes {
         tracing::info!(integration = %note, "configured");
+    }
+    if let Some(sdk) = &settings.aws {
+        let aws = iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?;
+        for note in &aws.notes {
+            tracing::info!(integration = %note, "configured");
+        }
+        integrations.logs.extend(aws.logs);
+        integrations.metrics.extend(aws.metrics);
+        integrations.deployments.extend(aws.deployments);
     }
     let analyst = iras_llm::analyst_from_env(&settings.vars)?;
     tracing::info!(analyst = %analyst.name(), "configured");
@@ -196,7 +215,7 @@ async fn load() -> Result<&'static Loaded, BootError> {
             let sdk = iras_aws::aws_config_from_env().await;
             let ssm = SsmParameters(aws_sdk_ssm::Client::new(&sdk));
             let vars = secrets::with_secrets(std::env::vars().collect(), &ssm).await?;
-            let settings = Settings::from_vars(&vars)?;
+            let settings = Settings::from_vars(&vars)?.with_aws(sdk.clone());
             tracing::info!(?settings, "configured");
             Ok(Loaded {
                 sdk,
@@ -378,6 +397,41 @@ mod tests {
         assert!(
             !shown.contains("xoxb-1") && !shown.contains("sk-ant-test"),
             "{shown}"
+        );
+    }
+
+    /// On AWS most users' logs, metrics and deployments are in CloudWatch, ECS and CodeDeploy.
+    #[tokio::test]
+    async fn cloudwatch_ecs_and_codedeploy_join_the_evidence_when_configured() {
+        let sdk = iras_aws::emulator_config("http://127.0.0.1:9").await;
+        let settings = Settings::from_vars(&vars(&[
+            ("TABLE_NAME", "incidents"),
+            ("CLOUDWATCH_LOG_GROUPS", "/ecs/{service}"),
+            ("CLOUDWATCH_METRICS", "ecs"),
+            ("ECS_CLUSTER", "shop"),
+            ("CODEDEPLOY_APPLICATION", "shop"),
+            ("LOKI_BASE_URL", "http://loki.internal:3100"),
+        ]))
+        .unwrap()
+        .with_aws(sdk);
+        let deps = build_deps(
+            &settings,
+            Arc::new(MemoryStore::default()),
+            Arc::new(NoEvents),
+        )
+        .unwrap();
+        let names = |v: Vec<String>| v.join(",");
+        assert_eq!(
+            names(deps.logs.iter().map(|s| s.name()).collect()),
+            "loki,cloudwatch-logs"
+        );
+        assert_eq!(
+            names(deps.metrics.iter().map(|s| s.name()).collect()),
+            "cloudwatch-metrics"
+        );
+        assert_eq!(
+            names(deps.deployments.iter().map(|s| s.name()).collect()),
+            "ecs,codedeploy"
         );
     }
 

@@ -10,7 +10,7 @@ const BUS: &str = "iras-events";
 
 /// A bus with a rule sending IRAS escalations to a queue; returns the queue's URL.
 async fn escalations_queue(moto: &Moto) -> String {
-    let sqs = moto.sqs();
+    let sqs = aws_sdk_sqs::Client::new(&moto.config);
     let queue_url = sqs
         .create_queue()
         .queue_name("on-call-escalations")
@@ -59,8 +59,7 @@ async fn escalations_queue(moto: &Moto) -> String {
 async fn received(moto: &Moto, queue_url: &str) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let out = moto
-            .sqs()
+        let out = aws_sdk_sqs::Client::new(&moto.config)
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)

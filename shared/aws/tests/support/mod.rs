@@ -119,6 +119,7 @@ impl Moto {
         assert!((200..300).contains(&status), "moto config: {status} {body}");
     }
 
+    // Only the clients every user of this harness links; others are built from `config`.
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.config)
     }
@@ -127,9 +128,6 @@ impl Moto {
     }
     pub fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::new(&self.config)
-    }
-    pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        aws_sdk_sqs::Client::new(&self.config)
     }
 }
 
