@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use iras_core::config::ConfigError;
+use iras_core::config::{ConfigError, EnvVars};
 use reqwest::Url;
 
 /// Request timeout of every integration unless `INTEGRATION_TIMEOUT_SECONDS` says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = iras_core::config::DEFAULT_INTEGRATION_TIMEOUT;
 
 pub(crate) struct Vars<'a>(pub &'a HashMap<String, String>);
 
@@ -21,11 +21,11 @@ pub(crate) fn error(name: &str, problem: impl Into<String>) -> ConfigError {
 
 impl Vars<'_> {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        EnvVars(self.0).get(name)
     }
 
     pub fn is_set(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        EnvVars(self.0).is_set(name)
     }
 
     /// An http(s) base URL without query or fragment; a trailing slash is dropped.
@@ -44,28 +44,11 @@ impl Vars<'_> {
     }
 
     pub fn number(&self, name: &str, default: u64, range: (u64, u64)) -> Result<u64, ConfigError> {
-        let Some(v) = self.get(name) else {
-            return Ok(default);
-        };
-        let n: u64 = v
-            .parse()
-            .map_err(|_| error(name, format!("`{v}` is not a whole number")))?;
-        if n < range.0 || n > range.1 {
-            return Err(error(
-                name,
-                format!("{n} is outside {}..={}", range.0, range.1),
-            ));
-        }
-        Ok(n)
+        EnvVars(self.0).number(name, default, range)
     }
 
     pub fn timeout(&self) -> Result<Duration, ConfigError> {
-        self.number(
-            "INTEGRATION_TIMEOUT_SECONDS",
-            DEFAULT_TIMEOUT.as_secs(),
-            (1, 300),
-        )
-        .map(Duration::from_secs)
+        EnvVars(self.0).timeout()
     }
 }
 

@@ -19,46 +19,15 @@ use crate::deploys::{CodeDeployConfig, CodeDeployDeployments, EcsConfig, EcsDepl
 
 /// Per-request timeout unless `INTEGRATION_TIMEOUT_SECONDS` says otherwise (the same variable
 /// and default as the HTTP integrations).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = iras_core::config::DEFAULT_INTEGRATION_TIMEOUT;
 
 /// The environment's values: blank counts as unset.
-pub(crate) struct Vars<'a>(pub &'a HashMap<String, String>);
+pub(crate) use iras_core::config::EnvVars as Vars;
 
 pub(crate) fn error(name: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         name: name.to_string(),
         problem: problem.into(),
-    }
-}
-
-impl Vars<'_> {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-
-    pub fn number(&self, name: &str, default: u64, range: (u64, u64)) -> Result<u64, ConfigError> {
-        let Some(v) = self.get(name) else {
-            return Ok(default);
-        };
-        let n: u64 = v
-            .parse()
-            .map_err(|_| error(name, format!("`{v}` is not a whole number")))?;
-        if n < range.0 || n > range.1 {
-            return Err(error(
-                name,
-                format!("{n} is outside {}..={}", range.0, range.1),
-            ));
-        }
-        Ok(n)
-    }
-
-    pub fn timeout(&self) -> Result<Duration, ConfigError> {
-        self.number(
-            "INTEGRATION_TIMEOUT_SECONDS",
-            DEFAULT_TIMEOUT.as_secs(),
-            (1, 300),
-        )
-        .map(Duration::from_secs)
     }
 }
 

@@ -156,6 +156,52 @@ impl PipelineConfig {
     }
 }
 
+/// Request timeout of every integration (HTTP or AWS) unless `INTEGRATION_TIMEOUT_SECONDS`
+/// says otherwise.
+pub const DEFAULT_INTEGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The integrations' variables: blank counts as unset, a badly formed value is an error
+/// naming the variable.
+pub struct EnvVars<'a>(pub &'a HashMap<String, String>);
+
+impl<'a> EnvVars<'a> {
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// A whole number within `range`, `default` when unset.
+    pub fn number(&self, name: &str, default: u64, range: (u64, u64)) -> Result<u64, ConfigError> {
+        let problem = |p: String| ConfigError {
+            name: name.to_string(),
+            problem: p,
+        };
+        let Some(v) = self.get(name) else {
+            return Ok(default);
+        };
+        let n: u64 = v
+            .parse()
+            .map_err(|_| problem(format!("`{v}` is not a whole number")))?;
+        if n < range.0 || n > range.1 {
+            return Err(problem(format!("{n} is outside {}..={}", range.0, range.1)));
+        }
+        Ok(n)
+    }
+
+    /// `INTEGRATION_TIMEOUT_SECONDS` (1..=300), default [`DEFAULT_INTEGRATION_TIMEOUT`].
+    pub fn timeout(&self) -> Result<std::time::Duration, ConfigError> {
+        self.number(
+            "INTEGRATION_TIMEOUT_SECONDS",
+            DEFAULT_INTEGRATION_TIMEOUT.as_secs(),
+            (1, 300),
+        )
+        .map(std::time::Duration::from_secs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
