@@ -12,9 +12,8 @@
 //! whose first candidate is wrong while the confidence clears the pipeline's threshold: the
 //! answers that would have gone to a remediation plan instead of a person.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -429,7 +428,7 @@ pub async fn gather(
     let alert = scenario.alert.clone();
     let scenario = Arc::new(scenario);
     let src = Arc::new(scenario.sources());
-    let store = Arc::new(EvalStore::default());
+    let store = Arc::new(crate::memory::MemoryStore::default());
     let deps = Deps {
         store: store.clone(),
         analyst,
@@ -669,144 +668,6 @@ impl Executor for Silent {
         Err(ExecError::Unavailable(
             "an evaluation never executes commands".into(),
         ))
-    }
-}
-
-/// The smallest store the analysis stages need: one evaluation, one incident. Conditional
-/// writes behave as the real stores' do, so the stages run unchanged.
-#[derive(Default)]
-struct EvalStore {
-    inner: Mutex<EvalMem>,
-}
-
-#[derive(Default)]
-struct EvalMem {
-    incidents: HashMap<IncidentId, Incident>,
-    attempts: HashMap<IncidentId, BTreeMap<u32, InvestigationAttempt>>,
-    steps: HashMap<IncidentId, Vec<StepRecord>>,
-    postmortems: HashMap<IncidentId, PostMortem>,
-}
-
-impl EvalStore {
-    fn mem(&self) -> std::sync::MutexGuard<'_, EvalMem> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-#[async_trait]
-impl IncidentStore for EvalStore {
-    async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
-        let mut m = self.mem();
-        if m.incidents.contains_key(&incident.incident_id) {
-            return Err(StoreError::AlreadyExists(incident.incident_id.to_string()));
-        }
-        if let Some(open) = m
-            .incidents
-            .values()
-            .find(|i| i.fingerprint == incident.fingerprint && !i.status.is_final())
-        {
-            return Err(StoreError::Duplicate(open.incident_id.clone()));
-        }
-        let mut stored = incident.clone();
-        stored.version = 1;
-        m.incidents.insert(incident.incident_id.clone(), stored);
-        Ok(())
-    }
-    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
-        Ok(self.mem().incidents.get(id).cloned())
-    }
-    async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
-        let mut m = self.mem();
-        let current = m
-            .incidents
-            .get(&incident.incident_id)
-            .ok_or_else(|| StoreError::NotFound(incident.incident_id.to_string()))?;
-        if current.version != incident.version {
-            return Err(StoreError::Conflict(incident.incident_id.to_string()));
-        }
-        let mut stored = incident.clone();
-        stored.version += 1;
-        m.incidents
-            .insert(incident.incident_id.clone(), stored.clone());
-        Ok(stored)
-    }
-    async fn list_incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
-        let m = self.mem();
-        let mut all: Vec<Incident> = m.incidents.values().cloned().collect();
-        all.sort_by(|a, b| b.incident_id.cmp(&a.incident_id));
-        all.truncate(if q.limit == 0 { 50 } else { q.limit });
-        Ok(IncidentPage {
-            incidents: all,
-            next: None,
-        })
-    }
-    async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
-        Ok(self
-            .mem()
-            .incidents
-            .values()
-            .find(|i| {
-                i.approval
-                    .as_ref()
-                    .is_some_and(|a| a.approval_id == approval_id)
-            })
-            .cloned())
-    }
-    async fn put_attempt(
-        &self,
-        id: &IncidentId,
-        attempt: &InvestigationAttempt,
-    ) -> Result<(), StoreError> {
-        self.mem()
-            .attempts
-            .entry(id.clone())
-            .or_default()
-            .insert(attempt.attempt, attempt.clone());
-        Ok(())
-    }
-    async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {
-        Ok(self
-            .mem()
-            .attempts
-            .get(id)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default())
-    }
-    async fn claim_step(&self, id: &IncidentId, record: &StepRecord) -> Result<bool, StoreError> {
-        let mut m = self.mem();
-        let steps = m.steps.entry(id.clone()).or_default();
-        if steps
-            .iter()
-            .any(|s| s.phase == record.phase && s.step == record.step)
-        {
-            return Ok(false);
-        }
-        steps.push(record.clone());
-        Ok(true)
-    }
-    async fn finish_step(&self, id: &IncidentId, record: &StepRecord) -> Result<(), StoreError> {
-        let mut m = self.mem();
-        let steps = m.steps.entry(id.clone()).or_default();
-        match steps
-            .iter_mut()
-            .find(|s| s.phase == record.phase && s.step == record.step)
-        {
-            Some(s) => *s = record.clone(),
-            None => steps.push(record.clone()),
-        }
-        Ok(())
-    }
-    async fn steps(&self, id: &IncidentId) -> Result<Vec<StepRecord>, StoreError> {
-        Ok(self.mem().steps.get(id).cloned().unwrap_or_default())
-    }
-    async fn put_postmortem(&self, pm: &PostMortem) -> Result<(), StoreError> {
-        self.mem()
-            .postmortems
-            .insert(pm.incident_id.clone(), pm.clone());
-        Ok(())
-    }
-    async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
-        Ok(self.mem().postmortems.get(id).cloned())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod executor;
 pub mod handler;
 pub mod loglines;
+pub mod memory;
 pub mod policy;
 pub mod ports;
 pub mod report;

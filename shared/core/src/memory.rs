@@ -1,0 +1,156 @@
+//! An in-memory `IncidentStore`: what `iras eval` runs the analysis stages on, and the tests'
+//! store. Conditional writes behave as the real stores' do, so the stages run unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::domain::*;
+use crate::ports::*;
+
+/// An in-memory `IncidentStore` with the same conditional-write semantics as the real ones.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Mem>,
+}
+
+#[derive(Default)]
+struct Mem {
+    incidents: HashMap<IncidentId, Incident>,
+    attempts: HashMap<IncidentId, BTreeMap<u32, InvestigationAttempt>>,
+    steps: HashMap<IncidentId, Vec<StepRecord>>,
+    postmortems: HashMap<IncidentId, PostMortem>,
+}
+
+impl MemoryStore {
+    /// A panic elsewhere while holding the lock leaves the maps consistent (every write is
+    /// one insert), so the store stays usable.
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl IncidentStore for MemoryStore {
+    async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
+        let mut m = self.mem();
+        if m.incidents.contains_key(&incident.incident_id) {
+            return Err(StoreError::AlreadyExists(incident.incident_id.to_string()));
+        }
+        if let Some(open) = m
+            .incidents
+            .values()
+            .find(|i| i.fingerprint == incident.fingerprint && !i.status.is_final())
+        {
+            return Err(StoreError::Duplicate(open.incident_id.clone()));
+        }
+        let mut stored = incident.clone();
+        stored.version = 1;
+        m.incidents.insert(incident.incident_id.clone(), stored);
+        Ok(())
+    }
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
+        Ok(self.mem().incidents.get(id).cloned())
+    }
+    async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
+        let mut m = self.mem();
+        let current = m
+            .incidents
+            .get(&incident.incident_id)
+            .ok_or_else(|| StoreError::NotFound(incident.incident_id.to_string()))?;
+        if current.version != incident.version {
+            return Err(StoreError::Conflict(incident.incident_id.to_string()));
+        }
+        let mut stored = incident.clone();
+        stored.version += 1;
+        m.incidents
+            .insert(incident.incident_id.clone(), stored.clone());
+        Ok(stored)
+    }
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
+        let m = self.mem();
+        let mut all: Vec<&Incident> = m
+            .incidents
+            .values()
+            .filter(|i| q.status.is_none_or(|s| i.status == s))
+            .filter(|i| q.severity.is_none_or(|s| i.severity == Some(s)))
+            .filter(|i| q.cursor.as_ref().is_none_or(|c| i.incident_id.0 < *c))
+            .collect();
+        all.sort_by(|a, b| b.incident_id.cmp(&a.incident_id));
+        let limit = if q.limit == 0 { 50 } else { q.limit };
+        let next = (all.len() > limit).then(|| all[limit - 1].incident_id.0.clone());
+        Ok(IncidentPage {
+            incidents: all.into_iter().take(limit).cloned().collect(),
+            next,
+        })
+    }
+    async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
+        Ok(self
+            .mem()
+            .incidents
+            .values()
+            .find(|i| {
+                i.approval
+                    .as_ref()
+                    .is_some_and(|a| a.approval_id == approval_id)
+            })
+            .cloned())
+    }
+    async fn put_attempt(
+        &self,
+        id: &IncidentId,
+        attempt: &InvestigationAttempt,
+    ) -> Result<(), StoreError> {
+        self.mem()
+            .attempts
+            .entry(id.clone())
+            .or_default()
+            .insert(attempt.attempt, attempt.clone());
+        Ok(())
+    }
+    async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {
+        Ok(self
+            .mem()
+            .attempts
+            .get(id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+    async fn claim_step(&self, id: &IncidentId, record: &StepRecord) -> Result<bool, StoreError> {
+        let mut m = self.mem();
+        let steps = m.steps.entry(id.clone()).or_default();
+        if steps
+            .iter()
+            .any(|s| s.phase == record.phase && s.step == record.step)
+        {
+            return Ok(false);
+        }
+        steps.push(record.clone());
+        Ok(true)
+    }
+    async fn finish_step(&self, id: &IncidentId, record: &StepRecord) -> Result<(), StoreError> {
+        let mut m = self.mem();
+        let steps = m.steps.entry(id.clone()).or_default();
+        match steps
+            .iter_mut()
+            .find(|s| s.phase == record.phase && s.step == record.step)
+        {
+            Some(s) => *s = record.clone(),
+            None => steps.push(record.clone()),
+        }
+        Ok(())
+    }
+    async fn steps(&self, id: &IncidentId) -> Result<Vec<StepRecord>, StoreError> {
+        Ok(self.mem().steps.get(id).cloned().unwrap_or_default())
+    }
+    async fn put_postmortem(&self, pm: &PostMortem) -> Result<(), StoreError> {
+        self.mem()
+            .postmortems
+            .insert(pm.incident_id.clone(), pm.clone());
+        Ok(())
+    }
+    async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
+        Ok(self.mem().postmortems.get(id).cloned())
+    }
+}
