@@ -12,8 +12,7 @@ use iras_core::*;
 use iras_local::local::{LocalOptions, LocalPipeline};
 use tempfile::TempDir;
 
-pub use iras_local::exec_store::ExecutionStatus;
-pub use iras_local::runtime::RuntimeOptions;
+pub use sfn_local::{ExecutionStatus, RuntimeOptions};
 
 /// The payment-service bad deploy, replayed as if it fired now.
 pub fn demo_scenario() -> Arc<Scenario> {

@@ -9,8 +9,8 @@ use iras_core::handler::Stage;
 use iras_core::testing::{FailingExecutor, ScriptedAnalyst};
 use iras_core::*;
 use iras_local::local::{LocalOptions, LocalPipeline};
-use iras_local::runtime::{FunctionError, LambdaFunction};
 use iras_tests::*;
+use sfn_local::{FunctionError, LambdaFunction};
 
 fn rollback_plan(steps: usize) -> RemediationPlan {
     let cmds = [

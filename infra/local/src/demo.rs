@@ -8,8 +8,8 @@ use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::stages::DecisionRequest;
 use iras_core::*;
 use serde_json::Value;
+use sfn_local::ExecutionStatus;
 
-use crate::exec_store::ExecutionStatus;
 use crate::local::{LocalOptions, LocalPipeline};
 use crate::progress;
 

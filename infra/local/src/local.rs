@@ -16,14 +16,13 @@ use iras_core::stages::{self, DecideError, DecisionRequest, Deps};
 use iras_core::*;
 use serde_json::{json, Value};
 
-use crate::asl::Definition;
 use crate::console::Console;
-use crate::runtime::{
-    ExecutionInfo, FunctionError, FunctionRegistry, LambdaFunction, Runtime, RuntimeError,
-    RuntimeOptions,
-};
 use crate::store::SqliteStore;
 use iras_adapters::Integrations;
+use sfn_local::{
+    Definition, ExecutionInfo, FunctionError, FunctionRegistry, LambdaFunction, Runtime,
+    RuntimeError, RuntimeOptions,
+};
 
 /// The pipeline definition shipped with IRAS, the same file SAM deploys.
 pub const STATE_MACHINE: &str = include_str!("../../../statemachine.asl.json");

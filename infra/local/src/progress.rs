@@ -2,11 +2,9 @@
 
 use iras_core::format_duration;
 use serde_json::Value;
+use sfn_local::{RuntimeEvent, StateType};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-
-use crate::asl::StateType;
-use crate::runtime::RuntimeEvent;
 
 /// The line for an event, or `None` for events a person need not see.
 pub fn describe(event: &RuntimeEvent) -> Option<String> {

@@ -1,12 +1,12 @@
 //! Helpers shared by the runtime_* integration tests.
 #![allow(dead_code)]
 
-use iras_local::asl::Definition;
-use iras_local::exec_store::HistoryEventType;
-use iras_local::runtime::{
+use serde_json::Value;
+use sfn_local::asl::Definition;
+use sfn_local::exec_store::HistoryEventType;
+use sfn_local::runtime::{
     FunctionError, FunctionRegistry, LambdaFunction, Runtime, RuntimeOptions,
 };
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

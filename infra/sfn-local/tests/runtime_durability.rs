@@ -4,9 +4,9 @@
 #[path = "runtime_support/mod.rs"]
 mod support;
 
-use iras_local::exec_store::{ExecutionStatus, HistoryEventType};
-use iras_local::runtime::{FunctionError, Runtime, RuntimeError};
 use serde_json::{json, Value};
+use sfn_local::exec_store::{ExecutionStatus, HistoryEventType};
+use sfn_local::runtime::{FunctionError, Runtime, RuntimeError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ async fn open(
     db: &Path,
     def: Value,
     triage: &Calls,
-    approver: Arc<dyn iras_local::runtime::LambdaFunction>,
+    approver: Arc<dyn sfn_local::runtime::LambdaFunction>,
 ) -> Arc<Runtime> {
     let triage = func(triage, |_, _| Ok(json!({"severity": "high"})));
     Runtime::open(

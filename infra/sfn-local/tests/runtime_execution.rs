@@ -3,9 +3,9 @@
 #[path = "runtime_support/mod.rs"]
 mod support;
 
-use iras_local::exec_store::{ExecutionStatus, HistoryEventType};
-use iras_local::runtime::{FunctionError, Runtime, RuntimeError, RuntimeEvent, RuntimeOptions};
 use serde_json::{json, Value};
+use sfn_local::exec_store::{ExecutionStatus, HistoryEventType};
+use sfn_local::runtime::{FunctionError, Runtime, RuntimeError, RuntimeEvent, RuntimeOptions};
 use std::time::Duration;
 use support::*;
 
@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn open(
     dir: &tempfile::TempDir,
     def: Value,
-    functions: iras_local::runtime::FunctionRegistry,
+    functions: sfn_local::runtime::FunctionRegistry,
 ) -> std::sync::Arc<Runtime> {
     Runtime::open(
         &dir.path().join("iras.db"),
@@ -521,7 +521,7 @@ async fn states_runtime_is_not_caught_and_fail_states_fail() {
 async fn task_timeout_seconds_on_a_slow_function_is_retried_then_fails() {
     struct Slow;
     #[async_trait::async_trait]
-    impl iras_local::runtime::LambdaFunction for Slow {
+    impl sfn_local::runtime::LambdaFunction for Slow {
         async fn invoke(&self, _: Value) -> Result<Value, FunctionError> {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok(json!(null))
