@@ -7,8 +7,8 @@
 //! Java's `compareTo` (UTF-16 code units). A `Variable` (or `…Path` operand) that is absent is
 //! a `States.Runtime` error, except for `IsPresent`.
 
+use super::failure::{errors, StateFailure};
 use super::path::Path;
-use super::{errors, StateFailure};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;

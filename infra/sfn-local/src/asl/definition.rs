@@ -872,7 +872,7 @@ fn parse_task(
             Path::parse_reference(s)
                 .and_then(|p| {
                     if p.is_context() {
-                        Err(super::PathSyntaxError(
+                        Err(super::path::PathSyntaxError(
                             "cannot address the context object ('$$')".into(),
                         ))
                     } else {

@@ -5,8 +5,8 @@
 //! single quotes (with `\'`, `\{`, `\}` and `\\` escapes), numbers, `true`/`false`/`null`, paths
 //! (`$…` or `$$…`) and nested invocations. Evaluation failures are `States.Runtime` errors.
 
+use super::failure::StateFailure;
 use super::path::Path;
-use super::StateFailure;
 use serde_json::{Map, Number, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

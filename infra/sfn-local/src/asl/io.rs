@@ -9,9 +9,10 @@ use super::choice;
 use super::definition::{
     FailState, PassState, State, StringSource, TaskState, TaskTimeout, WaitFor,
 };
+use super::failure::{errors, StateFailure};
 use super::path::{bracket_notation, Path};
+use super::retry::Catcher;
 use super::template::Template;
-use super::{errors, StateFailure};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
@@ -104,6 +105,22 @@ pub fn place_task_result(
 ) -> Result<Value, StateFailure> {
     let selected = apply_template(task.result_selector.as_ref(), result, context)?;
     result_path(raw_input, task.result_path.as_ref(), selected)
+}
+
+// Here rather than in retry.rs: definition imports retry and io imports definition, so retry
+// importing io (for result_path) was a cycle; io owns every ResultPath placement instead.
+/// The input of the state a catcher transitions to: the error output placed into the state's
+/// raw input by the catcher's ResultPath.
+pub fn catch_output(
+    catcher: &Catcher,
+    raw_input: &Value,
+    failure: &StateFailure,
+) -> Result<Value, StateFailure> {
+    result_path(
+        raw_input,
+        catcher.result_path.as_ref(),
+        failure.error_output(),
+    )
 }
 
 /// The task's timeout in seconds, reading `TimeoutSecondsPath` from the input after InputPath.
@@ -230,6 +247,7 @@ pub fn fail_details(
 mod tests {
     use super::*;
     use crate::asl::definition::{Definition, StateKind};
+    use crate::asl::retry::parse_catcher;
     use serde_json::json;
     use std::collections::HashMap;
 
@@ -506,6 +524,37 @@ mod tests {
                 .unwrap_err()
                 .error,
             "States.Runtime"
+        );
+    }
+
+    /// "Use ResultPath to include both error and input in a Catch".
+    #[test]
+    fn catch_result_path_example_from_the_docs() {
+        let c = parse_catcher(
+            &json!({"ErrorEquals": ["States.ALL"], "Next": "NextTask", "ResultPath": "$.error"}),
+        )
+        .unwrap();
+        let out = catch_output(
+            &c,
+            &json!({"foo": "bar"}),
+            &StateFailure::new("Error here", "because"),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"foo": "bar", "error": {"Error": "Error here", "Cause": "because"}})
+        );
+        // Without ResultPath the error output replaces the input.
+        let c = parse_catcher(&json!({"ErrorEquals": ["States.ALL"], "Next": "EndState"})).unwrap();
+        let out = catch_output(&c, &json!({"foo": "bar"}), &StateFailure::new("E", "C")).unwrap();
+        assert_eq!(out, json!({"Error": "E", "Cause": "C"}));
+        // With null the input passes unchanged.
+        let c =
+            parse_catcher(&json!({"ErrorEquals": ["States.ALL"], "Next": "N", "ResultPath": null}))
+                .unwrap();
+        assert_eq!(
+            catch_output(&c, &json!({"foo": "bar"}), &StateFailure::new("E", "C")).unwrap(),
+            json!({"foo": "bar"})
         );
     }
 }

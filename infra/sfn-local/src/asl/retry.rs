@@ -8,8 +8,8 @@
 //! error except `States.Runtime` and `States.DataLimitExceeded`; `States.TaskFailed` matches
 //! every error except `States.Timeout` (and those two); nothing ever catches `States.Runtime`.
 
+use super::failure::errors;
 use super::path::Path;
-use super::{errors, StateFailure};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,20 +130,6 @@ pub fn find_catcher<'a>(catchers: &'a [Catcher], error: &str) -> Option<&'a Catc
         .find(|c| error_matches(&c.error_equals, error))
 }
 
-/// The input of the state a catcher transitions to: the error output placed into the state's
-/// raw input by the catcher's ResultPath.
-pub fn catch_output(
-    catcher: &Catcher,
-    raw_input: &Value,
-    failure: &StateFailure,
-) -> Result<Value, StateFailure> {
-    super::io::result_path(
-        raw_input,
-        catcher.result_path.as_ref(),
-        failure.error_output(),
-    )
-}
-
 fn parse_error_equals(v: Option<&Value>) -> Result<Vec<String>, PolicyError> {
     let arr = v
         .and_then(Value::as_array)
@@ -247,7 +233,7 @@ pub fn parse_catcher(v: &Value) -> Result<Catcher, PolicyError> {
             Path::parse_reference(s)
                 .and_then(|p| {
                     if p.is_context() {
-                        Err(super::PathSyntaxError(
+                        Err(super::path::PathSyntaxError(
                             "ResultPath cannot address the context object".into(),
                         ))
                     } else {
@@ -412,37 +398,6 @@ mod tests {
         );
         assert_eq!(find_catcher(&catchers, "Other").unwrap().next, "EndState");
         assert!(find_catcher(&catchers, "States.Runtime").is_none());
-    }
-
-    /// "Use ResultPath to include both error and input in a Catch".
-    #[test]
-    fn catch_result_path_example_from_the_docs() {
-        let c = parse_catcher(
-            &json!({"ErrorEquals": ["States.ALL"], "Next": "NextTask", "ResultPath": "$.error"}),
-        )
-        .unwrap();
-        let out = catch_output(
-            &c,
-            &json!({"foo": "bar"}),
-            &StateFailure::new("Error here", "because"),
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            json!({"foo": "bar", "error": {"Error": "Error here", "Cause": "because"}})
-        );
-        // Without ResultPath the error output replaces the input.
-        let c = parse_catcher(&json!({"ErrorEquals": ["States.ALL"], "Next": "EndState"})).unwrap();
-        let out = catch_output(&c, &json!({"foo": "bar"}), &StateFailure::new("E", "C")).unwrap();
-        assert_eq!(out, json!({"Error": "E", "Cause": "C"}));
-        // With null the input passes unchanged.
-        let c =
-            parse_catcher(&json!({"ErrorEquals": ["States.ALL"], "Next": "N", "ResultPath": null}))
-                .unwrap();
-        assert_eq!(
-            catch_output(&c, &json!({"foo": "bar"}), &StateFailure::new("E", "C")).unwrap(),
-            json!({"foo": "bar"})
-        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! (`$$…`) or an intrinsic function; the `.$` is dropped from the output key. Other values are
 //! copied as they are, and nested objects (also inside arrays) are processed the same way.
 
+use super::failure::StateFailure;
 use super::intrinsics::{looks_like_intrinsic, Intrinsic};
 use super::path::Path;
-use super::StateFailure;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -513,7 +513,7 @@ impl Runtime {
             return Ok(Outcome::Failed { failure });
         };
         Ok(
-            match retry::catch_output(catcher, &cursor.state_input, &failure) {
+            match io::catch_output(catcher, &cursor.state_input, &failure) {
                 Ok(input) => Outcome::Transition {
                     next: catcher.next.clone(),
                     input,
