@@ -7,6 +7,9 @@
 
 use super::failure::StateFailure;
 use super::path::Path;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
 use serde_json::{Map, Number, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,9 +269,12 @@ impl Intrinsic {
                 }
                 Ok(Value::Array(seen))
             }
-            Base64Encode => Ok(Value::String(base64_encode(as_str(&args[0])?.as_bytes()))),
+            Base64Encode => Ok(Value::String(BASE64.encode(as_str(&args[0])?))),
             Base64Decode => {
-                let bytes = base64_decode(as_str(&args[0])?)?;
+                let s = as_str(&args[0])?;
+                let bytes = BASE64
+                    .decode(s)
+                    .map_err(|_| format!("'{s}' is not base64"))?;
                 String::from_utf8(bytes)
                     .map(Value::String)
                     .map_err(|_| "the decoded data is not UTF-8 text".into())
@@ -404,48 +410,14 @@ fn pieces_of_plain(s: &str) -> Vec<FormatPiece> {
     pieces
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    let trimmed = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in trimmed.bytes() {
-        let v = B64
-            .iter()
-            .position(|&b| b == c)
-            .ok_or_else(|| format!("'{s}' is not base64"))? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
+// Standard alphabet, padded output; decoding accepts input without padding and ignores
+// stray trailing bits, as the hand-written decoder this replaced did.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 fn random_u64() -> Result<u64, String> {
     let mut b = [0u8; 8];
@@ -867,6 +839,25 @@ mod tests {
         let id = id.as_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn base64_pads_accepts_unpadded_input_and_names_bad_input() {
+        let enc = |s: &str| eval("States.Base64Encode($.s)", json!({"s": s})).unwrap();
+        assert_eq!(
+            (enc("a"), enc("ab"), enc("abc")),
+            (json!("YQ=="), json!("YWI="), json!("YWJj"))
+        );
+        let dec = |s: &str| eval("States.Base64Decode($.s)", json!({"s": s}));
+        assert_eq!(dec("YWI").unwrap(), json!("ab"));
+        let bad = dec("not base64!").unwrap_err();
+        assert_eq!(bad.error, "States.Runtime");
+        assert!(
+            bad.cause.contains("'not base64!' is not base64"),
+            "{}",
+            bad.cause
+        );
+        assert!(dec("/w==").unwrap_err().cause.contains("not UTF-8"));
     }
 
     #[test]
