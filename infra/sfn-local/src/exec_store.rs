@@ -1,7 +1,10 @@
 //! SQLite persistence for the durable ASL runtime.
 //!
-//! Every table is prefixed `asl_` because the incident store shares the database file. The
-//! database runs in WAL mode with a busy timeout so the two stores (and a second process
+//! Every table is prefixed `asl_` because a host may share the database file (IRAS keeps its
+//! incidents there). The schema is versioned with `rusqlite_migration`, which keeps the version
+//! in SQLite's `user_version`: one number per *file*, so a host sharing the file must not
+//! version its own tables with `user_version` too (or must merge both migration lists into
+//! one). The database runs in WAL mode with a busy timeout so the two stores (and a second process
 //! reading) do not trip over each other. One connection is guarded by an async mutex and every
 //! statement runs on the blocking pool, so at most one blocking thread works for this store at a
 //! time and no tokio worker ever waits on SQLite.
@@ -11,6 +14,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite_migration::{Migrations, M};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +31,8 @@ pub enum StoreError {
     Closed,
     #[error("a storage task failed: {0}")]
     Join(String),
+    #[error("schema migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -269,7 +275,9 @@ pub fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-const SCHEMA: &str = "
+/// Migration 1: the schema exactly as it was before it was versioned, so a database written then
+/// (at `user_version` 0, tables present) opens unchanged. Never edit it; add a migration instead.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS asl_definitions (
     fingerprint TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -323,6 +331,11 @@ CREATE TABLE IF NOT EXISTS asl_history (
 );
 CREATE INDEX IF NOT EXISTS asl_history_by_execution ON asl_history(execution, id);
 ";
+
+/// The schema's history, oldest first; the database's `user_version` counts those applied.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(SCHEMA_V1)])
+}
 
 /// The runtime's view of the database.
 #[derive(Clone)]
@@ -486,15 +499,16 @@ pub enum InsertOutcome {
 }
 
 impl ExecStore {
-    /// Opens (creating if needed) the database and the `asl_` tables.
+    /// Opens (creating if needed) the database and brings the `asl_` tables to the latest schema.
     pub async fn open(path: &Path) -> Result<ExecStore, StoreError> {
         let path = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, rusqlite::Error> {
-            let conn = Connection::open(&path)?;
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut conn = Connection::open(&path)?;
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
-            conn.execute_batch(SCHEMA)?;
+            // Refuses a database newer than this code (DatabaseTooFarAhead) rather than misread it.
+            migrations().to_latest(&mut conn)?;
             Ok(conn)
         })
         .await
@@ -1025,6 +1039,26 @@ mod tests {
             store.execution("e2").await,
             Err(StoreError::Closed)
         ));
+    }
+
+    #[test]
+    fn migration_1_is_the_schema_from_before_versioning() {
+        // A database from then has the tables, so an edit here would never reach it.
+        let before = include_str!("../tests/fixtures/exec_store_v0_schema.sql");
+        assert_eq!(SCHEMA_V1.trim(), before.trim());
+        migrations().validate().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_database_is_at_the_latest_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let _store = ExecStore::open(&path).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1);
     }
 
     #[tokio::test]
