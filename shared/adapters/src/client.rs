@@ -2,7 +2,7 @@
 //! size cap, the one retry of a rate-limited call, and transport failures turned into the
 //! ports' errors, named after the service.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::{ConstantBuilder, Retryable};
 use iras_core::{NotifyError, SourceError};
@@ -238,16 +238,21 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After` in seconds, as Slack and GitHub send it.
+/// `Retry-After` in delta-seconds (as Slack and GitHub send it) or as an HTTP-date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after_at(value, SystemTime::now())
+}
+
+/// The wait a `Retry-After` value asks for at `now`; a date already past means no wait.
+// iras-llm has its own twin: neither crate depends on the other, and core stays free of HTTP.
+fn retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -357,5 +362,45 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn retry_after_is_read_as_an_http_date() {
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let at = httpdate::parse_http_date(date).unwrap();
+        let before = at - Duration::from_secs(90);
+        assert_eq!(retry_after_at(date, before), Some(Duration::from_secs(90)));
+        // RFC 9110 asks recipients to read the two obsolete date forms too.
+        assert_eq!(
+            retry_after_at("Sunday, 06-Nov-94 08:49:37 GMT", before),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after_at("Sun Nov  6 08:49:37 1994", before),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after_at(date, at + Duration::from_secs(5)),
+            Some(Duration::ZERO),
+            "a date already past: retry now"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, date.parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_garbled_retry_after_is_ignored() {
+        let now = SystemTime::now();
+        for garbage in [
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "Sun, 06 Nov 1994 25:61:00 GMT",
+            "2024-03-12T14:03:00Z",
+        ] {
+            assert_eq!(retry_after_at(garbage, now), None, "{garbage:?}");
+        }
     }
 }
