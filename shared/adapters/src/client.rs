@@ -1,11 +1,13 @@
 //! What every integration shares: a client with a request timeout, response bodies read with a
-//! size cap, and transport failures turned into the ports' errors, named after the service.
+//! size cap, the one retry of a rate-limited call, and transport failures turned into the
+//! ports' errors, named after the service.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use backon::{ConstantBuilder, Retryable};
 use iras_core::{NotifyError, SourceError};
 use reqwest::header::HeaderMap;
-use reqwest::{Client, RequestBuilder, Response};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub(crate) const USER_AGENT: &str = concat!("iras/", env!("CARGO_PKG_VERSION"));
@@ -67,6 +69,22 @@ pub(crate) struct Caller {
     pub timeout: Duration,
 }
 
+/// How long a notifier waits before its one retry of a 429.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RateLimit {
+    /// When the server names no wait.
+    pub default_wait: Duration,
+    /// A longer `Retry-After` is cut to this: the stage has its own deadline.
+    pub max_wait: Duration,
+}
+
+/// One attempt of [`Caller::call_retrying_429`]: a 429 (with the server's `Retry-After`) is
+/// the only failure worth another try.
+enum Attempt {
+    RateLimited(Option<Duration>),
+    Failed(Failure),
+}
+
 /// A response read in full: status, headers and the (capped) body.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -111,6 +129,52 @@ impl Caller {
     pub async fn call(&self, request: RequestBuilder) -> Result<Reply, Failure> {
         let response = request.send().await.map_err(|e| self.transport(e))?;
         self.read(response).await
+    }
+
+    /// [`Caller::call`] with the one retry a 429 gets: after the server's `Retry-After` (at
+    /// most `limit.max_wait`), else after `limit.default_wait`. A second 429 is `Unavailable`;
+    /// any other answer or failure is returned as it came. `request` builds each attempt.
+    pub async fn call_retrying_429(
+        &self,
+        what: &str,
+        limit: RateLimit,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Reply, Failure> {
+        let request = &request;
+        let attempt = move || async move {
+            let reply = self.call(request()).await.map_err(Attempt::Failed)?;
+            if reply.status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(Attempt::RateLimited(retry_after(&reply.headers)));
+            }
+            Ok(reply)
+        };
+        let once = ConstantBuilder::new()
+            .with_delay(limit.default_wait.min(limit.max_wait))
+            .with_max_times(1);
+        let outcome = attempt
+            .retry(once)
+            .when(|e| matches!(e, Attempt::RateLimited(_)))
+            // `planned` is None once the one retry is spent; the server's wait must not revive it.
+            .adjust(|e, planned| match (e, planned) {
+                (Attempt::RateLimited(Some(asked)), Some(_)) => Some((*asked).min(limit.max_wait)),
+                _ => planned,
+            })
+            .notify(|_, wait| {
+                tracing::warn!(
+                    service = self.service,
+                    what,
+                    wait_ms = wait.as_millis() as u64,
+                    "rate limited; retrying once"
+                )
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            Attempt::Failed(f) => f,
+            Attempt::RateLimited(_) => Failure::Unavailable(format!(
+                "{}: {what}: rate limited (429) twice",
+                self.service
+            )),
+        })
     }
 
     async fn read(&self, mut response: Response) -> Result<Reply, Failure> {
@@ -174,16 +238,21 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After` in seconds, as Slack and GitHub send it.
+/// `Retry-After` in delta-seconds (as Slack and GitHub send it) or as an HTTP-date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after_at(value, SystemTime::now())
+}
+
+/// The wait a `Retry-After` value asks for at `now`; a date already past means no wait.
+// iras-llm has its own twin: neither crate depends on the other, and core stays free of HTTP.
+fn retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -192,6 +261,12 @@ pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use axum::response::IntoResponse;
+
     use super::*;
 
     #[test]
@@ -202,11 +277,130 @@ mod tests {
         assert_eq!(snippet(&long).chars().count(), SNIPPET_CHARS + 1);
     }
 
+    /// A service on 127.0.0.1 answering each request with the next of `answers` (status,
+    /// `Retry-After`), the last one repeated; returns its URL and how many requests it saw.
+    async fn service(answers: Vec<(u16, Option<&'static str>)>) -> (String, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, wait) = answers[n.min(answers.len() - 1)];
+            async move {
+                let mut r = axum::http::StatusCode::from_u16(status)
+                    .unwrap()
+                    .into_response();
+                if let Some(wait) = wait {
+                    r.headers_mut()
+                        .insert(reqwest::header::RETRY_AFTER, wait.parse().unwrap());
+                }
+                r
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    async fn call(url: &str, limit: RateLimit) -> Result<Reply, Failure> {
+        let caller = Caller::new("chat", Duration::from_secs(5)).unwrap();
+        caller
+            .call_retrying_429("post", limit, || caller.client.post(url))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_429_without_retry_after_waits_the_default_then_succeeds() {
+        let (url, seen) = service(vec![(429, None), (200, None)]).await;
+        let started = Instant::now();
+        let limit = RateLimit {
+            default_wait: Duration::from_millis(300),
+            max_wait: Duration::from_secs(10),
+        };
+        let reply = call(&url, limit).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_long_retry_after_is_cut_to_the_cap_and_a_second_429_gives_up() {
+        let (url, seen) = service(vec![(429, Some("3600"))]).await;
+        let started = Instant::now();
+        let limit = RateLimit {
+            default_wait: Duration::from_secs(30),
+            max_wait: Duration::from_millis(200),
+        };
+        let e = call(&url, limit).await.unwrap_err();
+        assert_eq!(
+            e,
+            Failure::Unavailable("chat: post: rate limited (429) twice".into())
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "one retry, not more");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_429_is_retried() {
+        let (url, seen) = service(vec![(503, Some("0")), (200, None)]).await;
+        let limit = RateLimit {
+            default_wait: Duration::ZERO,
+            max_wait: Duration::ZERO,
+        };
+        let reply = call(&url, limit).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn retry_after_is_read_in_seconds() {
         let mut h = HeaderMap::new();
         assert_eq!(retry_after(&h), None);
         h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn retry_after_is_read_as_an_http_date() {
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let at = httpdate::parse_http_date(date).unwrap();
+        let before = at - Duration::from_secs(90);
+        assert_eq!(retry_after_at(date, before), Some(Duration::from_secs(90)));
+        // RFC 9110 asks recipients to read the two obsolete date forms too.
+        assert_eq!(
+            retry_after_at("Sunday, 06-Nov-94 08:49:37 GMT", before),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after_at("Sun Nov  6 08:49:37 1994", before),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after_at(date, at + Duration::from_secs(5)),
+            Some(Duration::ZERO),
+            "a date already past: retry now"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, date.parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_garbled_retry_after_is_ignored() {
+        let now = SystemTime::now();
+        for garbage in [
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "Sun, 06 Nov 1994 25:61:00 GMT",
+            "2024-03-12T14:03:00Z",
+        ] {
+            assert_eq!(retry_after_at(garbage, now), None, "{garbage:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use iras_core::{Escalation, Incident, NotifyError, Pager, Severity};
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Value};
 
-use crate::client::{retry_after, Caller, Failure};
+use crate::client::{Caller, Failure, RateLimit};
 use crate::config::{error, parse_base_url, Vars};
 use crate::escape::clip;
 
@@ -20,6 +20,10 @@ const MAX_SUMMARY_CHARS: usize = 1024;
 /// Waited before the one retry of a 429 (PagerDuty may not say how long).
 const RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+const RATE_LIMIT: RateLimit = RateLimit {
+    default_wait: RATE_LIMIT_WAIT,
+    max_wait: MAX_RETRY_WAIT,
+};
 
 /// P0 wakes people (`critical`); an untriaged incident pages as `error`: someone must look.
 pub fn pagerduty_severity(severity: Option<Severity>) -> &'static str {
@@ -191,62 +195,48 @@ impl PagerDutyPager {
 
     /// Sends one event; 202 means PagerDuty took it. A 429 is retried once.
     async fn enqueue(&self, event: &Value, what: &str) -> Result<(), Failure> {
-        for attempt in 0..2 {
-            let reply = self
-                .caller
-                .call(
-                    self.caller
-                        .client
-                        .post(self.config.events_url.clone())
-                        .json(event),
-                )
-                .await?;
-            match reply.status {
-                s if s.is_success() => {
-                    let body: Value = self.caller.json(&reply)?;
-                    if body.get("status").and_then(Value::as_str) != Some("success") {
-                        return Err(Failure::BadResponse(format!(
-                            "pagerduty: {what}: accepted without status success: {}",
-                            crate::client::snippet(&reply.body)
-                        )));
-                    }
-                    return Ok(());
-                }
-                StatusCode::TOO_MANY_REQUESTS if attempt == 0 => {
-                    let wait = retry_after(&reply.headers)
-                        .unwrap_or(RATE_LIMIT_WAIT)
-                        .min(MAX_RETRY_WAIT);
-                    tokio::time::sleep(wait).await;
-                }
-                StatusCode::BAD_REQUEST => {
-                    // `{"status":"invalid event","message":"...","errors":["..."]}`
-                    let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-                    let errors: Vec<&str> = body
-                        .get("errors")
-                        .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    return Err(Failure::Unavailable(format!(
-                        "pagerduty: {what}: invalid event: {}{}",
-                        body.get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("no message"),
-                        if errors.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", errors.join("; "))
-                        }
+        let reply = self
+            .caller
+            .call_retrying_429(what, RATE_LIMIT, || {
+                self.caller
+                    .client
+                    .post(self.config.events_url.clone())
+                    .json(event)
+            })
+            .await?;
+        match reply.status {
+            s if s.is_success() => {
+                let body: Value = self.caller.json(&reply)?;
+                if body.get("status").and_then(Value::as_str) != Some("success") {
+                    return Err(Failure::BadResponse(format!(
+                        "pagerduty: {what}: accepted without status success: {}",
+                        crate::client::snippet(&reply.body)
                     )));
                 }
-                StatusCode::TOO_MANY_REQUESTS => {
-                    return Err(Failure::Unavailable(format!(
-                        "pagerduty: {what}: rate limited (429) twice"
-                    )))
-                }
-                _ => return Err(self.caller.status_failure(&reply, what)),
+                Ok(())
             }
+            StatusCode::BAD_REQUEST => {
+                // `{"status":"invalid event","message":"...","errors":["..."]}`
+                let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+                let errors: Vec<&str> = body
+                    .get("errors")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                Err(Failure::Unavailable(format!(
+                    "pagerduty: {what}: invalid event: {}{}",
+                    body.get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no message"),
+                    if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", errors.join("; "))
+                    }
+                )))
+            }
+            _ => Err(self.caller.status_failure(&reply, what)),
         }
-        unreachable!("the loop returns on its second pass")
     }
 }
 

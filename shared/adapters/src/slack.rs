@@ -9,11 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use iras_core::config::ConfigError;
 use iras_core::{Decision, Incident, IncidentStatus, Notifier, NotifyError};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::client::{retry_after, Caller, Failure};
+use crate::client::{Caller, Failure, RateLimit};
 use crate::config::{endpoint, error, Vars};
 use crate::escape::{clip, slack_mrkdwn};
 
@@ -24,8 +24,14 @@ pub const REJECT_ACTION: &str = "iras_reject";
 pub const OPEN_PAGE_ACTION: &str = "iras_open_page";
 /// Steps shown in the message; the approval page shows every one.
 const STEPS_SHOWN: usize = 20;
+/// Waited before the one retry of a 429 that names no wait.
+const RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// A `Retry-After` longer than this is not waited for: the stage has its own deadline.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+const RATE_LIMIT: RateLimit = RateLimit {
+    default_wait: RATE_LIMIT_WAIT,
+    max_wait: MAX_RETRY_WAIT,
+};
 
 /// The button `value`: what a click must name so it decides this approval and no other.
 /// Never the task token, which stays in the store.
@@ -295,49 +301,32 @@ impl SlackNotifier {
     async fn api(&self, method: &str, body: &Value) -> Result<Value, Failure> {
         let url = endpoint(&self.config.api_url, &[method]);
         let payload = serde_json::to_vec(body).map_err(|e| Failure::BadResponse(e.to_string()))?;
-        for attempt in 0..2 {
-            let request = self
-                .caller
-                .client
-                .post(url.clone())
-                .bearer_auth(&self.config.token)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/json; charset=utf-8",
-                )
-                .body(payload.clone());
-            let reply = self.caller.call(request).await?;
-            if reply.status == StatusCode::TOO_MANY_REQUESTS {
-                if attempt == 0 {
-                    let wait = retry_after(&reply.headers)
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(MAX_RETRY_WAIT);
-                    tracing::warn!(
-                        method,
-                        wait_s = wait.as_secs(),
-                        "slack rate limited; retrying once"
-                    );
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                return Err(Failure::Unavailable(format!(
-                    "slack: {method}: rate limited (429) twice"
-                )));
-            }
-            if !reply.status.is_success() {
-                return Err(self.caller.status_failure(&reply, method));
-            }
-            let answer: Value = self.caller.json(&reply)?;
-            if answer.get("ok") != Some(&Value::Bool(true)) {
-                let reason = answer
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no error given");
-                return Err(Failure::Unavailable(format!("slack: {method}: {reason}")));
-            }
-            return Ok(answer);
+        let reply = self
+            .caller
+            .call_retrying_429(method, RATE_LIMIT, || {
+                self.caller
+                    .client
+                    .post(url.clone())
+                    .bearer_auth(&self.config.token)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/json; charset=utf-8",
+                    )
+                    .body(payload.clone())
+            })
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.caller.status_failure(&reply, method));
         }
-        unreachable!("the loop returns on its second pass")
+        let answer: Value = self.caller.json(&reply)?;
+        if answer.get("ok") != Some(&Value::Bool(true)) {
+            let reason = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no error given");
+            return Err(Failure::Unavailable(format!("slack: {method}: {reason}")));
+        }
+        Ok(answer)
     }
 
     fn remembered(&self, incident: &Incident) -> Option<Posted> {

@@ -16,6 +16,7 @@ use axum::Json;
 use iras_core::signing::{hmac_hex, secure_eq};
 use iras_core::stages::{decide, DecideError, DecisionRequest};
 use iras_core::{Decision, Incident, IncidentId, Timestamp};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::approvals::{describe_decision, recorded_decision, MAX_APPROVER_CHARS};
@@ -103,44 +104,16 @@ pub fn verify(
     Ok(())
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+/// An interactivity body: `payload=<JSON>`, form-encoded, beside fields we do not read.
+#[derive(Deserialize)]
+struct InteractionForm {
+    payload: String,
 }
 
-/// `application/x-www-form-urlencoded` decoding of one component (`+` is a space).
-fn form_decode(s: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = hex_value(*s.get(i + 1)?)?;
-                let lo = hex_value(*s.get(i + 2)?)?;
-                out.push(hi * 16 + lo);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The first `key=` field of a form body, decoded.
-fn form_field(body: &[u8], key: &str) -> Option<String> {
-    body.split(|b| *b == b'&').find_map(|pair| {
-        let (k, v) = match pair.iter().position(|b| *b == b'=') {
-            Some(at) => (&pair[..at], &pair[at + 1..]),
-            None => (pair, &[][..]),
-        };
-        (form_decode(k)? == key).then(|| form_decode(v)).flatten()
-    })
+/// The `payload` of an (already verified) interactivity body, as JSON.
+fn interaction_payload(body: &[u8]) -> Option<Value> {
+    let form: InteractionForm = serde_urlencoded::from_bytes(body).ok()?;
+    serde_json::from_str(&form.payload).ok()
 }
 
 /// `&`, `<` and `>` mean links and mentions in Slack's mrkdwn.
@@ -263,14 +236,12 @@ pub(crate) async fn interactions(
         tracing::warn!(why, "refused a Slack interaction");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, why));
     }
-    let payload: Value = form_field(&body, "payload")
-        .and_then(|p| serde_json::from_str(&p).ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "The body has no `payload` field holding JSON.",
-            )
-        })?;
+    let payload = interaction_payload(&body).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "The body has no `payload` field holding JSON.",
+        )
+    })?;
     let click = match read_click(&payload) {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(StatusCode::OK.into_response()),
@@ -380,17 +351,27 @@ mod tests {
     }
 
     #[test]
-    fn form_fields_are_decoded() {
+    fn the_payload_field_is_decoded() {
         assert_eq!(
-            form_field(DOC_BODY.as_bytes(), "command").as_deref(),
-            Some("/webhook-collect")
+            interaction_payload(b"a=1&payload=%7B%22x%22%3A+1%7D"),
+            Some(json!({"x": 1}))
         );
-        assert_eq!(
-            form_field(b"a=1&payload=%7B%22x%22%3A+1%7D", "payload").as_deref(),
-            Some("{\"x\": 1}")
-        );
-        assert_eq!(form_field(b"a=1", "payload"), None);
-        assert_eq!(form_field(b"payload=%zz", "payload"), None);
+        // Slack's sample is a slash command: it has no payload.
+        assert_eq!(interaction_payload(DOC_BODY.as_bytes()), None);
+        assert_eq!(interaction_payload(b"a=1"), None);
+        assert_eq!(interaction_payload(b"payload=%zz"), None);
+        assert_eq!(interaction_payload(b"payload=not+json"), None);
+        // Two payloads are ambiguous: refused rather than one picked.
+        assert_eq!(interaction_payload(b"payload=%7B%7D&payload=%7B%7D"), None);
+    }
+
+    #[test]
+    fn plus_is_a_space_and_an_escaped_plus_is_a_plus() {
+        let body = "token=t&payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U1%22%2C%22username%22%3A%22ada+lovelace%2Bops%22%7D%2C%22actions%22%3A%5B%7B%22action_id%22%3A%22iras_approve%22%2C%22value%22%3A%22inc-1%3Aapr-2%22%7D%5D%7D&trigger_id=1.2";
+        let payload = interaction_payload(body.as_bytes()).unwrap();
+        let click = read_click(&payload).unwrap().unwrap();
+        assert_eq!(click.approver, "ada lovelace+ops");
+        assert_eq!(click.approval_id, "apr-2");
     }
 
     #[test]

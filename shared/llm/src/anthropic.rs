@@ -1,6 +1,6 @@
 //! The Anthropic Messages API (`POST {base}/v1/messages`) over reqwest.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -189,10 +189,23 @@ pub fn parse_error(status: u16, body: &str, retry_after: Option<Duration>) -> Ca
     }
 }
 
-/// `retry-after` in seconds (integer or decimal); an HTTP date is not used by the API.
+/// `retry-after` in seconds (integer or decimal) or as an HTTP-date, at most an hour.
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
-    let secs: f64 = value?.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    retry_after_at(value?, SystemTime::now())
+}
+
+/// The wait a `retry-after` value asks for at `now`; a date already past means no wait.
+// iras-adapters has its own twin: neither crate depends on the other, and core stays free of HTTP.
+fn retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    const MAX: Duration = Duration::from_secs(3600);
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        // Capped before converting: `from_secs_f64` panics past `Duration::MAX`.
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(MAX.as_secs_f64())));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX))
 }
 
 #[async_trait]
@@ -311,5 +324,52 @@ mod tests {
         );
         assert!(!e.retryable());
         assert!(e.rejects_forced_tool_choice());
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
+        assert_eq!(parse_retry_after(None), None);
+        assert_eq!(
+            parse_retry_after(Some(" 1.5 ")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("86400")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after(Some("1e30")),
+            Some(Duration::from_secs(3600))
+        );
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let at = httpdate::parse_http_date(date).unwrap();
+        assert_eq!(
+            retry_after_at(date, at - Duration::from_secs(30)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after_at(date, at - Duration::from_secs(86_400)),
+            Some(Duration::from_secs(3600)),
+            "a far date is capped like a long delay"
+        );
+        assert_eq!(
+            parse_retry_after(Some(date)),
+            Some(Duration::ZERO),
+            "a date already past: retry now"
+        );
+    }
+
+    #[test]
+    fn a_garbled_retry_after_is_ignored() {
+        for garbage in [
+            "",
+            "soon",
+            "-1",
+            "NaN",
+            "inf",
+            "Sun, 06 Nov 1994 25:61:00 GMT",
+        ] {
+            assert_eq!(parse_retry_after(Some(garbage)), None, "{garbage:?}");
+        }
     }
 }

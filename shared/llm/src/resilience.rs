@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 use crate::config::{CircuitSettings, RetryPolicy};
 
 /// Open after `failures` consecutive failed requests; while open, callers go straight to the
@@ -75,20 +77,21 @@ impl CircuitBreaker {
     }
 }
 
+/// The most jitter added to a wait, as a fraction of it.
+const MAX_JITTER: f64 = 0.25;
+
 /// The wait before retry number `retry` (0-based): doubling from the base, capped, with up to
 /// 25% jitter so that many Lambdas do not retry in step.
 pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let factor = 2u32.saturating_pow(retry.min(16));
-    let base = policy
-        .base_delay
-        .saturating_mul(factor)
-        .min(policy.max_delay);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let jitter = base.mul_f64((nanos % 250) as f64 / 1000.0);
-    base + jitter
+    // backon's own jitter adds up to 100% of the wait, so it gives the schedule and we the 25%.
+    let capped = ExponentialBuilder::new()
+        .with_min_delay(policy.base_delay.min(policy.max_delay))
+        .with_max_delay(policy.max_delay)
+        .without_max_times()
+        .build()
+        .nth(retry.min(64) as usize)
+        .unwrap_or(policy.max_delay);
+    capped + capped.mul_f64(fastrand::f64() * MAX_JITTER)
 }
 
 #[cfg(test)]
@@ -145,5 +148,39 @@ mod tests {
         assert!(d0 >= Duration::from_millis(100) && d0 < Duration::from_millis(126));
         assert!(d1 >= Duration::from_millis(200) && d1 < Duration::from_millis(251));
         assert!(d5 >= Duration::from_millis(400) && d5 < Duration::from_millis(501));
+        let far = backoff(&p, u32::MAX);
+        assert!(far >= Duration::from_millis(400) && far < Duration::from_millis(501));
+    }
+
+    #[test]
+    fn a_base_above_the_cap_waits_the_cap() {
+        let p = RetryPolicy {
+            max_retries: 2,
+            base_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(1),
+        };
+        let d = backoff(&p, 0);
+        assert!(
+            d >= Duration::from_secs(2) && d < Duration::from_millis(2501),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_waits_over_a_quarter_of_the_delay() {
+        let p = RetryPolicy {
+            max_retries: 2,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(1),
+        };
+        let waits: Vec<Duration> = (0..200).map(|_| backoff(&p, 0)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_secs(1) && *w < Duration::from_millis(1250)));
+        // Lambdas retrying in the same instant must not wait the same: both ends of the range occur.
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(1060)));
+        assert!(waits.iter().any(|w| *w > Duration::from_millis(1190)));
     }
 }
