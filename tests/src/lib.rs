@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::stages::DecisionRequest;
 use iras_core::testing::{FailingExecutor, RecordingPager};
 use iras_core::*;
 use iras_local::local::{LocalOptions, LocalPipeline};
+use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use tempfile::TempDir;
 
 pub use sfn_local::{ExecutionStatus, RuntimeOptions};

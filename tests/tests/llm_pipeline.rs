@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iras_core::analysis;
+use iras_core::analyst;
 use iras_core::report::incident_report;
-use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::*;
 use iras_llm::prompt::{FENCE_CLOSE, FENCE_OPEN};
 use iras_llm::testing::*;
 use iras_llm::{LlmAnalyst, LlmSettings};
 use iras_local::local::LocalOptions;
+use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use iras_tests::*;
 use serde_json::{json, Value};
 
@@ -401,7 +401,7 @@ async fn instructions_planted_in_evidence_change_no_severity_policy_or_approval(
 
     let inc = h.wait_awaiting_approval(&id).await;
 
-    let rules = analysis::triage(&scenario.alert).severity;
+    let rules = analyst::triage(&scenario.alert).severity;
     assert!(rules < Severity::P3);
     assert_eq!(inc.severity, Some(rules), "the severity rules hold");
     assert_eq!(

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use iras_core::analysis::OfflineAnalyst;
+use iras_core::analyst::OfflineAnalyst;
 use iras_core::handler::Stage;
 use iras_core::testing::{FailingExecutor, ScriptedAnalyst};
 use iras_core::*;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::stages::DecisionRequest;
 use iras_core::*;
+use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use serde_json::Value;
 use sfn_local::ExecutionStatus;
 

@@ -1,16 +1,16 @@
 //! `iras eval DIR [--analyst offline|baro|llm] [--json]`: scores root-cause localisation on a
-//! folder of `iras-scenario/1` files (see `iras_core::eval`).
+//! folder of `iras-scenario/1` files (see `iras_scenarios::eval`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use iras_core::eval::{self, AnalystChoice};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iras_core::PipelineConfig;
+use iras_scenarios::eval::{self, AnalystChoice};
 
 /// Sets from this size get a progress bar on stderr (when stderr is a terminal).
 const PROGRESS_FROM: usize = 10;
-const BAR_WIDTH: usize = 30;
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
@@ -53,21 +53,23 @@ pub async fn run(args: EvalArgs) -> Result<(), String> {
         other => other.analyst().map_err(|e| e.to_string())?,
     };
     let files = eval::scenario_files(&args.dir).map_err(|e| e.to_string())?;
-    let show_progress = files.len() >= PROGRESS_FROM && std::io::stderr().is_terminal();
-    let mut shown = false;
-    let report = eval::evaluate_path(&args.dir, analyst, &config, |done, total| {
-        if show_progress {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "{}", eval::progress_bar(done, total, BAR_WIDTH));
-            let _ = err.flush();
-            shown = true;
-        }
+    // indicatif draws nothing when stderr is not a terminal (CI, a pipe).
+    let bar = if files.len() >= PROGRESS_FROM {
+        ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} scenarios · {elapsed} · ETA {eta}")
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    let report = eval::evaluate_path(&args.dir, analyst, &config, |done, _| {
+        bar.set_position(done as u64)
     })
     .await;
-    if shown {
-        // Clear the bar's line before anything else is printed.
-        eprint!("\r{}\r", " ".repeat(BAR_WIDTH + 24));
-    }
+    // Cleared before the report, so the table starts on a clean line.
+    bar.finish_and_clear();
     let report = report.map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let text = if args.json {

@@ -21,7 +21,7 @@ pub fn analyst_from_env() -> Result<std::sync::Arc<dyn iras_core::Analyst>, Stri
 /// The integrations configured in the environment (Prometheus, Loki, Slack, PagerDuty, and
 /// with the `aws` feature CloudWatch, ECS and CodeDeploy), with one line on stderr per
 /// integration saying what is used and what falls back.
-pub async fn integrations_from_env() -> Result<iras_adapters::Integrations, String> {
+pub async fn integrations_from_env() -> Result<iras_core::Integrations, String> {
     let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     let integrations = integrations_from_vars(&vars).await?;
     for note in &integrations.notes {
@@ -41,27 +41,22 @@ pub const AWS_EVIDENCE_VARS: [&str; 4] = [
 /// [`integrations_from_env`] over `vars`.
 pub async fn integrations_from_vars(
     vars: &std::collections::HashMap<String, String>,
-) -> Result<iras_adapters::Integrations, String> {
+) -> Result<iras_core::Integrations, String> {
     #[allow(unused_mut)]
     let mut integrations = iras_adapters::integrations_from_env(vars).map_err(|e| e.to_string())?;
+    let env = iras_core::config::EnvVars(vars);
     let asked: Vec<&str> = AWS_EVIDENCE_VARS
         .into_iter()
-        .filter(|v| vars.get(*v).is_some_and(|x| !x.trim().is_empty()))
+        .filter(|v| env.is_set(v))
         .collect();
     #[cfg(feature = "aws")]
     if !asked.is_empty() {
-        let region = vars
+        let region = env
             .get("AWS_REGION")
-            .or_else(|| vars.get("AWS_DEFAULT_REGION"));
-        let endpoint = vars.get("AWS_ENDPOINT_URL");
-        let sdk =
-            iras_aws::aws_config_with(region.map(String::as_str), endpoint.map(String::as_str))
-                .await;
-        let aws = iras_aws::aws_evidence_from_vars(vars, &sdk).map_err(|e| e.to_string())?;
-        integrations.notes.extend(aws.notes);
-        integrations.logs.extend(aws.logs);
-        integrations.metrics.extend(aws.metrics);
-        integrations.deployments.extend(aws.deployments);
+            .or_else(|| env.get("AWS_DEFAULT_REGION"));
+        let sdk = iras_aws::aws_config_with(region, env.get("AWS_ENDPOINT_URL")).await;
+        integrations
+            .merge(iras_aws::aws_evidence_from_vars(vars, &sdk).map_err(|e| e.to_string())?);
     }
     #[cfg(not(feature = "aws"))]
     if let Some(var) = asked.first() {
@@ -98,9 +93,9 @@ mod tests {
         ]))
         .await
         .unwrap();
-        let logs: Vec<String> = got.logs.iter().map(|s| s.name()).collect();
-        let deployments: Vec<String> = got.deployments.iter().map(|s| s.name()).collect();
-        let metrics: Vec<String> = got.metrics.iter().map(|s| s.name()).collect();
+        let logs: Vec<String> = got.evidence.logs.iter().map(|s| s.name()).collect();
+        let deployments: Vec<String> = got.evidence.deployments.iter().map(|s| s.name()).collect();
+        let metrics: Vec<String> = got.evidence.metrics.iter().map(|s| s.name()).collect();
         assert_eq!(logs, ["cloudwatch-logs"]);
         assert_eq!(deployments, ["ecs"]);
         assert_eq!(metrics, ["prometheus"]);

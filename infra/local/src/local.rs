@@ -7,18 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iras_core::analysis::OfflineAnalyst;
-use iras_core::executor::DryRunExecutor;
 use iras_core::handler::{self, Stage};
 use iras_core::ports::*;
-use iras_core::scenario::{Scenario, ScenarioLibrary};
 use iras_core::stages::{self, DecideError, DecisionRequest, Deps};
 use iras_core::*;
+use iras_scenarios::{Scenario, ScenarioLibrary};
 use serde_json::{json, Value};
 
 use crate::console::Console;
 use crate::store::SqliteStore;
-use iras_adapters::Integrations;
 use sfn_local::{
     Definition, ExecutionInfo, FunctionError, FunctionRegistry, LambdaFunction, Runtime,
     RuntimeError, RuntimeOptions,
@@ -66,8 +63,8 @@ impl LambdaFunction for StageFunction {
         handler::handle(&self.deps, self.stage, payload)
             .await
             .map_err(|e| FunctionError {
-                error_type: e.error_type.to_string(),
-                message: e.message,
+                error_type: e.name().to_string(),
+                message: e.message(),
             })
     }
 }
@@ -181,37 +178,36 @@ impl LocalPipeline {
         let store = Arc::new(SqliteStore::open(&opts.db_path)?);
         let console = Arc::new(Console::new(opts.quiet));
         let mut integrations = opts.integrations.unwrap_or_default();
-        let notifier = opts
-            .notifier
-            .or(integrations.notifier.take())
-            .unwrap_or_else(|| console.clone());
-        let pager = opts
-            .pager
-            .or(integrations.pager.take())
-            .unwrap_or_else(|| console.clone());
-        let mut deps = Deps {
-            store: store.clone(),
-            analyst: opts
-                .analyst
-                .unwrap_or_else(|| Arc::new(OfflineAnalyst::default())),
-            logs: integrations.logs,
-            metrics: integrations.metrics,
-            deployments: integrations.deployments,
-            topology: vec![],
-            notifier,
-            pager,
-            executor: opts.executor.unwrap_or_else(|| Arc::new(DryRunExecutor)),
-            clock: opts.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            config: opts.config,
-            source_timeout: Duration::from_secs(20),
-            events: opts.events.unwrap_or_else(|| Arc::new(NoEvents)),
+        integrations.evidence = match (&opts.scenario, &opts.library) {
+            (Some(s), _) => integrations.evidence.or_stand_in(Arc::new(s.sources())),
+            (None, Some(lib)) => integrations.evidence.or_stand_in(Arc::new(lib.clone())),
+            (None, None) => integrations.evidence,
         };
-        match (&opts.scenario, &opts.library) {
-            (Some(s), _) => fill_missing_evidence(&mut deps, Arc::new(s.sources())),
-            (None, Some(lib)) => fill_missing_evidence(&mut deps, Arc::new(lib.clone())),
-            (None, None) => {}
+        // A person at a terminal hears what Slack and PagerDuty would have said.
+        let mut deps = Deps::builder(store.clone())
+            .notifier(console.clone())
+            .pager(console)
+            .integrations(integrations)
+            .config(opts.config);
+        if let Some(n) = opts.notifier {
+            deps = deps.notifier(n);
         }
-        let deps = Arc::new(deps);
+        if let Some(p) = opts.pager {
+            deps = deps.pager(p);
+        }
+        if let Some(a) = opts.analyst {
+            deps = deps.analyst(a);
+        }
+        if let Some(e) = opts.executor {
+            deps = deps.executor(e);
+        }
+        if let Some(c) = opts.clock {
+            deps = deps.clock(c);
+        }
+        if let Some(e) = opts.events {
+            deps = deps.events(e);
+        }
+        let deps = Arc::new(deps.build());
 
         let mut substitutions = HashMap::new();
         let mut functions: FunctionRegistry = HashMap::new();
@@ -238,14 +234,16 @@ impl LocalPipeline {
         })
     }
 
-    /// Opens an incident for the alert and starts its execution, named after the incident;
-    /// a repeat of an open incident's alert is attached to it instead.
+    /// Opens an incident for the alert (a repeat of an open incident's alert is attached to
+    /// it instead) and starts its execution, named after the incident: the webhook's
+    /// [`stages::open_and_start`].
     pub async fn ingest(&self, alert: Alert) -> Result<stages::Ingested, LocalError> {
-        let ingested = stages::ingest(&self.deps, alert).await?;
-        if let stages::Ingested::Opened(incident) = &ingested {
-            self.start(&incident.incident_id).await?;
-        }
-        Ok(ingested)
+        stages::open_and_start(&self.deps, &LocalStarter(self.runtime.clone()), alert)
+            .await
+            .map_err(|e| match e {
+                stages::IngestFailure::NotRecorded(e) => LocalError::Stage(e),
+                started => LocalError::Runtime(started.to_string()),
+            })
     }
 
     /// Starts (idempotently: the execution name is the incident id) the incident's pipeline.
@@ -314,22 +312,4 @@ impl LocalPipeline {
             .await?
             .ok_or_else(|| LocalError::Store(StoreError::NotFound(id.to_string())))
     }
-}
-
-/// Scenarios stand in only for the kinds of evidence no real backend provides;
-/// topology always comes from them since no integration knows the service graph.
-fn fill_missing_evidence<S>(deps: &mut Deps, src: Arc<S>)
-where
-    S: LogSource + MetricSource + DeploymentSource + TopologySource + 'static,
-{
-    if deps.logs.is_empty() {
-        deps.logs.push(src.clone());
-    }
-    if deps.metrics.is_empty() {
-        deps.metrics.push(src.clone());
-    }
-    if deps.deployments.is_empty() {
-        deps.deployments.push(src.clone());
-    }
-    deps.topology.push(src);
 }

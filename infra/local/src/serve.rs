@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use iras_core::config::ApprovalLinks;
 use iras_core::ports::IncidentQuery;
-use iras_core::scenario::{Scenario, ScenarioLibrary, DEMO_SCENARIO};
 use iras_core::*;
 use iras_http::{App, HttpConfig};
+use iras_scenarios::{Scenario, ScenarioLibrary, DEMO_SCENARIO};
 
 use crate::local::{LocalOptions, LocalPipeline, LocalStarter, RuntimeCallbacks};
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use iras_core::config::ConfigError;
-use iras_core::{DeploymentSource, EvidenceQuery, LogSource, MetricSource, Notifier, Pager};
+use iras_core::{EvidenceQuery, Integrations};
 
 pub use elasticsearch::{ElasticsearchAuth, ElasticsearchConfig, ElasticsearchSource};
 pub use github::{GithubConfig, GithubDeployments, RepoMapping};
@@ -34,40 +34,6 @@ pub(crate) fn services_for(query: &EvidenceQuery) -> Vec<String> {
         return query.services.clone();
     }
     query.alert.service.clone().into_iter().collect()
-}
-
-/// What the environment configures. An unset integration is not built: the caller keeps its
-/// fallback (scenario evidence, the console).
-#[derive(Default)]
-pub struct Integrations {
-    pub logs: Vec<Arc<dyn LogSource>>,
-    pub metrics: Vec<Arc<dyn MetricSource>>,
-    pub deployments: Vec<Arc<dyn DeploymentSource>>,
-    pub notifier: Option<Arc<dyn Notifier>>,
-    pub pager: Option<Arc<dyn Pager>>,
-    /// One sentence per integration: what is configured and what falls back, for the caller
-    /// to print or record.
-    pub notes: Vec<String>,
-}
-
-impl std::fmt::Debug for Integrations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = |v: Vec<String>| v.join(", ");
-        f.debug_struct("Integrations")
-            .field("logs", &names(self.logs.iter().map(|s| s.name()).collect()))
-            .field(
-                "metrics",
-                &names(self.metrics.iter().map(|s| s.name()).collect()),
-            )
-            .field(
-                "deployments",
-                &names(self.deployments.iter().map(|s| s.name()).collect()),
-            )
-            .field("notifier", &self.notifier.as_ref().map(|n| n.name()))
-            .field("pager", &self.pager.as_ref().map(|p| p.name()))
-            .field("notes", &self.notes)
-            .finish()
-    }
 }
 
 /// Builds every integration the variables configure. A badly formed value (a URL that is not
@@ -87,7 +53,9 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            out.metrics.push(Arc::new(PrometheusSource::new(c)?));
+            out.evidence
+                .metrics
+                .push(Arc::new(PrometheusSource::new(c)?));
         }
         None => out
             .notes
@@ -107,14 +75,16 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
             "Loki at {}: lines matching {} by label `{}`, at most {} per service",
             c.base_url, c.line_pattern, c.service_label, c.limit
         ));
-        out.logs.push(Arc::new(LokiSource::new(c)?));
+        out.evidence.logs.push(Arc::new(LokiSource::new(c)?));
     }
     if let Some(c) = elastic {
         out.notes.push(format!(
             "Elasticsearch at {}: index `{}`, warn/error lines by `{}`, at most {}",
             c.base_url, c.index, c.service_field, c.limit
         ));
-        out.logs.push(Arc::new(ElasticsearchSource::new(c)?));
+        out.evidence
+            .logs
+            .push(Arc::new(ElasticsearchSource::new(c)?));
     }
 
     match GithubConfig::from_vars(&vars)? {
@@ -138,7 +108,9 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
                     ""
                 }
             ));
-            out.deployments.push(Arc::new(GithubDeployments::new(c)?));
+            out.evidence
+                .deployments
+                .push(Arc::new(GithubDeployments::new(c)?));
         }
         None => out
             .notes
@@ -191,7 +163,11 @@ mod tests {
     #[test]
     fn nothing_set_builds_nothing_and_says_what_falls_back() {
         let i = integrations_from_env(&vars(&[])).unwrap();
-        assert!(i.logs.is_empty() && i.metrics.is_empty() && i.deployments.is_empty());
+        assert!(
+            i.evidence.logs.is_empty()
+                && i.evidence.metrics.is_empty()
+                && i.evidence.deployments.is_empty()
+        );
         assert!(i.notifier.is_none() && i.pager.is_none());
         let notes = i.notes.join("\n");
         assert!(
@@ -218,10 +194,10 @@ mod tests {
             ("INTEGRATION_TIMEOUT_SECONDS", "3"),
         ]))
         .unwrap();
-        assert_eq!(i.metrics[0].name(), "prometheus");
-        let logs: Vec<String> = i.logs.iter().map(|l| l.name()).collect();
+        assert_eq!(i.evidence.metrics[0].name(), "prometheus");
+        let logs: Vec<String> = i.evidence.logs.iter().map(|l| l.name()).collect();
         assert_eq!(logs, vec!["loki", "elasticsearch"]);
-        assert_eq!(i.deployments[0].name(), "github");
+        assert_eq!(i.evidence.deployments[0].name(), "github");
         assert_eq!(i.notifier.as_ref().unwrap().name(), "slack");
         assert_eq!(i.pager.as_ref().unwrap().name(), "pagerduty");
         let shown = format!("{i:?}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use iras_core::config::ConfigError;
-use iras_core::{DeploymentSource, EvidenceQuery, LogSource, MetricSource, SourceError};
+use iras_core::{EvidenceQuery, Integrations, SourceError};
 
 use crate::cloudwatch::{CloudWatchLogs, CloudWatchLogsConfig, CloudWatchMetrics, MetricsConfig};
 use crate::deploys::{CodeDeployConfig, CodeDeployDeployments, EcsConfig, EcsDeployments};
@@ -176,34 +176,6 @@ where
     }
 }
 
-/// Every AWS evidence source the environment configures.
-#[derive(Default)]
-pub struct AwsEvidence {
-    pub logs: Vec<Arc<dyn LogSource>>,
-    pub metrics: Vec<Arc<dyn MetricSource>>,
-    pub deployments: Vec<Arc<dyn DeploymentSource>>,
-    /// One sentence per source, configured or not, for the caller to print or record.
-    pub notes: Vec<String>,
-}
-
-impl std::fmt::Debug for AwsEvidence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = |v: Vec<String>| v.join(", ");
-        f.debug_struct("AwsEvidence")
-            .field("logs", &names(self.logs.iter().map(|s| s.name()).collect()))
-            .field(
-                "metrics",
-                &names(self.metrics.iter().map(|s| s.name()).collect()),
-            )
-            .field(
-                "deployments",
-                &names(self.deployments.iter().map(|s| s.name()).collect()),
-            )
-            .field("notes", &self.notes)
-            .finish()
-    }
-}
-
 /// Builds the AWS evidence sources the variables configure, with clients from `sdk` (the
 /// function's role and region). An unset source is not built; a badly formed value is an
 /// error naming its variable.
@@ -242,9 +214,9 @@ impl std::fmt::Debug for AwsEvidence {
 pub fn aws_evidence_from_vars(
     vars: &HashMap<String, String>,
     sdk: &SdkConfig,
-) -> Result<AwsEvidence, ConfigError> {
+) -> Result<Integrations, ConfigError> {
     let vars = Vars(vars);
-    let mut out = AwsEvidence::default();
+    let mut out = Integrations::default();
 
     match CloudWatchLogsConfig::from_vars(&vars)? {
         Some(c) => {
@@ -254,7 +226,9 @@ pub fn aws_evidence_from_vars(
                 c.line_filter.as_deref().unwrap_or("anything"),
                 c.limit
             ));
-            out.logs.push(Arc::new(CloudWatchLogs::new(sdk, c)));
+            out.evidence
+                .logs
+                .push(Arc::new(CloudWatchLogs::new(sdk, c)));
         }
         None => out
             .notes
@@ -271,7 +245,9 @@ pub fn aws_evidence_from_vars(
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            out.metrics.push(Arc::new(CloudWatchMetrics::new(sdk, c)));
+            out.evidence
+                .metrics
+                .push(Arc::new(CloudWatchMetrics::new(sdk, c)));
         }
         None => out.notes.push(
             "CloudWatch metrics unset (CLOUDWATCH_METRICS): no metrics from CloudWatch".into(),
@@ -285,7 +261,9 @@ pub fn aws_evidence_from_vars(
                 c.cluster,
                 c.services.describe()
             ));
-            out.deployments.push(Arc::new(EcsDeployments::new(sdk, c)));
+            out.evidence
+                .deployments
+                .push(Arc::new(EcsDeployments::new(sdk, c)));
         }
         None => out
             .notes
@@ -299,7 +277,8 @@ pub fn aws_evidence_from_vars(
                 c.application,
                 c.groups.describe()
             ));
-            out.deployments
+            out.evidence
+                .deployments
                 .push(Arc::new(CodeDeployDeployments::new(sdk, c)));
         }
         None => out.notes.push(

@@ -19,7 +19,7 @@ pub use cloudwatch::{
 pub use deploys::{CodeDeployConfig, CodeDeployDeployments, EcsConfig, EcsDeployments};
 pub use dynamo::{fit_attempt, DynamoStore, PostMortemQuery, MAX_ATTEMPT_BYTES};
 pub use events::{detail_type, EventBridgePublisher, EVENT_SOURCE};
-pub use evidence::{aws_evidence_from_vars, AwsEvidence, ServiceMap};
+pub use evidence::{aws_evidence_from_vars, ServiceMap};
 pub use sfn::{SfnCallbacks, SfnStarter};
 
 use aws_config::{BehaviorVersion, Region};
@@ -60,37 +60,6 @@ pub async fn emulator_config(endpoint_url: &str) -> SdkConfig {
         .credentials_provider(credentials)
         .load()
         .await
-}
-
-/// The deployed resources' names, read once per cold start.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AwsResources {
-    pub table_name: String,
-    pub state_machine_arn: Option<String>,
-    pub event_bus_name: Option<String>,
-}
-
-impl AwsResources {
-    /// `TABLE_NAME` is required; a function that does not start executions or publish events
-    /// has no state machine or bus configured.
-    pub fn from_env() -> Result<Self, String> {
-        let get = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        Ok(AwsResources {
-            table_name: get(env::TABLE_NAME).ok_or_else(|| {
-                format!(
-                    "{} is not set: which DynamoDB table holds incidents?",
-                    env::TABLE_NAME
-                )
-            })?,
-            state_machine_arn: get(env::STATE_MACHINE_ARN),
-            event_bus_name: get(env::EVENT_BUS_NAME),
-        })
-    }
 }
 
 /// An SDK error with its whole chain of causes: `Display` alone says only "service error".

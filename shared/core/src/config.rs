@@ -99,7 +99,8 @@ impl PipelineConfig {
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut c = PipelineConfig::default();
-        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let env = EnvVars(vars);
+        let get = |k: &str| env.get(k);
         fn parse<T: std::str::FromStr>(name: &str, v: &str, what: &str) -> Result<T, ConfigError> {
             v.parse().map_err(|_| ConfigError {
                 name: name.into(),
@@ -160,13 +161,32 @@ impl PipelineConfig {
 /// says otherwise.
 pub const DEFAULT_INTEGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The integrations' variables: blank counts as unset, a badly formed value is an error
-/// naming the variable.
+/// The one reader of IRAS's environment variables: blank counts as unset (a template passes
+/// `""` for every optional parameter), a badly formed value is an error naming the variable.
+#[derive(Clone, Copy)]
 pub struct EnvVars<'a>(pub &'a HashMap<String, String>);
 
 impl<'a> EnvVars<'a> {
+    /// The trimmed value, `None` when unset or blank.
     pub fn get(&self, name: &str) -> Option<&'a str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_string)
+    }
+
+    /// A comma-separated list, blanks dropped (`APPROVAL_API_KEY=k1, ,k2` is two keys).
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn is_set(&self, name: &str) -> bool {

@@ -67,11 +67,11 @@ impl Stage {
 
 fn parse<T: DeserializeOwned>(stage: Stage, payload: Value) -> Result<T, StageError> {
     serde_json::from_value(payload)
-        .map_err(|e| StageError::new("InvalidInput", format!("{} input: {e}", stage.state_name())))
+        .map_err(|e| StageError::InvalidInput(format!("{} input: {e}", stage.state_name())))
 }
 
 fn out<T: Serialize>(v: T) -> Result<Value, StageError> {
-    serde_json::to_value(v).map_err(|e| StageError::new("Internal", e.to_string()))
+    serde_json::to_value(v).map_err(|e| StageError::Internal(e.to_string()))
 }
 
 pub async fn handle(deps: &Deps, stage: Stage, payload: Value) -> Result<Value, StageError> {

@@ -1,18 +1,17 @@
 //! IRAS core: the incident's domain, the pipeline's stage logic, the offline analyst and the
 //! safety policy. Knows no transport: every effect goes through a port in [`ports`].
 
-pub mod analysis;
+pub mod analyst;
 pub mod config;
 pub mod domain;
-pub mod eval;
 pub mod executor;
 pub mod handler;
 pub mod loglines;
 pub mod memory;
+pub mod notify;
 pub mod policy;
 pub mod ports;
 pub mod report;
-pub mod scenario;
 pub mod signing;
 pub mod stages;
 pub mod usage;

@@ -1,6 +1,8 @@
 //! Ports: what stage logic needs from the world. Each has a real adapter elsewhere and an
 //! in-memory or scenario-backed one in this crate.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -166,6 +168,114 @@ pub trait DeploymentSource: Send + Sync {
 pub trait TopologySource: Send + Sync {
     fn name(&self) -> String;
     async fn topology(&self, alert: &Alert) -> Result<Vec<ServiceEdge>, SourceError>;
+}
+
+/// Where GatherContext reads evidence from: every configured source of each kind, asked in
+/// turn. The HTTP integrations, the AWS evidence and the scenario stand-ins all produce this.
+#[derive(Clone, Default)]
+pub struct EvidenceSources {
+    pub logs: Vec<Arc<dyn LogSource>>,
+    pub metrics: Vec<Arc<dyn MetricSource>>,
+    pub deployments: Vec<Arc<dyn DeploymentSource>>,
+    pub topology: Vec<Arc<dyn TopologySource>>,
+}
+
+impl EvidenceSources {
+    /// One source that serves every kind (a scenario, a library of them).
+    pub fn all_from<S>(source: Arc<S>) -> Self
+    where
+        S: LogSource + MetricSource + DeploymentSource + TopologySource + 'static,
+    {
+        EvidenceSources {
+            logs: vec![source.clone()],
+            metrics: vec![source.clone()],
+            deployments: vec![source.clone()],
+            topology: vec![source],
+        }
+    }
+
+    pub fn extend(&mut self, other: EvidenceSources) {
+        self.logs.extend(other.logs);
+        self.metrics.extend(other.metrics);
+        self.deployments.extend(other.deployments);
+        self.topology.extend(other.topology);
+    }
+
+    /// `stand_in` (scenarios) for each kind no real backend provides; its topology always,
+    /// since no backend knows the service graph.
+    pub fn or_stand_in<S>(mut self, stand_in: Arc<S>) -> Self
+    where
+        S: LogSource + MetricSource + DeploymentSource + TopologySource + 'static,
+    {
+        if self.logs.is_empty() {
+            self.logs.push(stand_in.clone());
+        }
+        if self.metrics.is_empty() {
+            self.metrics.push(stand_in.clone());
+        }
+        if self.deployments.is_empty() {
+            self.deployments.push(stand_in.clone());
+        }
+        self.topology.push(stand_in);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+            && self.metrics.is_empty()
+            && self.deployments.is_empty()
+            && self.topology.is_empty()
+    }
+}
+
+impl std::fmt::Debug for EvidenceSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn names<T: ?Sized>(v: &[Arc<T>], name: impl Fn(&T) -> String) -> String {
+            v.iter().map(|s| name(s)).collect::<Vec<_>>().join(", ")
+        }
+        f.debug_struct("EvidenceSources")
+            .field("logs", &names(&self.logs, |s| s.name()))
+            .field("metrics", &names(&self.metrics, |s| s.name()))
+            .field("deployments", &names(&self.deployments, |s| s.name()))
+            .field("topology", &names(&self.topology, |s| s.name()))
+            .finish()
+    }
+}
+
+/// What an integration crate builds from the environment: evidence sources and channels
+/// (unset ones are `None`, so the caller keeps its fallback), with one note per integration
+/// saying what is configured and what falls back.
+#[derive(Default)]
+pub struct Integrations {
+    pub evidence: EvidenceSources,
+    pub notifier: Option<Arc<dyn Notifier>>,
+    pub pager: Option<Arc<dyn Pager>>,
+    pub notes: Vec<String>,
+}
+
+impl Integrations {
+    /// Adds `other`'s sources and notes; its notifier and pager replace these only if set.
+    pub fn merge(&mut self, other: Integrations) {
+        self.evidence.extend(other.evidence);
+        if other.notifier.is_some() {
+            self.notifier = other.notifier;
+        }
+        if other.pager.is_some() {
+            self.pager = other.pager;
+        }
+        self.notes.extend(other.notes);
+    }
+}
+
+impl std::fmt::Debug for Integrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integrations")
+            .field("evidence", &self.evidence)
+            .field("notifier", &self.notifier.as_ref().map(|n| n.name()))
+            .field("pager", &self.pager.as_ref().map(|p| p.name()))
+            .field("notes", &self.notes)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! baseline's median and inter-quartile range (numpy's linear quantiles, IQR 0 counting as 1),
 //! and services ranked by the first appearance of one of their series.
 
-use iras_core::analysis::baro::{self, BaroAnalyst};
+use iras_core::analyst::baro::{self, BaroAnalyst};
 use iras_core::*;
 
 fn series(

@@ -4,7 +4,7 @@
 //! and symptoms of the kind the alert is not about weigh less.
 
 use chrono::DateTime;
-use iras_core::analysis;
+use iras_core::analyst;
 use iras_core::*;
 
 const AT: i64 = 1_700_000_000;
@@ -84,7 +84,7 @@ fn rank(title: &str, topology: Vec<ServiceEdge>, metrics: Vec<MetricSeries>) -> 
         metrics,
         ..Default::default()
     };
-    let h = analysis::rca(&alert, &analysis::triage(&alert), &ctx);
+    let h = analyst::rca(&alert, &analyst::triage(&alert), &ctx);
     assert!(
         h.confidence < 0.7,
         "metrics alone never make a confident answer: {h:#?}"

@@ -5,7 +5,7 @@
 //! the fault sits at a random depth and its symptoms propagate to every caller.
 
 use chrono::{DateTime, Duration};
-use iras_core::analysis::{self, metrics};
+use iras_core::analyst::{self, metrics};
 use iras_core::*;
 
 /// Small deterministic generator (no dependency needed for test noise).
@@ -159,8 +159,8 @@ fn accuracy(broken: bool) -> (usize, usize, f64) {
     let mut conf_sum = 0.0;
     for seed in 0..n {
         let g = generate(1000 + seed, 20, broken);
-        let t = analysis::triage(&g.alert);
-        let h = analysis::rca(&g.alert, &t, &g.ctx);
+        let t = analyst::triage(&g.alert);
+        let h = analyst::rca(&g.alert, &t, &g.ctx);
         if h.root_cause_service == g.truth {
             hits += 1;
             conf_sum += h.confidence;
@@ -203,8 +203,8 @@ fn ranks_a_hundred_large_bundles_quickly() {
         .collect();
     let started = std::time::Instant::now();
     for g in &bundles {
-        let t = analysis::triage(&g.alert);
-        let h = analysis::rca(&g.alert, &t, &g.ctx);
+        let t = analyst::triage(&g.alert);
+        let h = analyst::rca(&g.alert, &t, &g.ctx);
         assert!(!h.root_cause_service.is_empty());
     }
     let took = started.elapsed();

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iras_core::analysis::OfflineAnalyst;
+use iras_core::analyst::OfflineAnalyst;
 use iras_core::handler::{handle, Stage};
-use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::stages::*;
 use iras_core::testing::*;
 use iras_core::*;
+use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use serde_json::json;
 
 struct Fixture {
@@ -29,21 +29,15 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
     let pager = Arc::new(RecordingPager::default());
     let notifier = Arc::new(RecordingNotifier::default());
     let executor = Arc::new(executor);
-    let deps = Deps {
-        store: store.clone(),
-        analyst,
-        logs: vec![src.clone()],
-        metrics: vec![src.clone()],
-        deployments: vec![src.clone()],
-        topology: vec![src],
-        notifier: notifier.clone(),
-        pager: pager.clone(),
-        executor: executor.clone(),
-        clock: Arc::new(ManualClock::at(scenario.alert.timestamp)),
-        config: PipelineConfig::default(),
-        source_timeout: Duration::from_secs(5),
-        events: Arc::new(NoEvents),
-    };
+    let deps = Deps::builder(store.clone())
+        .analyst(analyst)
+        .evidence(EvidenceSources::all_from(src))
+        .notifier(notifier.clone())
+        .pager(pager.clone())
+        .executor(executor.clone())
+        .clock(Arc::new(ManualClock::at(scenario.alert.timestamp)))
+        .source_timeout(Duration::from_secs(5))
+        .build();
     Fixture {
         deps,
         store,
@@ -209,7 +203,7 @@ async fn a_command_outside_the_policy_blocks_the_plan_and_remediate_refuses_it()
     let err = remediate(&f.deps, &IncidentRef { incident_id: id })
         .await
         .unwrap_err();
-    assert_eq!(err.error_type, "PolicyViolation");
+    assert_eq!(err.name(), "PolicyViolation");
     assert!(f.executor.calls().is_empty());
 }
 
@@ -220,7 +214,7 @@ async fn remediate_refuses_a_plan_that_needs_approval_and_has_none() {
     let err = remediate(&f.deps, &IncidentRef { incident_id: id })
         .await
         .unwrap_err();
-    assert_eq!(err.error_type, "ApprovalMissing");
+    assert_eq!(err.name(), "ApprovalMissing");
     assert!(f.executor.calls().is_empty());
 }
 
@@ -364,7 +358,7 @@ async fn a_pager_outage_fails_the_stage_so_the_state_machine_retries() {
     }))
     .unwrap();
     let err = escalate(&f.deps, &input).await.unwrap_err();
-    assert_eq!(err.error_type, "PagerFailed");
+    assert_eq!(err.name(), "PagerFailed");
     escalate(&f.deps, &input).await.unwrap();
     assert_eq!(f.pager.pages.lock().unwrap().len(), 1);
 }
@@ -513,7 +507,7 @@ async fn the_handler_names_errors_for_retry_and_catch() {
     let err = handle(&f.deps, Stage::Triage, json!({"nope": 1}))
         .await
         .unwrap_err();
-    assert_eq!(err.error_type, "InvalidInput");
+    assert_eq!(err.name(), "InvalidInput");
     let err = handle(
         &f.deps,
         Stage::Triage,
@@ -521,7 +515,7 @@ async fn the_handler_names_errors_for_retry_and_catch() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.error_type, "IncidentNotFound");
+    assert_eq!(err.name(), "IncidentNotFound");
 }
 
 #[tokio::test]
@@ -548,8 +542,8 @@ async fn a_failing_source_is_recorded_and_the_investigation_goes_on() {
         }
     }
     let mut f = fixture(scripted(None), FailingExecutor::default());
-    f.deps.logs.push(Arc::new(Down));
-    f.deps.metrics.push(Arc::new(Slow));
+    f.deps.evidence.logs.push(Arc::new(Down));
+    f.deps.evidence.metrics.push(Arc::new(Slow));
     f.deps.source_timeout = Duration::from_millis(200);
     let inc = open_incident(&f.deps, demo_alert()).await.unwrap();
     triage(

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use iras_core::config::ConfigError;
+use iras_core::config::{ConfigError, EnvVars};
 use iras_core::stages::Deps;
 use iras_core::{IncidentQuery, PipelineStarter, TaskCallbacks};
 use serde_json::json;
@@ -65,18 +65,11 @@ impl HttpConfig {
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let env = EnvVars(vars);
+        let get = |k: &str| env.get(k);
         let mut c = HttpConfig {
-            webhook_secret: get("WEBHOOK_SECRET").map(str::to_string),
-            api_keys: get("APPROVAL_API_KEY")
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|k| !k.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            webhook_secret: env.string("WEBHOOK_SECRET"),
+            api_keys: env.list("APPROVAL_API_KEY"),
             approval_signing_key: get("APPROVAL_SIGNING_KEY")
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use iras_core::signing::{hmac_hex, secure_eq};
-use iras_core::stages::{ingest, Ingested};
+use iras_core::stages::{open_and_start, IngestFailure, Ingested};
 use iras_core::{Alert, AlertError};
 use serde_json::{json, Value};
 
@@ -259,7 +259,7 @@ pub(crate) async fn receive_alert(
     let (ingested, id) = outcome?;
     tracing::info!(
         incident = %id,
-        deduplicated = matches!(ingested, Ingested::Attached(_)),
+        deduplicated = ingested.is_repeat(),
         auth = auth.method(),
         "alert accepted"
     );
@@ -272,22 +272,21 @@ async fn handle(
 ) -> Result<(Ingested, iras_core::IncidentId), ApiError> {
     let alert = validate(body)?;
     let app = &state.app;
-    let ingested = ingest(&app.deps, alert)
-        .await
-        .map_err(|e| ApiError::unavailable("The alert could not be recorded", e))?;
-    let id = ingested.incident().incident_id.clone();
-    // Started for a repeat too: starting is idempotent, and this is what heals an incident
-    // whose first start failed.
-    if let Err(e) = app.starter.start(&id).await {
-        tracing::error!(incident = %id, error = %e, "pipeline did not start");
-        return Err(ApiError::new(
+    match open_and_start(&app.deps, app.starter.as_ref(), alert).await {
+        Ok(ingested) => {
+            let id = ingested.incident().incident_id.clone();
+            Ok((ingested, id))
+        }
+        Err(IngestFailure::NotRecorded(e)) => {
+            Err(ApiError::unavailable("The alert could not be recorded", e))
+        }
+        Err(IngestFailure::NotStarted { incident_id, .. }) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The incident was recorded but its pipeline could not be started; send the alert \
              again to retry.",
         )
-        .with("incident_id", id.to_string()));
+        .with("incident_id", incident_id.to_string())),
     }
-    Ok((ingested, id))
 }
 
 fn accepted(ingested: &Ingested) -> Response {
@@ -297,7 +296,7 @@ fn accepted(ingested: &Ingested) -> Response {
         Json(json!({
             "incident_id": incident.incident_id,
             "status": incident.status.as_str(),
-            "deduplicated": matches!(ingested, Ingested::Attached(_)),
+            "deduplicated": ingested.is_repeat(),
         })),
     )
         .into_response()

@@ -10,13 +10,12 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use iras_core::analysis::OfflineAnalyst;
-use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::signing::{approval_path, approval_signature};
 use iras_core::stages::*;
 use iras_core::testing::*;
 use iras_core::*;
 use iras_http::{router, webhook_signature, App, HttpConfig};
+use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -154,21 +153,16 @@ fn fixture_with(http: HttpConfig, store_override: Option<Arc<dyn IncidentStore>>
     let src = Arc::new(scenario.sources());
     let store = Arc::new(MemoryStore::default());
     let clock = Arc::new(ManualClock::at(scenario.alert.timestamp));
-    let deps = Arc::new(Deps {
-        store: store_override.unwrap_or_else(|| store.clone()),
-        analyst: Arc::new(OfflineAnalyst::default()),
-        logs: vec![src.clone()],
-        metrics: vec![src.clone()],
-        deployments: vec![src.clone()],
-        topology: vec![src],
-        notifier: Arc::new(RecordingNotifier::default()),
-        pager: Arc::new(RecordingPager::default()),
-        executor: Arc::new(FailingExecutor::default()),
-        clock: clock.clone(),
-        config: PipelineConfig::default(),
-        source_timeout: Duration::from_secs(5),
-        events: Arc::new(NoEvents),
-    });
+    let deps = Arc::new(
+        Deps::builder(store_override.unwrap_or_else(|| store.clone()))
+            .evidence(EvidenceSources::all_from(src))
+            .notifier(Arc::new(RecordingNotifier::default()))
+            .pager(Arc::new(RecordingPager::default()))
+            .executor(Arc::new(FailingExecutor::default()))
+            .clock(clock.clone())
+            .source_timeout(Duration::from_secs(5))
+            .build(),
+    );
     let starter = Arc::new(RecordingStarter::default());
     let callbacks = Arc::new(RecordingCallbacks::default());
     let runtime_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));

@@ -9,13 +9,12 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use iras_core::analysis::OfflineAnalyst;
-use iras_core::scenario::{Scenario, DEMO_SCENARIO};
 use iras_core::stages::*;
 use iras_core::testing::*;
 use iras_core::*;
 use iras_http::slack::{slack_signature, SlackInteractivity};
 use iras_http::{router_with_slack, App, HttpConfig};
+use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -71,21 +70,16 @@ fn fixture(slack: Option<SlackInteractivity>) -> Fx {
     let store = Arc::new(MemoryStore::default());
     let clock = Arc::new(ManualClock::at(scenario.alert.timestamp));
     let notifier = Arc::new(RecordingNotifier::default());
-    let deps = Arc::new(Deps {
-        store: store.clone(),
-        analyst: Arc::new(OfflineAnalyst::default()),
-        logs: vec![src.clone()],
-        metrics: vec![src.clone()],
-        deployments: vec![src.clone()],
-        topology: vec![src],
-        notifier: notifier.clone(),
-        pager: Arc::new(RecordingPager::default()),
-        executor: Arc::new(FailingExecutor::default()),
-        clock: clock.clone(),
-        config: PipelineConfig::default(),
-        source_timeout: Duration::from_secs(5),
-        events: Arc::new(NoEvents),
-    });
+    let deps = Arc::new(
+        Deps::builder(store.clone())
+            .evidence(EvidenceSources::all_from(src))
+            .notifier(notifier.clone())
+            .pager(Arc::new(RecordingPager::default()))
+            .executor(Arc::new(FailingExecutor::default()))
+            .clock(clock.clone())
+            .source_timeout(Duration::from_secs(5))
+            .build(),
+    );
     let callbacks = Arc::new(RecordingCallbacks::default());
     let app = Arc::new(App {
         deps: deps.clone(),

@@ -3,20 +3,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use iras_aws::{DynamoStore, EventBridgePublisher, SdkConfig, SfnCallbacks, SfnStarter};
-use iras_core::config::{ApprovalLinks, ConfigError};
-use iras_core::executor::DryRunExecutor;
+use iras_core::config::{ApprovalLinks, ConfigError, EnvVars};
 use iras_core::ports::*;
-use iras_core::scenario::ScenarioLibrary;
 use iras_core::stages::Deps;
 use iras_core::{IncidentId, PipelineConfig};
 use iras_http::{App, HttpConfig};
+use iras_scenarios::ScenarioLibrary;
 use tokio::sync::OnceCell;
 
-use crate::notify;
 use crate::secrets::{self, SsmParameters};
 
 /// Base URL of the approval pages (the HTTP API's URL); links are signed with
@@ -24,9 +21,6 @@ use crate::secrets::{self, SsmParameters};
 pub const PUBLIC_URL: &str = "IRAS_PUBLIC_URL";
 /// A folder of `iras-scenario/1` files standing in for evidence backends (demos, tests).
 pub const SCENARIOS_DIR: &str = "SCENARIOS_DIR";
-
-/// Each evidence source gets this long before the stage moves on without it.
-const SOURCE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why a function could not start. Returned from `main`, so Lambda shows it as an init error.
 #[derive(Debug, thiserror::Error)]
@@ -85,25 +79,22 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-fn get(vars: &HashMap<String, String>, key: &str) -> Option<String> {
-    vars.get(key)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 impl Settings {
     /// `vars` as returned by [`secrets::with_secrets`]: secret values, not parameter names.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, BootError> {
+        let env = EnvVars(vars);
         Ok(Settings {
-            table_name: get(vars, iras_aws::env::TABLE_NAME).ok_or(BootError::Missing {
-                var: iras_aws::env::TABLE_NAME,
-                why: "which DynamoDB table holds incidents?",
-            })?,
-            state_machine_arn: get(vars, iras_aws::env::STATE_MACHINE_ARN),
-            event_bus_name: get(vars, iras_aws::env::EVENT_BUS_NAME),
-            public_url: get(vars, PUBLIC_URL),
-            scenarios_dir: get(vars, SCENARIOS_DIR).map(PathBuf::from),
-            approval_signing_key: get(vars, secrets::APPROVAL_SIGNING_KEY),
+            table_name: env
+                .string(iras_aws::env::TABLE_NAME)
+                .ok_or(BootError::Missing {
+                    var: iras_aws::env::TABLE_NAME,
+                    why: "which DynamoDB table holds incidents?",
+                })?,
+            state_machine_arn: env.string(iras_aws::env::STATE_MACHINE_ARN),
+            event_bus_name: env.string(iras_aws::env::EVENT_BUS_NAME),
+            public_url: env.string(PUBLIC_URL),
+            scenarios_dir: env.string(SCENARIOS_DIR).map(PathBuf::from),
+            approval_signing_key: env.string(secrets::APPROVAL_SIGNING_KEY),
             pipeline: PipelineConfig::from_vars(vars)?,
             vars: vars.clone(),
             aws: None,
@@ -145,52 +136,25 @@ pub fn build_deps(
         }
     };
     let mut integrations = iras_adapters::integrations_from_env(&settings.vars)?;
+    if let Some(sdk) = &settings.aws {
+        integrations.merge(iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?);
+    }
     for note in &integrations.notes {
         tracing::info!(integration = %note, "configured");
     }
-    if let Some(sdk) = &settings.aws {
-        let aws = iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?;
-        for note in &aws.notes {
-            tracing::info!(integration = %note, "configured");
-        }
-        integrations.logs.extend(aws.logs);
-        integrations.metrics.extend(aws.metrics);
-        integrations.deployments.extend(aws.deployments);
+    if let Some(dir) = &settings.scenarios_dir {
+        let library =
+            ScenarioLibrary::load_dir(dir).map_err(|e| BootError::Scenarios(e.to_string()))?;
+        integrations.evidence = integrations.evidence.or_stand_in(Arc::new(library));
     }
     let analyst = iras_llm::analyst_from_env(&settings.vars)?;
     tracing::info!(analyst = %analyst.name(), "configured");
-    let mut deps = Deps {
-        store,
-        analyst,
-        logs: integrations.logs,
-        metrics: integrations.metrics,
-        deployments: integrations.deployments,
-        topology: vec![],
-        notifier: integrations.notifier.unwrap_or_else(notify::notifier),
-        pager: integrations.pager.unwrap_or_else(notify::pager),
-        executor: Arc::new(DryRunExecutor),
-        clock: Arc::new(SystemClock),
-        config,
-        source_timeout: SOURCE_TIMEOUT,
-        events,
-    };
-    if let Some(dir) = &settings.scenarios_dir {
-        let library = Arc::new(
-            ScenarioLibrary::load_dir(dir).map_err(|e| BootError::Scenarios(e.to_string()))?,
-        );
-        // Scenarios stand in only for the kinds of evidence no backend provides.
-        if deps.logs.is_empty() {
-            deps.logs.push(library.clone());
-        }
-        if deps.metrics.is_empty() {
-            deps.metrics.push(library.clone());
-        }
-        if deps.deployments.is_empty() {
-            deps.deployments.push(library.clone());
-        }
-        deps.topology.push(library);
-    }
-    Ok(deps)
+    Ok(Deps::builder(store)
+        .analyst(analyst)
+        .integrations(integrations)
+        .config(config)
+        .events(events)
+        .build())
 }
 
 /// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
@@ -297,7 +261,7 @@ impl PipelineStarter for NoStarter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iras_core::analysis::OfflineAnalyst;
+    use iras_core::analyst::OfflineAnalyst;
     use iras_core::testing::MemoryStore;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -390,7 +354,7 @@ mod tests {
         .unwrap();
         assert_eq!(deps.notifier.name(), "slack");
         assert_eq!(deps.pager.name(), "pagerduty");
-        let metrics: Vec<String> = deps.metrics.iter().map(|m| m.name()).collect();
+        let metrics: Vec<String> = deps.evidence.metrics.iter().map(|m| m.name()).collect();
         assert_eq!(metrics, ["prometheus"]);
         assert_ne!(deps.analyst.name(), OfflineAnalyst::default().name());
         let shown = format!("{settings:?}");
@@ -422,15 +386,15 @@ mod tests {
         .unwrap();
         let names = |v: Vec<String>| v.join(",");
         assert_eq!(
-            names(deps.logs.iter().map(|s| s.name()).collect()),
+            names(deps.evidence.logs.iter().map(|s| s.name()).collect()),
             "loki,cloudwatch-logs"
         );
         assert_eq!(
-            names(deps.metrics.iter().map(|s| s.name()).collect()),
+            names(deps.evidence.metrics.iter().map(|s| s.name()).collect()),
             "cloudwatch-metrics"
         );
         assert_eq!(
-            names(deps.deployments.iter().map(|s| s.name()).collect()),
+            names(deps.evidence.deployments.iter().map(|s| s.name()).collect()),
             "ecs,codedeploy"
         );
     }

@@ -14,7 +14,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use iras_core::ports::PipelineStarter;
-use iras_core::stages::{self, Deps, Ingested, StageError};
+use iras_core::stages::{self, Deps, IngestFailure, StageError};
 use iras_core::{Alert, IncidentId};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
@@ -142,8 +142,23 @@ impl IngestError {
             IngestError::NotAnEvent(_) | IngestError::InvalidAlert(_) => "InvalidInput",
             IngestError::UnknownEvent { .. } => "UnknownEvent",
             IngestError::NotIntoAlarm { .. } => "AlarmNotFiring",
-            IngestError::Stage(e) => e.error_type,
+            IngestError::Stage(e) => e.name(),
             IngestError::NotStarted { .. } => "PipelineNotStarted",
+        }
+    }
+}
+
+impl From<IngestFailure> for IngestError {
+    fn from(f: IngestFailure) -> Self {
+        match f {
+            IngestFailure::NotRecorded(e) => IngestError::Stage(e),
+            IngestFailure::NotStarted {
+                incident_id,
+                problem,
+            } => IngestError::NotStarted {
+                incident_id,
+                problem,
+            },
         }
     }
 }
@@ -288,31 +303,21 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Opens (or attaches to) the incident for the event's alert and starts its pipeline, named
-/// after the incident. Started for a repeat too: starting is idempotent, and it heals an
-/// incident whose first start failed when EventBridge retries the event.
+/// Opens (or attaches to) the incident for the event's alert and starts its pipeline
+/// ([`stages::open_and_start`], as the webhook does): a retried event heals an incident whose
+/// first start failed.
 pub async fn ingest_event(
     deps: &Deps,
     starter: &dyn PipelineStarter,
     event: Value,
 ) -> Result<IngestOutput, IngestError> {
     let alert = alert_from_event(event)?;
-    let ingested = stages::ingest(deps, alert)
-        .await
-        .map_err(IngestError::Stage)?;
+    let ingested = stages::open_and_start(deps, starter, alert).await?;
     let incident = ingested.incident();
-    let id = incident.incident_id.clone();
-    starter
-        .start(&id)
-        .await
-        .map_err(|e| IngestError::NotStarted {
-            incident_id: id.clone(),
-            problem: e.0,
-        })?;
     Ok(IngestOutput {
-        incident_id: id,
+        incident_id: incident.incident_id.clone(),
         status: incident.status.as_str().to_string(),
-        deduplicated: matches!(ingested, Ingested::Attached(_)),
+        deduplicated: ingested.is_repeat(),
     })
 }
 

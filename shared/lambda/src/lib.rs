@@ -6,7 +6,6 @@
 
 mod boot;
 pub mod ingest;
-pub mod notify;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -25,12 +24,19 @@ pub use boot::{
 pub use iras_core::handler::Stage;
 pub use lambda_runtime::{Diagnostic, Error, LambdaEvent};
 
-/// A stage error as Lambda reports it. Step Functions names the task's error after
-/// `error_type`, so `"ErrorEquals": ["ApprovalMissing"]` matches the stage's own word.
-pub fn diagnostic(e: StageError) -> Diagnostic {
-    Diagnostic {
-        error_type: e.error_type.to_string(),
-        error_message: e.message,
+/// A stage error on its way out of a Lambda. (The orphan rule forbids `From<StageError> for
+/// Diagnostic` itself here: both types are foreign to this crate.)
+#[derive(Debug)]
+pub struct StageFailed(pub StageError);
+
+/// Step Functions names the task's error after `error_type`, so
+/// `"ErrorEquals": ["ApprovalMissing"]` matches the stage's own variant.
+impl From<StageFailed> for Diagnostic {
+    fn from(StageFailed(e): StageFailed) -> Diagnostic {
+        Diagnostic {
+            error_type: e.name().to_string(),
+            error_message: e.message(),
+        }
     }
 }
 
@@ -45,8 +51,8 @@ pub async fn stage_handler(
     match handler::handle(deps, stage, event.payload).await {
         Ok(out) => Ok(out),
         Err(e) => {
-            tracing::warn!(stage = stage.state_name(), request_id, error_type = e.error_type, error = %e.message, "stage failed");
-            Err(diagnostic(e))
+            tracing::warn!(stage = stage.state_name(), request_id, error_type = e.name(), error = %e.message(), "stage failed");
+            Err(StageFailed(e).into())
         }
     }
 }

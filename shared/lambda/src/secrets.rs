@@ -67,7 +67,7 @@ impl ParameterStore for SsmParameters {
 }
 
 fn non_blank<'a>(vars: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
-    vars.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+    iras_core::config::EnvVars(vars).get(key)
 }
 
 /// The value of secret `var`: from the parameter named in `<var>_PARAM` when set, else from

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use iras_core::analysis;
+use iras_core::analyst;
 use iras_core::config::ConfigError;
 use iras_core::domain::*;
 use iras_core::ports::{Analyst, AnalystError, PostMortemFacts, PostMortemNarrative};
@@ -69,7 +69,7 @@ impl Failure {
 pub fn fallback_label(reason: &str) -> String {
     format!(
         "offline (fallback: {})",
-        iras_core::analysis::text::clean(reason, 300)
+        iras_core::analyst::text::clean(reason, 300)
     )
 }
 
@@ -304,7 +304,7 @@ impl LlmAnalyst {
                         latency,
                         format!(
                             "invalid_output: {}",
-                            iras_core::analysis::text::clean(&why, 200)
+                            iras_core::analyst::text::clean(&why, 200)
                         ),
                     );
                     tracing::warn!(stage = stage.as_str(), model, round, error = %why, "invalid model output");
@@ -347,7 +347,7 @@ fn read_answer<A: Answer>(resp: &ModelResponse, tool: &str) -> Result<A, String>
             let mut why = match other {
                 Some(n) => format!(
                     "called `{}` instead of `{tool}`",
-                    iras_core::analysis::text::clean(&n, 60)
+                    iras_core::analyst::text::clean(&n, 60)
                 ),
                 None => format!("no call to `{tool}`"),
             };
@@ -416,7 +416,7 @@ impl Analyst for LlmAnalyst {
     }
 
     async fn triage(&self, alert: &Alert) -> Result<TriageResult, AnalystError> {
-        let rules = analysis::triage(alert);
+        let rules = analyst::triage(alert);
         let model = self.settings.fast_model.clone();
         let label = self.label(&model);
         let question = prompt::triage_question(alert, &rules);
@@ -450,7 +450,7 @@ impl Analyst for LlmAnalyst {
         triage: &TriageResult,
         context: &ContextBundle,
     ) -> Result<RootCauseHypothesis, AnalystError> {
-        let offline = analysis::rca(alert, triage, context);
+        let offline = analyst::rca(alert, triage, context);
         let model = self.settings.strong_model.clone();
         let label = self.label(&model);
         let question = prompt::rca_question(alert, triage, context, &offline);
@@ -474,7 +474,7 @@ impl Analyst for LlmAnalyst {
         hypothesis: &RootCauseHypothesis,
         context: &ContextBundle,
     ) -> Result<RemediationPlan, AnalystError> {
-        let offline = analysis::plan(alert, hypothesis, context);
+        let offline = analyst::plan(alert, hypothesis, context);
         let model = self.settings.strong_model.clone();
         let label = self.label(&model);
         let question = prompt::plan_question(
@@ -504,7 +504,7 @@ impl Analyst for LlmAnalyst {
         &self,
         facts: &PostMortemFacts<'_>,
     ) -> Result<PostMortemNarrative, AnalystError> {
-        let draft = analysis::postmortem(facts);
+        let draft = analyst::postmortem(facts);
         let model = self.settings.strong_model.clone();
         let question = prompt::postmortem_question(facts, &draft);
         self.ask::<PostMortemAnswer, _>(

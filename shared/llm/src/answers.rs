@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use iras_core::analysis::text::clean;
+use iras_core::analyst::text::clean;
 use iras_core::domain::*;
 use iras_core::ports::PostMortemNarrative;
 

@@ -179,7 +179,7 @@ impl CallError {
 
 fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("");
-    iras_core::analysis::text::clean(line, max)
+    iras_core::analyst::text::clean(line, max)
 }
 
 /// A provider: sends one request, no retries (the analyst retries, so that the budget, the

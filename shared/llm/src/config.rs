@@ -146,7 +146,8 @@ impl LlmSettings {
         vars: &HashMap<String, String>,
     ) -> Result<LlmSettings, ConfigError> {
         let mut s = LlmSettings::for_provider(provider);
-        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let env = iras_core::config::EnvVars(vars);
+        let get = |k: &str| env.get(k);
         if let Some(v) = get("LLM_MODEL_FAST") {
             s.fast_model = v.to_string();
         }

@@ -32,7 +32,7 @@ pub mod testing;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iras_core::analysis::OfflineAnalyst;
+use iras_core::analyst::OfflineAnalyst;
 use iras_core::config::ConfigError;
 use iras_core::ports::Analyst;
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use iras_core::analysis::logs::template;
-use iras_core::analysis::text::clean;
+use iras_core::analyst::logs::template;
+use iras_core::analyst::text::clean;
 use iras_core::domain::*;
 use iras_core::ports::{PostMortemFacts, PostMortemNarrative};
 

@@ -397,13 +397,13 @@ pub fn demo_evidence() -> (
     iras_core::domain::ContextBundle,
 ) {
     use iras_core::domain::*;
-    let s = iras_core::scenario::Scenario::parse(iras_core::scenario::DEMO_SCENARIO, "demo")
+    let s = iras_scenarios::Scenario::parse(iras_scenarios::DEMO_SCENARIO, "demo")
         .expect("demo scenario parses");
     let at = s.alert.timestamp;
     let mut anomalies: Vec<MetricAnomaly> = s
         .metrics
         .iter()
-        .filter_map(|m| iras_core::analysis::metrics::anomaly(m, at))
+        .filter_map(|m| iras_core::analyst::metrics::anomaly(m, at))
         .collect();
     anomalies.sort_by(|a, b| b.score.total_cmp(&a.score));
     let ctx = ContextBundle {
@@ -423,6 +423,6 @@ pub fn demo_evidence() -> (
         sources: vec!["scenario".into()],
         truncated: vec![],
     };
-    let triage = iras_core::analysis::triage(&s.alert);
+    let triage = iras_core::analyst::triage(&s.alert);
     (s.alert, triage, ctx)
 }

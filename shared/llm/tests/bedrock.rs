@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use iras_core::analysis;
+use iras_core::analyst;
 use iras_core::ports::Analyst;
 use iras_core::usage;
 use iras_llm::answers::{Answer, TriageAnswer};
@@ -134,7 +134,7 @@ async fn bedrock_down_degrades_to_offline_within_the_stage_budget() {
     );
     assert_eq!(
         h.root_cause_service,
-        analysis::rca(&alert, &triage, &ctx).root_cause_service
+        analyst::rca(&alert, &triage, &ctx).root_cause_service
     );
     assert_eq!(calls.len(), 3);
 }

@@ -12,11 +12,10 @@ use axum::extract::{Path, Query};
 use axum::routing::get;
 use axum::{Json, Router};
 use iras_adapters::integrations_from_env;
-use iras_core::analysis::OfflineAnalyst;
-use iras_core::scenario::Scenario;
 use iras_core::stages::*;
 use iras_core::testing::*;
 use iras_core::*;
+use iras_scenarios::Scenario;
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -193,21 +192,19 @@ fn deps(
     metrics: Vec<Arc<dyn MetricSource>>,
     deployments: Vec<Arc<dyn DeploymentSource>>,
 ) -> Deps {
-    Deps {
-        store: Arc::new(MemoryStore::default()),
-        analyst: Arc::new(OfflineAnalyst::default()),
-        logs,
-        metrics,
-        deployments,
-        topology: vec![Arc::new(s.sources())],
-        notifier: Arc::new(RecordingNotifier::default()),
-        pager: Arc::new(RecordingPager::default()),
-        executor: Arc::new(FailingExecutor::default()),
-        clock: Arc::new(ManualClock::at(s.alert.timestamp)),
-        config: PipelineConfig::default(),
-        source_timeout: Duration::from_secs(10),
-        events: Arc::new(NoEvents),
-    }
+    Deps::builder(Arc::new(MemoryStore::default()))
+        .evidence(EvidenceSources {
+            logs,
+            metrics,
+            deployments,
+            topology: vec![Arc::new(s.sources())],
+        })
+        .notifier(Arc::new(RecordingNotifier::default()))
+        .pager(Arc::new(RecordingPager::default()))
+        .executor(Arc::new(FailingExecutor::default()))
+        .clock(Arc::new(ManualClock::at(s.alert.timestamp)))
+        .source_timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// The first attempt's evidence and the offline analyst's root cause from it.
@@ -237,7 +234,7 @@ async fn investigate(deps: &Deps, alert: &Alert) -> (ContextBundle, RootCauseHyp
     .unwrap();
     let incident = deps.store.get_incident(&id).await.unwrap().unwrap();
     let context = deps.store.attempts(&id).await.unwrap().remove(0).context;
-    let hypothesis = iras_core::analysis::rca(alert, incident.triage.as_ref().unwrap(), &context);
+    let hypothesis = iras_core::analyst::rca(alert, incident.triage.as_ref().unwrap(), &context);
     (context, hypothesis)
 }
 
@@ -293,15 +290,15 @@ async fn a_scenario_served_by_fake_backends_gives_the_same_evidence_and_root_cau
         }
     }
     let integrations = integrations_from_env(&vars).unwrap();
-    assert_eq!(integrations.metrics.len(), 1);
-    assert_eq!(integrations.logs.len(), 1);
-    assert_eq!(integrations.deployments.len(), 1);
+    assert_eq!(integrations.evidence.metrics.len(), 1);
+    assert_eq!(integrations.evidence.logs.len(), 1);
+    assert_eq!(integrations.evidence.deployments.len(), 1);
 
     let through_adapters = deps(
         &scenario,
-        integrations.logs,
-        integrations.metrics,
-        integrations.deployments,
+        integrations.evidence.logs,
+        integrations.evidence.metrics,
+        integrations.evidence.deployments,
     );
     let src = Arc::new(scenario.sources());
     let direct = deps(&scenario, vec![src.clone()], vec![src.clone()], vec![src]);

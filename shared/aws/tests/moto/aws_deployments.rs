@@ -39,8 +39,8 @@ fn query(service: &str, at: DateTime<Utc>) -> EvidenceQuery {
 
 fn deployments(moto: &Moto, pairs: &[(&str, &str)]) -> Arc<dyn DeploymentSource> {
     let mut e = aws_evidence_from_vars(&vars(pairs), &moto.config).unwrap();
-    assert_eq!(e.deployments.len(), 1, "{e:?}");
-    e.deployments.remove(0)
+    assert_eq!(e.evidence.deployments.len(), 1, "{e:?}");
+    e.evidence.deployments.remove(0)
 }
 
 async fn ecs_service(moto: &Moto, cluster: &str, name: &str, family: &str) {

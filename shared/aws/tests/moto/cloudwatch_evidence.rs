@@ -71,8 +71,8 @@ async fn seed(moto: &Moto, group: &str, events: &[(DateTime<Utc>, &str)]) {
 
 fn logs_source(moto: &Moto, pairs: &[(&str, &str)]) -> Arc<dyn LogSource> {
     let mut e = aws_evidence_from_vars(&vars(pairs), &moto.config).unwrap();
-    assert_eq!(e.logs.len(), 1, "{e:?}");
-    e.logs.remove(0)
+    assert_eq!(e.evidence.logs.len(), 1, "{e:?}");
+    e.evidence.logs.remove(0)
 }
 
 #[tokio::test]
@@ -226,14 +226,14 @@ async fn an_unreachable_cloudwatch_is_a_source_error_not_a_panic() {
     .unwrap();
     let now = Utc::now();
     let q = query("checkout", now - Duration::minutes(30), now);
-    match e.metrics[0].metrics(&q).await.unwrap_err() {
+    match e.evidence.metrics[0].metrics(&q).await.unwrap_err() {
         SourceError::Unavailable(m) | SourceError::BadResponse(m) => {
             assert!(m.starts_with("cloudwatch metrics: "), "{m}");
             assert!(m.contains("checkout"), "{m}");
         }
         SourceError::Timeout(ms) => assert_eq!(ms, 2000),
     }
-    match e.logs[0].logs(&q).await.unwrap_err() {
+    match e.evidence.logs[0].logs(&q).await.unwrap_err() {
         SourceError::Unavailable(m) | SourceError::BadResponse(m) => {
             assert!(m.starts_with("cloudwatch logs: logs of checkout"), "{m}")
         }
@@ -245,7 +245,11 @@ async fn an_unreachable_cloudwatch_is_a_source_error_not_a_panic() {
 async fn nothing_set_builds_nothing_and_bad_values_name_their_variable() {
     let sdk = emulator_config("http://127.0.0.1:1").await;
     let e = aws_evidence_from_vars(&vars(&[]), &sdk).unwrap();
-    assert!(e.logs.is_empty() && e.metrics.is_empty() && e.deployments.is_empty());
+    assert!(
+        e.evidence.logs.is_empty()
+            && e.evidence.metrics.is_empty()
+            && e.evidence.deployments.is_empty()
+    );
     assert_eq!(e.notes.len(), 4, "{:?}", e.notes);
     for (pairs, name) in [
         (

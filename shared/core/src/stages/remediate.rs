@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{load, mutate, Deps, IncidentRef, StageError};
+use super::{announce, lifecycle, load, mutate, Deps, IncidentRef, StageError};
 use crate::domain::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,10 +63,9 @@ async fn run_once(
     };
     if !deps.store.claim_step(id, &rec).await? {
         // Another invocation claimed it between our read and our claim.
-        return Err(StageError::new(
-            "StoreConflict",
-            format!("step {index} is being run by another invocation"),
-        ));
+        return Err(StageError::StoreConflict(format!(
+            "step {index} is being run by another invocation"
+        )));
     }
     let result = deps.executor.run(id, phase, index, command).await;
     rec.ended_at = Some(deps.clock.now());
@@ -99,19 +98,17 @@ pub async fn remediate(deps: &Deps, input: &IncidentRef) -> Result<RemediateOutp
     let plan = incident
         .plan
         .clone()
-        .ok_or_else(|| StageError::new("InvalidInput", "no remediation plan"))?;
+        .ok_or_else(|| StageError::InvalidInput("no remediation plan".into()))?;
     // The last line of defence: whatever path led here, an unapproved or blocked plan never runs,
     // and an empty plan never marks an incident resolved.
     if plan.steps.is_empty() {
-        return Err(StageError::new(
-            "NothingToApply",
-            "the plan has no steps: nothing IRAS can apply",
+        return Err(StageError::NothingToApply(
+            "the plan has no steps: nothing IRAS can apply".into(),
         ));
     }
     if plan.blocked_by_policy {
-        return Err(StageError::new(
-            "PolicyViolation",
-            "the plan has commands outside the remediation policy",
+        return Err(StageError::PolicyViolation(
+            "the plan has commands outside the remediation policy".into(),
         ));
     }
     let approved = matches!(
@@ -119,9 +116,8 @@ pub async fn remediate(deps: &Deps, input: &IncidentRef) -> Result<RemediateOutp
         Some(d) if d.decision == Decision::Approved
     );
     if plan.requires_human_approval && !approved {
-        return Err(StageError::new(
-            "ApprovalMissing",
-            "the plan requires human approval and has none",
+        return Err(StageError::ApprovalMissing(
+            "the plan requires human approval and has none".into(),
         ));
     }
     let now = deps.clock.now();
@@ -183,9 +179,9 @@ pub async fn remediate(deps: &Deps, input: &IncidentRef) -> Result<RemediateOutp
             Ok(true)
         })
         .await?;
-        super::announce(
+        announce(
             deps,
-            super::lifecycle::REMEDIATION_APPLIED,
+            lifecycle::REMEDIATION_APPLIED,
             &stored,
             serde_json::json!({"steps": plan.steps.len(), "executor": deps.executor.name()}),
         )

@@ -4,7 +4,7 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{load, mutate, Deps, StageError};
+use super::{announce, lifecycle, load, mutate, mutate_or, Deps, StageError};
 use crate::domain::*;
 use crate::ports::*;
 
@@ -29,11 +29,11 @@ pub async fn request_approval(
     input: &ApprovalInput,
 ) -> Result<ApprovalOutput, StageError> {
     if input.task_token.trim().is_empty() {
-        return Err(StageError::new("InvalidInput", "task_token is empty"));
+        return Err(StageError::InvalidInput("task_token is empty".into()));
     }
     let incident = load(deps, &input.incident_id).await?;
     if incident.plan.is_none() {
-        return Err(StageError::new("InvalidInput", "no plan to approve"));
+        return Err(StageError::InvalidInput("no plan to approve".into()));
     }
     let now = deps.clock.now();
     let timeout = input
@@ -49,9 +49,8 @@ pub async fn request_approval(
                 return Ok(false);
             }
             Some(a) if a.decision.is_some() => {
-                return Err(StageError::new(
-                    "ApprovalAlreadyDecided",
-                    "this incident's plan was already decided",
+                return Err(StageError::ApprovalAlreadyDecided(
+                    "this incident's plan was already decided".into(),
                 ))
             }
             _ => {}
@@ -81,9 +80,9 @@ pub async fn request_approval(
     .await?;
     let approval = stored.approval.clone().expect("approval just recorded");
     if notify {
-        super::announce(
+        announce(
             deps,
-            super::lifecycle::PLAN_AWAITING_APPROVAL,
+            lifecycle::PLAN_AWAITING_APPROVAL,
             &stored,
             json!({"approval_id": approval.approval_id, "expires_at": approval.expires_at}),
         )
@@ -167,6 +166,15 @@ pub enum DecideError {
     Unavailable(String),
 }
 
+impl From<StageError> for DecideError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::IncidentNotFound(id) => DecideError::NotFound(id),
+            other => DecideError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 /// Records a human's decision and completes the waiting task. A second decision, a decision
 /// after the window, or one for an incident not awaiting approval changes nothing.
 pub async fn decide(
@@ -177,25 +185,26 @@ pub async fn decide(
 ) -> Result<Incident, DecideError> {
     let now = deps.clock.now();
     let mut token = String::new();
-    let result = mutate(deps, id, |inc| {
+    let stored = mutate_or(deps, id, |inc| {
+        let not_awaiting = || DecideError::NotAwaiting(id.to_string());
         let Some(approval) = inc.approval.as_mut() else {
-            return Err(StageError::new("NotAwaiting", ""));
+            return Err(not_awaiting());
         };
         if request
             .approval_id
             .as_ref()
             .is_some_and(|wanted| *wanted != approval.approval_id)
         {
-            return Err(StageError::new("NotAwaiting", ""));
+            return Err(not_awaiting());
         }
         if let Some(d) = &approval.decision {
-            return Err(StageError::new("AlreadyDecided", d.decision.as_str()));
+            return Err(DecideError::AlreadyDecided(d.decision.as_str().to_string()));
         }
         if inc.status != IncidentStatus::AwaitingApproval {
-            return Err(StageError::new("NotAwaiting", ""));
+            return Err(not_awaiting());
         }
         if now > approval.expires_at {
-            return Err(StageError::new("Expired", approval.expires_at.to_rfc3339()));
+            return Err(DecideError::Expired(approval.expires_at));
         }
         token = approval.task_token.clone();
         approval.decision = Some(ApprovalDecision {
@@ -223,23 +232,7 @@ pub async fn decide(
         );
         Ok(true)
     })
-    .await;
-    let stored = match result {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(match e.error_type {
-                "IncidentNotFound" => DecideError::NotFound(id.to_string()),
-                "NotAwaiting" => DecideError::NotAwaiting(id.to_string()),
-                "AlreadyDecided" => DecideError::AlreadyDecided(e.message),
-                "Expired" => DecideError::Expired(
-                    chrono::DateTime::parse_from_rfc3339(&e.message)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .unwrap_or(now),
-                ),
-                _ => DecideError::Unavailable(e.to_string()),
-            })
-        }
-    };
+    .await?;
     let output = json!({
         "decision": request.decision.as_str(),
         "approver": request.approver,

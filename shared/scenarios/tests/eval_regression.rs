@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use iras_core::eval::{self, AnalystChoice, EvalReport};
 use iras_core::PipelineConfig;
+use iras_scenarios::eval::{self, AnalystChoice, EvalReport};
 
 fn scenarios(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -116,7 +116,7 @@ async fn the_threshold_comes_from_the_config() {
     };
     let r = eval::evaluate_path(
         &scenarios("synthetic/bad-deploy-payment-npe.json"),
-        Arc::new(iras_core::analysis::OfflineAnalyst::new()),
+        Arc::new(iras_core::analyst::OfflineAnalyst::new()),
         &strict,
         |_, _| {},
     )

@@ -1,22 +1,10 @@
-//! Notifier and pager when Slack and PagerDuty are not configured: structured log lines in
-//! CloudWatch Logs, one per notification, so the on-call trail exists even then (and a log
-//! metric filter can alarm on `notification = "page"`).
+//! The notifier and pager when Slack and PagerDuty are not configured: structured log lines
+//! (in CloudWatch Logs on AWS), one per notification, so the on-call trail exists even then
+//! (and a log metric filter can alarm on `notification = "page"`).
 
-use std::sync::Arc;
-
+use crate::domain::{Escalation, Incident};
+use crate::ports::{Notifier, NotifyError, Pager};
 use async_trait::async_trait;
-use iras_core::ports::{Notifier, NotifyError, Pager};
-use iras_core::{Escalation, Incident};
-
-/// The notifier when `SLACK_BOT_TOKEN` is unset.
-pub fn notifier() -> Arc<dyn Notifier> {
-    Arc::new(LogNotifier)
-}
-
-/// The pager when `PAGERDUTY_INTEGRATION_KEY` is unset.
-pub fn pager() -> Arc<dyn Pager> {
-    Arc::new(LogPager)
-}
 
 /// Logs what Slack would be told.
 pub struct LogNotifier;

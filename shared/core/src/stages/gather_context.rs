@@ -7,7 +7,7 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{load, mutate, AttemptInput, Deps, StageError};
-use crate::analysis;
+use crate::analyst;
 use crate::domain::*;
 use crate::ports::*;
 
@@ -114,7 +114,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     let mut answered = Vec::new();
 
     let mut topology = Vec::new();
-    for src in &deps.topology {
+    for src in &deps.evidence.topology {
         if let Some(edges) = bounded(
             deps,
             src.name(),
@@ -146,7 +146,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     // Every source at once; each bounded by its own timeout.
     let logs_f = async {
         let mut out = (Vec::new(), Vec::new(), Vec::new());
-        for s in &deps.logs {
+        for s in &deps.evidence.logs {
             if let Some(v) = bounded(deps, s.name(), "logs", s.logs(&query), &mut out.1).await {
                 out.0.extend(v);
                 out.2.push(s.name());
@@ -156,7 +156,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     };
     let metrics_f = async {
         let mut out = (Vec::new(), Vec::new(), Vec::new());
-        for s in &deps.metrics {
+        for s in &deps.evidence.metrics {
             if let Some(v) = bounded(deps, s.name(), "metrics", s.metrics(&query), &mut out.1).await
             {
                 out.0.extend(v);
@@ -167,7 +167,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     };
     let deploys_f = async {
         let mut out = (Vec::new(), Vec::new(), Vec::new());
-        for s in &deps.deployments {
+        for s in &deps.evidence.deployments {
             if let Some(v) = bounded(
                 deps,
                 s.name(),
@@ -196,14 +196,14 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
         // The scoped query above already reported each source's health; a second failure of
         // the same source would only repeat it.
         let mut failed = Vec::new();
-        for src in &deps.metrics {
+        for src in &deps.evidence.metrics {
             if let Some(v) =
                 bounded(deps, src.name(), "metrics", src.metrics(&wide), &mut failed).await
             {
                 metrics.extend(v.into_iter().filter(|m| !in_graph(&m.service)));
             }
         }
-        for src in &deps.logs {
+        for src in &deps.evidence.logs {
             if let Some(v) = bounded(deps, src.name(), "logs", src.logs(&wide), &mut failed).await {
                 logs.extend(v.into_iter().filter(|l| !in_graph(&l.service)));
             }
@@ -258,7 +258,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
 
     let mut anomalies: Vec<MetricAnomaly> = metrics
         .iter()
-        .filter_map(|m| analysis::metrics::anomaly(m, alert_time))
+        .filter_map(|m| analyst::metrics::anomaly(m, alert_time))
         .collect();
     anomalies.sort_by(|a, b| b.score.total_cmp(&a.score));
 
@@ -289,7 +289,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
         context
             .anomalies
             .iter()
-            .filter(|a| analysis::metrics::is_significant(a))
+            .filter(|a| analyst::metrics::is_significant(a))
             .count(),
         context.deployments.len(),
         if context.failed_sources.is_empty() {

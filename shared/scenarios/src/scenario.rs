@@ -8,8 +8,7 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::*;
-use crate::ports::*;
+use iras_core::*;
 
 pub const FORMAT: &str = "iras-scenario/1";
 

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iras_core::analysis::{self, baro, OfflineAnalyst};
-use iras_core::eval;
-use iras_core::scenario::Scenario;
+use iras_core::analyst::{self, baro, OfflineAnalyst};
 use iras_core::PipelineConfig;
+use iras_scenarios::eval;
+use iras_scenarios::Scenario;
 
 const INCIDENTS: usize = 100;
 
@@ -81,7 +81,7 @@ fn main() {
     // The offline analyst alone on the gathered bundles.
     let started = Instant::now();
     for (alert, triage, ctx) in &bundles {
-        std::hint::black_box(analysis::rca(alert, triage, ctx));
+        std::hint::black_box(analyst::rca(alert, triage, ctx));
     }
     report("offline rca alone", started.elapsed(), INCIDENTS);
 

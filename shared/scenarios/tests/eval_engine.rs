@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use iras_core::analysis::OfflineAnalyst;
-use iras_core::eval::{self, CaseResult};
-use iras_core::scenario::Scenario;
+use iras_core::analyst::OfflineAnalyst;
 use iras_core::*;
+use iras_scenarios::eval::{self, CaseResult};
+use iras_scenarios::Scenario;
 use serde_json::{json, Value};
 
 fn case(rank: Option<usize>, confidence: f64, threshold: f64) -> CaseResult {

@@ -19,13 +19,13 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::analysis::text::clean;
-use crate::analysis::{BaroAnalyst, OfflineAnalyst};
-use crate::config::PipelineConfig;
-use crate::domain::*;
-use crate::ports::*;
+use iras_core::analyst::text::clean;
+use iras_core::analyst::{BaroAnalyst, OfflineAnalyst};
+use iras_core::memory::MemoryStore;
+use iras_core::stages::{self, AttemptInput, Deps, IncidentRef, Ingested};
+use iras_core::*;
+
 use crate::scenario::{Scenario, FORMAT};
-use crate::stages::{self, AttemptInput, Deps, IncidentRef, Ingested};
 
 /// How many candidates a case keeps (Avg@5 needs five).
 pub const TOP_K: usize = 5;
@@ -33,9 +33,9 @@ pub const TOP_K: usize = 5;
 /// Which analyst ranks the candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnalystChoice {
-    /// The deterministic offline analyst (`analysis::rca`).
+    /// The deterministic offline analyst (`iras_core::analyst::rca`).
     Offline,
-    /// The RCAEval BARO baseline (`analysis::baro`).
+    /// The RCAEval BARO baseline (`iras_core::analyst::baro`).
     Baro,
     /// A model-backed analyst; none is configured in this build.
     Llm,
@@ -428,22 +428,17 @@ pub async fn gather(
     let alert = scenario.alert.clone();
     let scenario = Arc::new(scenario);
     let src = Arc::new(scenario.sources());
-    let store = Arc::new(crate::memory::MemoryStore::default());
-    let deps = Deps {
-        store: store.clone(),
-        analyst,
-        logs: vec![src.clone()],
-        metrics: vec![src.clone()],
-        deployments: vec![src.clone()],
-        topology: vec![src],
-        notifier: Arc::new(Silent),
-        pager: Arc::new(Silent),
-        executor: Arc::new(Silent),
-        events: Arc::new(NoEvents),
-        clock: Arc::new(StoppedClock(alert.timestamp)),
-        config: config.clone(),
-        source_timeout: std::time::Duration::from_secs(30),
-    };
+    let store = Arc::new(MemoryStore::default());
+    let deps = Deps::builder(store.clone())
+        .analyst(analyst)
+        .evidence(EvidenceSources::all_from(src))
+        .notifier(Arc::new(Silent))
+        .pager(Arc::new(Silent))
+        .executor(Arc::new(Silent))
+        .clock(Arc::new(StoppedClock(alert.timestamp)))
+        .config(config.clone())
+        .source_timeout(std::time::Duration::from_secs(30))
+        .build();
     let stage = |e: stages::StageError| e.to_string();
     let incident = match stages::ingest(&deps, alert.clone()).await.map_err(stage)? {
         Ingested::Opened(i) | Ingested::Attached(i) => i,
@@ -508,18 +503,6 @@ impl Gathered {
             hypothesis,
         })
     }
-}
-
-/// `\r[=====>    ] 42/100`: one line, redrawn in place.
-pub fn progress_bar(done: usize, total: usize, width: usize) -> String {
-    let total_n = total.max(1);
-    let filled = (done.min(total_n) * width) / total_n;
-    let mut bar = "=".repeat(filled);
-    if filled < width {
-        bar.push('>');
-        bar.push_str(&" ".repeat(width - filled - 1));
-    }
-    format!("\r[{bar}] {done}/{total}")
 }
 
 fn fmt_rank(r: Option<usize>) -> String {
@@ -688,13 +671,6 @@ mod tests {
             fault: None,
             error: None,
         }
-    }
-
-    #[test]
-    fn progress_bar_fills_in_proportion() {
-        assert_eq!(progress_bar(0, 4, 8), "\r[>       ] 0/4");
-        assert_eq!(progress_bar(2, 4, 8), "\r[====>   ] 2/4");
-        assert_eq!(progress_bar(4, 4, 8), "\r[========] 4/4");
     }
 
     #[test]

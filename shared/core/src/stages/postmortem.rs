@@ -1,0 +1,136 @@
+//! PostMortem: always written, from recorded timestamps and counts; the analyst only writes prose.
+
+use super::*;
+use crate::usage;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostMortemOutput {
+    pub outcome: PostMortemOutcome,
+    pub duration_seconds: i64,
+    pub summary: String,
+}
+
+pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOutput, StageError> {
+    if let Some(pm) = deps.store.postmortem(&input.incident_id).await? {
+        return Ok(PostMortemOutput {
+            outcome: pm.outcome,
+            duration_seconds: pm.duration_seconds,
+            summary: "post-mortem already written".into(),
+        });
+    }
+    let now = deps.clock.now();
+    // An incident that reaches the post-mortem without being resolved was not finished by
+    // IRAS: it is recorded as escalated, never as silently done.
+    let incident = mutate(deps, &input.incident_id, |inc| {
+        if inc.status.is_final() {
+            return Ok(false);
+        }
+        inc.status = IncidentStatus::Escalated;
+        inc.record(
+            now,
+            "closed-unfinished",
+            "postmortem",
+            "pipeline ended before the incident was resolved".into(),
+        );
+        Ok(true)
+    })
+    .await?;
+    let steps = deps.store.steps(&input.incident_id).await?;
+    let attempts = deps.store.attempts(&input.incident_id).await?;
+    let facts = PostMortemFacts {
+        incident: &incident,
+        steps: &steps,
+        attempts: &attempts,
+    };
+    let (narrative, calls) = usage::collect(deps.analyst.postmortem(&facts)).await;
+    let mut llm_calls = incident.llm_calls.clone();
+    llm_calls.extend(calls.iter().cloned());
+    keep_calls(deps, &input.incident_id, calls).await?;
+    let (narrative, analyst) = match narrative {
+        Ok(n) => (n, deps.analyst.name()),
+        // The post-mortem is always written: fall back to the offline narrative.
+        Err(e) => {
+            tracing::warn!(incident = %incident.incident_id, error = %e, "analyst failed on the post-mortem; using the offline narrative");
+            (
+                OfflineAnalyst::default().postmortem(&facts).await?,
+                "offline".to_string(),
+            )
+        }
+    };
+    let outcome = if incident.status == IncidentStatus::Resolved {
+        PostMortemOutcome::Resolved
+    } else {
+        PostMortemOutcome::Escalated
+    };
+    let started_at = incident.alert.timestamp.min(incident.created_at);
+    let ended_at = incident
+        .resolved_at
+        .or(incident.escalation.as_ref().map(|e| e.escalated_at))
+        .unwrap_or(now);
+    let mut timeline = incident.timeline.clone();
+    timeline.sort_by_key(|e| e.at);
+    let count = |phase: StepPhase| {
+        steps
+            .iter()
+            .filter(|s| s.phase == phase && s.status == StepStatus::Succeeded)
+            .count()
+    };
+    let pm = PostMortem {
+        incident_id: incident.incident_id.clone(),
+        title: incident.title.clone(),
+        severity: incident.severity,
+        outcome,
+        summary: narrative.summary,
+        root_cause: narrative.root_cause,
+        resolution: narrative.resolution,
+        timeline,
+        action_items: narrative.action_items,
+        lessons: narrative.lessons,
+        started_at,
+        ended_at,
+        duration_seconds: (ended_at - started_at).num_seconds(),
+        rca_attempts: incident.rca_attempts,
+        steps_applied: count(StepPhase::Apply),
+        steps_rolled_back: count(StepPhase::Rollback),
+        written_at: now,
+        analyst,
+        llm_usage: usage::LlmUsage::of(&llm_calls),
+    };
+    deps.store.put_postmortem(&pm).await?;
+    let stored = mutate(deps, &input.incident_id, |inc| {
+        if inc.has_event("postmortem") {
+            return Ok(false);
+        }
+        inc.record(
+            now,
+            "postmortem",
+            "postmortem",
+            "post-mortem written".into(),
+        );
+        Ok(true)
+    })
+    .await?;
+    announce(
+        deps,
+        lifecycle::POSTMORTEM_PUBLISHED,
+        &stored,
+        serde_json::json!({"outcome": pm.outcome, "duration_seconds": pm.duration_seconds}),
+    )
+    .await;
+    if stored.status == IncidentStatus::Resolved {
+        // Closes the page if one was ever opened; best effort, the record is what counts.
+        let _ = deps.pager.resolve(&stored).await;
+    }
+    Ok(PostMortemOutput {
+        outcome,
+        duration_seconds: pm.duration_seconds,
+        summary: format!(
+            "{} after {}",
+            match outcome {
+                PostMortemOutcome::Resolved => "resolved",
+                PostMortemOutcome::Escalated => "escalated",
+            },
+            format_duration(pm.duration_seconds)
+        ),
+    })
+}
