@@ -41,7 +41,7 @@ pub async fn harness(customize: impl FnOnce(&mut LocalOptions)) -> Harness {
     let pager = Arc::new(RecordingPager::default());
     let executor = Arc::new(FailingExecutor::default());
     let scenario = demo_scenario();
-    let mut opts = LocalOptions::new(dir.path().join("iras.db"));
+    let mut opts = LocalOptions::new(dir.path().to_path_buf());
     opts.scenario = Some(scenario.clone());
     opts.pager = Some(pager.clone());
     opts.executor = Some(executor.clone());

@@ -259,11 +259,11 @@ async fn a_stage_that_keeps_failing_is_retried_then_escalated_with_a_postmortem(
 #[tokio::test]
 async fn a_runtime_killed_while_waiting_for_approval_resumes_and_applies_each_step_once() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("iras.db");
+    let data = dir.path().to_path_buf();
     let scenario = demo_scenario();
     let first_executor = Arc::new(FailingExecutor::default());
     let open = |executor: Arc<FailingExecutor>| {
-        let mut o = LocalOptions::new(db.clone());
+        let mut o = LocalOptions::new(data.clone());
         o.scenario = Some(scenario.clone());
         o.executor = Some(executor);
         o.runtime = fast_retries();
@@ -358,7 +358,7 @@ async fn another_definition_runs_only_its_own_states() {
 async fn a_definition_with_an_unsupported_state_is_refused_naming_it() {
     let definition = r#"{"StartAt": "Fanout", "States": {"Fanout": {"Type": "Parallel", "Branches": [], "End": true}}}"#;
     let dir = tempfile::tempdir().unwrap();
-    let mut o = LocalOptions::new(dir.path().join("iras.db"));
+    let mut o = LocalOptions::new(dir.path().to_path_buf());
     o.definition = Some(definition.into());
     let err = LocalPipeline::open(o)
         .await

@@ -63,7 +63,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     let original_time = scenario.alert.timestamp;
     let scenario = Arc::new(scenario.rebased(chrono::Utc::now()));
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary store: {e}"))?;
-    let mut options = LocalOptions::new(dir.path().join("iras.db"));
+    let mut options = LocalOptions::new(dir.path().to_path_buf());
     options.definition = definition;
     options.scenario = Some(scenario.clone());
     options.integrations = Some(crate::integrations_from_env().await?);
@@ -167,17 +167,18 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     if let Some(e) = &incident.escalation {
         eprintln!("escalated: {} — {}", e.reason.as_str(), e.detail);
     }
-    if let Some(pm) = pipeline
+    // The post-mortem is the demo's product: on stdout (`iras demo > pm.md`), progress on stderr.
+    match pipeline
         .store
         .postmortem(&id)
         .await
         .map_err(|e| e.to_string())?
     {
-        if !opts.json {
-            eprintln!("\n{}", pm.to_markdown());
+        Some(pm) if !opts.json => print!("{}", pm.to_markdown()),
+        None if !opts.json => {
+            eprintln!("no post-mortem was written (the definition has no PostMortem state?)")
         }
-    } else if !opts.json {
-        eprintln!("no post-mortem was written (the definition has no PostMortem state?)");
+        _ => {}
     }
     if opts.json {
         println!(

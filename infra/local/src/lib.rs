@@ -3,6 +3,7 @@
 //! file for executions and incidents.
 
 pub mod console;
+pub mod data_dir;
 pub mod demo;
 pub mod eval_cli;
 pub mod local;

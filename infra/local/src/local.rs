@@ -15,6 +15,7 @@ use iras_scenarios::{Scenario, ScenarioLibrary};
 use serde_json::{json, Value};
 
 use crate::console::Console;
+use crate::data_dir::DataFiles;
 use crate::store::SqliteStore;
 use sfn_local::{
     Definition, ExecutionInfo, FunctionError, FunctionRegistry, LambdaFunction, Runtime,
@@ -28,6 +29,8 @@ pub const STATE_MACHINE: &str = include_str!("../../../statemachine.asl.json");
 pub enum LocalError {
     #[error("{0}")]
     Definition(String),
+    #[error("data directory: {0}")]
+    Data(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("runtime: {0}")]
@@ -122,7 +125,8 @@ impl PipelineStarter for LocalStarter {
 
 /// What to build a local pipeline from. Anything left `None` gets the product default.
 pub struct LocalOptions {
-    pub db_path: PathBuf,
+    /// Where the incidents and the executions are kept ([`crate::data_dir`]).
+    pub data_dir: PathBuf,
     /// ASL text; defaults to [`STATE_MACHINE`].
     pub definition: Option<String>,
     pub scenario: Option<Arc<Scenario>>,
@@ -145,9 +149,9 @@ pub struct LocalOptions {
 }
 
 impl LocalOptions {
-    pub fn new(db_path: PathBuf) -> Self {
+    pub fn new(data_dir: PathBuf) -> Self {
         LocalOptions {
-            db_path,
+            data_dir,
             definition: None,
             scenario: None,
             library: None,
@@ -173,9 +177,11 @@ pub struct LocalPipeline {
 }
 
 impl LocalPipeline {
-    /// Opens (or reopens, resuming waiting executions) the pipeline on `db_path`.
+    /// Opens (or reopens, resuming waiting executions) the pipeline on `data_dir`.
     pub async fn open(opts: LocalOptions) -> Result<LocalPipeline, LocalError> {
-        let store = Arc::new(SqliteStore::open(&opts.db_path)?);
+        let files = DataFiles::in_dir(&opts.data_dir);
+        files.prepare().map_err(LocalError::Data)?;
+        let store = Arc::new(SqliteStore::open(&files.incidents)?);
         let console = Arc::new(Console::new(opts.quiet));
         let mut integrations = opts.integrations.unwrap_or_default();
         integrations.evidence = match (&opts.scenario, &opts.library) {
@@ -226,7 +232,7 @@ impl LocalPipeline {
         let text = opts.definition.as_deref().unwrap_or(STATE_MACHINE);
         let definition = Definition::load(text, &substitutions)
             .map_err(|e| LocalError::Definition(e.to_string()))?;
-        let runtime = Runtime::open(&opts.db_path, definition, functions, opts.runtime).await?;
+        let runtime = Runtime::open(&files.executions, definition, functions, opts.runtime).await?;
         Ok(LocalPipeline {
             runtime,
             deps,

@@ -32,6 +32,9 @@ enum Command {
         /// processing, awaiting_approval, remediating, resolved or escalated.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = ops::DEFAULT_LIMIT)]
+        limit: usize,
         #[command(flatten)]
         data: DataArg,
         #[arg(long)]
@@ -152,9 +155,12 @@ async fn main() -> ExitCode {
             })
             .await
         }
-        Command::Incidents { status, data, json } => {
-            ops::list(&data.data, status.as_deref(), json).await
-        }
+        Command::Incidents {
+            status,
+            limit,
+            data,
+            json,
+        } => ops::list(&data.data, status.as_deref(), limit, json).await,
         Command::Incident { id, data, json } => ops::show(&data.data, &id, json).await,
         Command::Eval(a) => eval_cli::run(a).await,
         Command::Approve(a) => {

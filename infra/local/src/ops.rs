@@ -11,7 +11,7 @@ use crate::serve::{API_KEY_FILE, SERVER_FILE};
 use crate::store::SqliteStore;
 
 fn open_store(data: &Path) -> Result<SqliteStore, String> {
-    let db = data.join("iras.db");
+    let db = crate::data_dir::DataFiles::in_dir(data).incidents;
     if !db.exists() {
         return Err(format!(
             "no IRAS store in {} (start `iras serve --data {}` first)",
@@ -22,7 +22,15 @@ fn open_store(data: &Path) -> Result<SqliteStore, String> {
     SqliteStore::open(&db).map_err(|e| e.to_string())
 }
 
-pub async fn list(data: &Path, status: Option<&str>, json_out: bool) -> Result<(), String> {
+/// How many incidents `iras incidents` shows unless `--limit` says otherwise.
+pub const DEFAULT_LIMIT: usize = 50;
+
+pub async fn list(
+    data: &Path,
+    status: Option<&str>,
+    limit: usize,
+    json_out: bool,
+) -> Result<(), String> {
     let status = match status {
         Some(s) => Some(IncidentStatus::parse(s).ok_or_else(|| {
             format!("unknown status `{s}` (processing, awaiting_approval, remediating, resolved, escalated)")
@@ -30,38 +38,94 @@ pub async fn list(data: &Path, status: Option<&str>, json_out: bool) -> Result<(
         None => None,
     };
     let store = open_store(data)?;
-    let page = store
-        .list_incidents(&IncidentQuery {
-            status,
-            limit: 200,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let incidents = newest(&store, status, limit.max(1)).await?;
     if json_out {
-        let v: Vec<Value> = page.incidents.iter().map(|i| json!(i.redacted())).collect();
+        let v: Vec<Value> = incidents.iter().map(|i| json!(i.redacted())).collect();
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    if page.incidents.is_empty() {
+    if incidents.is_empty() {
         println!("no incidents");
         return Ok(());
     }
-    println!(
-        "{:<38} {:<18} {:<4} {:<20} TITLE",
-        "INCIDENT", "STATUS", "SEV", "OPENED (UTC)"
-    );
-    for i in &page.incidents {
-        println!(
-            "{:<38} {:<18} {:<4} {:<20} {}",
-            i.incident_id,
-            i.status.as_str(),
-            i.severity.map(|s| s.as_str()).unwrap_or("-"),
-            i.created_at.format("%Y-%m-%d %H:%M:%S"),
-            i.title.replace(['\n', '\r'], " ")
-        );
-    }
+    print!("{}", table(&incidents));
     Ok(())
+}
+
+/// Up to `limit` incidents, newest first, across the store's pages.
+async fn newest(
+    store: &SqliteStore,
+    status: Option<IncidentStatus>,
+    limit: usize,
+) -> Result<Vec<Incident>, String> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    while out.len() < limit {
+        let page = store
+            .list_incidents(&IncidentQuery {
+                status,
+                limit: (limit - out.len()).min(200),
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        out.extend(page.incidents);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// One line per incident, columns as wide as their widest cell.
+fn table(incidents: &[Incident]) -> String {
+    let rows: Vec<[String; 5]> = incidents
+        .iter()
+        .map(|i| {
+            [
+                i.incident_id.to_string(),
+                i.status.as_str().to_string(),
+                i.severity.map(|s| s.as_str()).unwrap_or("-").to_string(),
+                i.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                // One line per incident, whatever the alert's title carries.
+                i.title
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect(),
+            ]
+        })
+        .collect();
+    let head = ["INCIDENT", "STATUS", "SEV", "OPENED (UTC)", "TITLE"];
+    let width = |col: usize| {
+        rows.iter()
+            .map(|r| r[col].chars().count())
+            .chain([head[col].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths = [width(0), width(1), width(2), width(3)];
+    let line = |cells: [&str; 5]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        )
+    };
+    let mut out = line(head);
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out
 }
 
 pub async fn show(data: &Path, id: &str, json_out: bool) -> Result<(), String> {
@@ -88,7 +152,7 @@ pub async fn show(data: &Path, id: &str, json_out: bool) -> Result<(), String> {
         "status {} · severity {} · opened {}",
         inc.status,
         inc.severity.map(|s| s.as_str()).unwrap_or("-"),
-        inc.created_at.to_rfc3339()
+        format_time(inc.created_at)
     );
     if let Some(h) = &inc.hypothesis {
         println!(
@@ -120,9 +184,9 @@ pub async fn show(data: &Path, id: &str, json_out: bool) -> Result<(), String> {
                 d.decision.as_str(),
                 d.approver,
                 d.channel,
-                d.decided_at.to_rfc3339()
+                format_time(d.decided_at)
             ),
-            None => println!("approval: pending until {}", a.expires_at.to_rfc3339()),
+            None => println!("approval: pending until {}", format_time(a.expires_at)),
         }
     }
     if let Some(e) = &inc.escalation {
@@ -193,5 +257,43 @@ pub async fn decide(
             status.as_u16(),
             body["error"].as_str().unwrap_or("no detail")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(title: &str, status: IncidentStatus) -> Incident {
+        let alert =
+            Alert::from_json(json!({"title": title, "timestamp": "2026-03-02T03:04:05Z"})).unwrap();
+        let mut i = Incident::open(
+            IncidentId::generate(),
+            alert,
+            "2026-03-02T03:04:05.123456789Z".parse().unwrap(),
+        );
+        i.status = status;
+        i
+    }
+
+    #[test]
+    fn the_incidents_table_lines_up_whatever_the_status_and_title() {
+        let t = table(&[
+            incident("db down", IncidentStatus::AwaitingApproval),
+            incident("two\nlines", IncidentStatus::Resolved),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        let col = |l: &str, word: &str| l.find(word).unwrap();
+        assert_eq!(col(lines[0], "STATUS"), col(lines[1], "awaiting_approval"));
+        assert_eq!(
+            col(lines[1], "awaiting_approval"),
+            col(lines[2], "resolved")
+        );
+        assert_eq!(col(lines[0], "TITLE"), col(lines[2], "two lines"));
+        assert!(
+            lines[1].contains("2026-03-02 03:04:05  "),
+            "times to the second: {t}"
+        );
     }
 }

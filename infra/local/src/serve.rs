@@ -103,7 +103,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         base_url: base_url.clone(),
         signing_key: signing_key.as_bytes().to_vec(),
     });
-    let mut options = LocalOptions::new(opts.data.join("iras.db"));
+    let mut options = LocalOptions::new(opts.data.clone());
     options.library = Some(library.clone());
     options.integrations = Some(crate::integrations_from_env().await?);
     options.analyst = Some(crate::analyst_from_env()?);
@@ -138,7 +138,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     eprintln!("IRAS listening on {base_url}");
     eprintln!(
         "  store: {}   evidence: {} scenario(s){}",
-        opts.data.join("iras.db").display(),
+        crate::data_dir::DataFiles::in_dir(&opts.data)
+            .incidents
+            .display(),
         library.len(),
         opts.scenarios
             .as_ref()

@@ -7,13 +7,25 @@ use async_trait::async_trait;
 use iras_core::ports::{IncidentPage, IncidentQuery, IncidentStore, StoreError};
 use iras_core::*;
 use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
 
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-const SCHEMA: &str = r#"
+/// The tables this store owns (the data directory tells them from the engine's).
+pub const TABLES: [&str; 5] = [
+    "incidents",
+    "open_fingerprints",
+    "attempts",
+    "steps",
+    "postmortems",
+];
+
+/// Migration 1: the schema exactly as it was before it was versioned, so a store written then
+/// (at `user_version` 0, tables present) opens unchanged. Never edit it; add a migration.
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -53,6 +65,11 @@ CREATE TABLE IF NOT EXISTS postmortems (
 );
 "#;
 
+/// The schema's history, oldest first; the file's `user_version` counts those applied.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(SCHEMA_V1)])
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -80,8 +97,9 @@ pub fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = open_connection(path).map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        let mut conn = open_connection(path).map_err(unavailable)?;
+        // A file from a newer IRAS is refused (DatabaseTooFarAhead), never misread.
+        migrations().to_latest(&mut conn).map_err(unavailable)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -56,6 +56,29 @@ fn demo_approves_and_resolves_the_payment_incident() {
     }
 }
 
+/// `iras demo > pm.md` keeps the post-mortem; what a person follows live stays on the terminal.
+#[test]
+fn the_demo_writes_its_postmortem_on_stdout_and_its_progress_on_stderr() {
+    let out = iras(&["demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pm = String::from_utf8_lossy(&out.stdout);
+    assert!(pm.starts_with("# Post-mortem: "), "stdout: {pm}");
+    assert!(pm.contains("## Timeline (UTC)") && pm.contains("- **Outcome**: resolved"));
+    assert!(
+        !pm.contains("RequestApproval"),
+        "progress lines stay off stdout: {pm}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("RequestApproval") && !err.contains("# Post-mortem"),
+        "{err}"
+    );
+}
+
 #[test]
 fn demo_reject_escalates() {
     let v = json_of(&iras(&["demo", "--reject", "--json"]));

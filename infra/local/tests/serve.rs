@@ -398,9 +398,25 @@ async fn the_operator_cli_lists_shows_and_approves_on_the_same_store() {
             .output()
             .unwrap()
     };
+    let second = post_alert(
+        &c,
+        &server.url,
+        &payment_alert("Checkout latency above SLO"),
+    )
+    .await;
+    wait_status(&c, &server.url, &second, "awaiting_approval").await;
     let out = iras(&["incidents", "--status", "awaiting_approval"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(listed.contains(&id) && listed.contains(&second), "{listed}");
+    let out = iras(&["incidents", "--limit", "1"]);
+    let newest = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        newest.lines().count(),
+        2,
+        "a header and one incident: {newest}"
+    );
+    assert!(newest.contains(&second), "newest first: {newest}");
     let out = iras(&["incident", &id]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("rollback:"), "{shown}");

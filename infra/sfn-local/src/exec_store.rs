@@ -1,11 +1,10 @@
 //! SQLite persistence for the durable ASL runtime.
 //!
-//! Every table is prefixed `asl_` because a host may share the database file (IRAS keeps its
-//! incidents there). The schema is versioned with `rusqlite_migration`, which keeps the version
-//! in SQLite's `user_version`: one number per *file*, so a host sharing the file must not
-//! version its own tables with `user_version` too (or must merge both migration lists into
-//! one). The database runs in WAL mode with a busy timeout so the two stores (and a second process
-//! reading) do not trip over each other. One connection is guarded by an async mutex and every
+//! The schema is versioned with `rusqlite_migration`, which keeps the version in SQLite's
+//! `user_version`: one number per *file*, so the store wants a file of its own. Every table is
+//! prefixed [`TABLE_PREFIX`], so a host that once shared a file with it can tell the tables
+//! apart. The database runs in WAL mode with a busy timeout so a second process reading it
+//! does not trip over the runtime. One connection is guarded by an async mutex and every
 //! statement runs on the blocking pool, so at most one blocking thread works for this store at a
 //! time and no tokio worker ever waits on SQLite.
 //!
@@ -274,6 +273,9 @@ pub fn now_ms() -> i64 {
 pub fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
+
+/// Every table of this store starts so.
+pub const TABLE_PREFIX: &str = "asl_";
 
 /// Migration 1: the schema exactly as it was before it was versioned, so a database written then
 /// (at `user_version` 0, tables present) opens unchanged. Never edit it; add a migration instead.

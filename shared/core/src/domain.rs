@@ -33,8 +33,9 @@ impl IncidentId {
 }
 
 impl fmt::Display for IncidentId {
+    /// Honours width and alignment (`{:<38}`), so ids line up in tables.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -813,8 +814,8 @@ impl PostMortem {
             md,
             "- **Duration**: {} (from {} to {})",
             format_duration(self.duration_seconds),
-            self.started_at.to_rfc3339(),
-            self.ended_at.to_rfc3339()
+            format_time(self.started_at),
+            format_time(self.ended_at)
         );
         let _ = writeln!(
             md,
@@ -862,21 +863,33 @@ impl PostMortem {
     }
 }
 
+/// A duration as a person reads it: `45s`, `2m 5s`, `1h 30m`.
 pub fn format_duration(seconds: i64) -> String {
-    let s = seconds.max(0);
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m {}s", s / 60, s % 60)
-    } else {
-        format!("{}h {}m", s / 3600, (s % 3600) / 60)
-    }
+    let s = u64::try_from(seconds).unwrap_or(0);
+    humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+}
+
+/// A moment as a person reads it, to the second: `2024-03-12 14:07:30 UTC`.
+pub fn format_time(t: Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn people_read_durations_and_times_to_the_second() {
+        assert_eq!(format_duration(45), "45s");
+        assert_eq!(format_duration(125), "2m 5s");
+        assert_eq!(format_duration(5400), "1h 30m");
+        assert_eq!(format_duration(-3), "0s");
+        let t = DateTime::parse_from_rfc3339("2024-03-12T14:07:30.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(format_time(t), "2024-03-12 14:07:30 UTC");
+    }
 
     #[test]
     fn alert_without_title_names_the_field() {

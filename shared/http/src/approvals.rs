@@ -135,7 +135,7 @@ pub(crate) fn describe_decision(d: &ApprovalDecision) -> String {
         "{} by {} at {}",
         d.decision.as_str(),
         d.approver,
-        d.decided_at.format("%Y-%m-%d %H:%M:%S UTC")
+        iras_core::format_time(d.decided_at)
     )
 }
 
@@ -197,7 +197,7 @@ async fn decide_error(store: &dyn IncidentStore, id: &IncidentId, e: DecideError
             StatusCode::GONE,
             format!(
                 "The approval window closed at {}.",
-                at.format("%Y-%m-%d %H:%M:%S UTC")
+                iras_core::format_time(at)
             ),
         ),
         DecideError::Unavailable(detail) => ApiError::unavailable(

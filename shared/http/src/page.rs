@@ -67,7 +67,7 @@ impl IntoResponse for Refusal {
 }
 
 fn fmt_time(t: &Timestamp) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    iras_core::format_time(*t)
 }
 
 fn invalid_link() -> Refusal {

@@ -210,7 +210,7 @@ async fn refusal_text(state: &AppState, id: &IncidentId, e: &DecideError) -> Str
         }
         DecideError::Expired(at) => format!(
             "The approval window closed at {}; the incident is escalated to on-call.",
-            at.format("%Y-%m-%d %H:%M:%S UTC")
+            iras_core::format_time(*at)
         ),
         DecideError::Unavailable(detail) => {
             tracing::error!(incident = %id, error = %detail, "slack decision not delivered");
