@@ -153,12 +153,7 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn nothing_set_builds_nothing_and_says_what_falls_back() {

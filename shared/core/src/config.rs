@@ -226,12 +226,7 @@ impl<'a> EnvVars<'a> {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::vars;
 
     #[test]
     fn p0_gets_the_short_approval_window() {

@@ -497,6 +497,14 @@ pub mod store_contract {
     }
 }
 
+/// An environment from `(name, value)` pairs, as the configuration readers take it.
+pub fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]

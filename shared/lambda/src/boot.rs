@@ -264,12 +264,7 @@ mod tests {
     use iras_core::analyst::OfflineAnalyst;
     use iras_core::testing::MemoryStore;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn a_function_without_a_table_refuses_to_start_and_says_which_variable() {

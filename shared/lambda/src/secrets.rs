@@ -130,12 +130,7 @@ mod tests {
         }
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[tokio::test]
     async fn a_named_parameter_wins_over_the_plain_variable() {

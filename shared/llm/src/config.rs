@@ -250,12 +250,7 @@ pub fn accepts_forced_tool_choice(model: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn forced_tool_choice_is_detected_from_the_model_generation() {
