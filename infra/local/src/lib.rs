@@ -10,6 +10,7 @@ pub mod local;
 pub mod ops;
 pub mod progress;
 pub mod serve;
+pub mod server;
 pub mod store;
 
 /// The analyst the environment asks for (`LLM_PROVIDER`): a model with the offline analyst as

@@ -13,6 +13,8 @@ use iras_http::{App, HttpConfig};
 use iras_scenarios::{Scenario, ScenarioLibrary, DEMO_SCENARIO};
 
 use crate::local::{LocalOptions, LocalPipeline, LocalStarter, RuntimeCallbacks};
+use crate::server::ServerLimits;
+use iras_core::config::EnvVars;
 
 pub struct ServeOptions {
     pub addr: SocketAddr,
@@ -98,6 +100,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| format!("http://{local}"));
 
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let limits = ServerLimits::from_vars(EnvVars(&vars)).map_err(|e| e.to_string())?;
     let mut config = PipelineConfig::from_env().map_err(|e| e.to_string())?;
     config.approval_links = Some(ApprovalLinks {
         base_url: base_url.clone(),
@@ -156,8 +160,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     announce_pending(&pipeline, &config).await;
     println!("listening {base_url}");
 
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    crate::server::serve(listener, router, limits, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     eprintln!(
