@@ -12,5 +12,8 @@ mod cloudwatch_evidence;
 mod dynamo_store;
 #[path = "moto/eventbridge.rs"]
 mod eventbridge;
+#[cfg(feature = "remediation")]
+#[path = "moto/remediation.rs"]
+mod remediation;
 #[path = "moto/step_functions.rs"]
 mod step_functions;
