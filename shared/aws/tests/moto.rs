@@ -15,5 +15,8 @@ mod eventbridge;
 #[cfg(feature = "remediation")]
 #[path = "moto/remediation.rs"]
 mod remediation;
+#[cfg(feature = "remediation")]
+#[path = "moto/ssm_automation.rs"]
+mod ssm_automation;
 #[path = "moto/step_functions.rs"]
 mod step_functions;
