@@ -58,6 +58,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     if let Some(w) = window {
         config.approval_timeout_override_seconds = Some(w.as_secs().max(1));
     }
+    // The demo never changes anything, whatever the environment says.
+    config.executor = iras_core::config::ExecutorKind::DryRun;
 
     // Replayed as if the alert fired now, so durations and windows read naturally.
     let original_time = scenario.alert.timestamp;
@@ -167,6 +169,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     if let Some(e) = &incident.escalation {
         eprintln!("escalated: {} — {}", e.reason.as_str(), e.detail);
     }
+    eprintln!(
+        "executor: {} — the demo changes nothing; set REMEDIATION_EXECUTOR with `iras serve` to act for real",
+        pipeline.deps.executor.name()
+    );
     // The post-mortem is the demo's product: on stdout (`iras demo > pm.md`), progress on stderr.
     match pipeline
         .store

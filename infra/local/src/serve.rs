@@ -112,6 +112,14 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     options.integrations = Some(crate::integrations_from_env().await?);
     options.analyst = Some(crate::analyst_from_env()?);
     options.config = config.clone();
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let executor = crate::executor_from_vars(&vars, &config).await?;
+    eprintln!(
+        "  executor: {} (policy: {})",
+        executor.name(),
+        config.policy.origin
+    );
+    options.executor = Some(executor);
     options.quiet = false;
     let pipeline = LocalPipeline::open(options)
         .await

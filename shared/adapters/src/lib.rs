@@ -12,6 +12,7 @@ pub mod logs;
 pub mod loki;
 pub mod pagerduty;
 pub mod prometheus;
+pub mod runner;
 pub mod slack;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub use github::{GithubConfig, GithubDeployments, RepoMapping};
 pub use loki::{LokiConfig, LokiSource};
 pub use pagerduty::{PagerDutyConfig, PagerDutyPager};
 pub use prometheus::{PrometheusConfig, PrometheusSource, Signal};
+pub use runner::{RunnerConfig, RunnerExecutor};
 pub use slack::{SlackConfig, SlackNotifier};
 
 /// The services to read for a query: the ones named, else the alert's own. Metric and log

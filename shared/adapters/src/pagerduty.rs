@@ -136,13 +136,18 @@ impl PagerDutyPager {
             json!({
                 "summary": p.summary,
                 "blocked_by_policy": p.blocked_by_policy,
-                "steps": p.steps.iter().enumerate().map(|(i, s)| json!({
-                    "step": i + 1,
-                    "description": s.description,
-                    "command": s.command,
-                    "rollback": if s.has_rollback() { s.rollback_command.as_str() } else { "(none: irreversible)" },
-                    "risk": s.risk_level.as_str(),
-                })).collect::<Vec<_>>(),
+                "steps": p.steps.iter().enumerate().map(|(i, s)| {
+                    let text = s.text();
+                    json!({
+                        "step": i + 1,
+                        "description": s.description,
+                        "command": text.cli,
+                        "resource": text.resource,
+                        "change": text.change,
+                        "rollback": if s.has_rollback() { text.rollback } else { "(none: irreversible)".into() },
+                        "risk": s.risk_level.as_str(),
+                    })
+                }).collect::<Vec<_>>(),
             })
         });
         let decision = incident

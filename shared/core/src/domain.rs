@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::action::{Action, ActionText, CommandTargets, ResourceState, TableCapacity};
+
 pub type Timestamp = DateTime<Utc>;
 
 /// An incident id doubles as the Step Functions execution name, so it must stay within
@@ -438,17 +440,64 @@ impl RiskLevel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemediationStep {
     pub description: String,
+    /// What the step changes. `None` only in steps recorded by an IRAS older than typed
+    /// actions, which kept a shell command instead: those are shown, never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// The command an older IRAS recorded (display only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub command: String,
-    /// Blank when the step cannot be undone; the plan stage then forces approval.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rollback_command: String,
     pub risk_level: RiskLevel,
     pub estimated_duration_seconds: u64,
+    /// How long the executor waits for the resource to be stable; default from the estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 impl RemediationStep {
+    pub fn new(description: String, action: Action, risk: RiskLevel, seconds: u64) -> Self {
+        RemediationStep {
+            description,
+            action: Some(action),
+            command: String::new(),
+            rollback_command: String::new(),
+            risk_level: risk,
+            estimated_duration_seconds: seconds,
+            timeout_seconds: None,
+        }
+    }
+
+    /// True when the executor can restore what was live before this step.
     pub fn has_rollback(&self) -> bool {
-        !self.rollback_command.trim().is_empty()
+        self.action.as_ref().is_some_and(Action::reversible)
+    }
+
+    /// The wait for stability, bounded: twice the estimate, between one and fifteen minutes.
+    pub fn timeout(&self) -> std::time::Duration {
+        let s = self
+            .timeout_seconds
+            .unwrap_or(self.estimated_duration_seconds.saturating_mul(2))
+            .clamp(60, 900);
+        std::time::Duration::from_secs(s)
+    }
+
+    /// What a person reads: rendered from the action, or the recorded command of an old step.
+    pub fn text(&self) -> ActionText {
+        match &self.action {
+            Some(a) => a.render(),
+            None => ActionText {
+                cli: self.command.clone(),
+                resource: "recorded as a command by an earlier IRAS".into(),
+                change: "not a typed action: it cannot run".into(),
+                rollback: if self.rollback_command.trim().is_empty() {
+                    "none".into()
+                } else {
+                    self.rollback_command.clone()
+                },
+            },
+        }
     }
 }
 
@@ -477,6 +526,20 @@ pub struct RemediationPlan {
     pub safety_notes: Vec<String>,
     #[serde(default)]
     pub analyst: String,
+    /// How many distinct people must approve (from the policy); set by the plan stage.
+    #[serde(default = "one")]
+    pub required_approvers: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl RemediationPlan {
+    /// The hash the approval is bound to: see [`crate::action::actions_hash`].
+    pub fn actions_hash(&self) -> String {
+        crate::action::actions_hash(&self.steps)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -504,6 +567,9 @@ pub struct ApprovalDecision {
     pub decided_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The plan this person saw and decided on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_hash: String,
 }
 
 /// The pending approval. The task token stays in the store: it is never serialised into
@@ -521,6 +587,16 @@ pub struct ApprovalRequest {
     /// stage — on AWS another Lambda — threads its updates under it and edits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_ref: Option<String>,
+    /// The hash of the plan's actions when approval was requested; Remediate runs only a plan
+    /// that still hashes to this.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_hash: String,
+    /// How many distinct people must approve before the plan runs.
+    #[serde(default = "one")]
+    pub required_approvers: u32,
+    /// Approvals so far, one per person, while more are needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalDecision>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,6 +610,12 @@ pub enum EscalationReason {
     /// The root cause is known but no safe automated action fits: a person must act.
     NoRemediation,
     StageFailure,
+    /// The plan was applied, the symptoms did not recover, and it was rolled back.
+    NotRecovered,
+    /// The plan was applied but no samples came back to tell whether it helped.
+    Unverified,
+    /// The stored plan no longer matches the one approved.
+    PlanChanged,
 }
 
 impl EscalationReason {
@@ -546,6 +628,9 @@ impl EscalationReason {
             EscalationReason::PolicyBlocked => "policy_blocked",
             EscalationReason::NoRemediation => "no_remediation",
             EscalationReason::StageFailure => "stage_failure",
+            EscalationReason::NotRecovered => "not_recovered",
+            EscalationReason::Unverified => "unverified",
+            EscalationReason::PlanChanged => "plan_changed",
         }
     }
     pub fn describe(self) -> &'static str {
@@ -565,6 +650,15 @@ impl EscalationReason {
                 "no safe automated remediation fits this root cause; manual action needed"
             }
             EscalationReason::StageFailure => "a pipeline stage kept failing",
+            EscalationReason::NotRecovered => {
+                "applied but did not help: the symptoms did not recover, so the plan was rolled back"
+            }
+            EscalationReason::Unverified => {
+                "applied, but recovery could not be verified: the symptom series returned no samples"
+            }
+            EscalationReason::PlanChanged => {
+                "the stored plan differs from the one approved: it was not run"
+            }
         }
     }
 }
@@ -594,15 +688,25 @@ pub enum StepStatus {
     Failed,
 }
 
-/// One command run (or that would have run, in dry-run) against the operator's systems.
+/// One action run (or that would have run, in dry-run) against the operator's systems.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub phase: StepPhase,
     /// Index of the plan step this applies or rolls back.
     pub step: usize,
+    /// The action's CLI equivalent, for people (older records: the command that ran).
     pub command: String,
     #[serde(default)]
     pub rollback_command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// What was live before the change, read and recorded before anything was changed;
+    /// rollback restores exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<ResourceState>,
+    /// What was live once the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ResourceState>,
     pub status: StepStatus,
     pub executor: String,
     pub started_at: Timestamp,
@@ -678,6 +782,9 @@ pub struct Incident {
     pub remediation: Option<RemediationOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// Whether the applied plan made the symptoms go away, with the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     #[serde(default)]
     pub timeline: Vec<TimelineEvent>,
     /// Every model call made for this incident (none with the offline analyst).
@@ -707,6 +814,7 @@ impl Incident {
             approval: None,
             remediation: None,
             escalation: None,
+            verification: None,
             timeline: vec![TimelineEvent {
                 at: alert.timestamp,
                 key: "alert".into(),
@@ -745,6 +853,117 @@ impl Incident {
             a.task_token.clear();
         }
         copy
+    }
+}
+
+/// How a verification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationOutcome {
+    /// Every symptom series is back near its baseline.
+    Recovered,
+    /// Samples came back and some series are still anomalous; more attempts follow.
+    Pending,
+    /// Still anomalous after the last attempt.
+    NotRecovered,
+    /// No samples for any symptom series after the last attempt.
+    Unverified,
+    /// Nothing was changed (dry-run), so there is nothing to verify.
+    Skipped,
+}
+
+impl VerificationOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerificationOutcome::Recovered => "recovered",
+            VerificationOutcome::Pending => "pending",
+            VerificationOutcome::NotRecovered => "not_recovered",
+            VerificationOutcome::Unverified => "unverified",
+            VerificationOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// One symptom series, read again after the plan was applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymptomCheck {
+    pub service: String,
+    pub metric: String,
+    #[serde(default)]
+    pub unit: String,
+    pub baseline: f64,
+    /// The anomalous value the investigation saw.
+    pub during_incident: f64,
+    /// The median of the samples since the change; `None` when no sample came back.
+    pub since_change: Option<f64>,
+    pub samples: usize,
+    pub recovered: bool,
+}
+
+impl SymptomCheck {
+    pub fn describe(&self) -> String {
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        };
+        match self.since_change {
+            Some(v) => format!(
+                "{} {}: {:.4}{unit} during the incident, {:.4}{unit} since the change ({} sample(s)), baseline {:.4}{unit}: {}",
+                self.service,
+                self.metric,
+                self.during_incident,
+                v,
+                self.samples,
+                self.baseline,
+                if self.recovered { "recovered" } else { "NOT recovered" }
+            ),
+            None => format!(
+                "{} {}: {:.4}{unit} during the incident, no sample since the change, baseline {:.4}{unit}",
+                self.service, self.metric, self.during_incident, self.baseline
+            ),
+        }
+    }
+}
+
+/// What the Verify stage found, attempt by attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub outcome: VerificationOutcome,
+    pub attempts: u32,
+    pub checks: Vec<SymptomCheck>,
+    pub checked_at: Timestamp,
+    #[serde(default)]
+    pub note: String,
+}
+
+impl Verification {
+    pub fn verified(&self) -> bool {
+        self.outcome == VerificationOutcome::Recovered
+    }
+
+    pub fn headline(&self) -> String {
+        let what = match self.outcome {
+            VerificationOutcome::Recovered => "verified: the symptoms recovered",
+            VerificationOutcome::Pending => "not yet verified",
+            VerificationOutcome::NotRecovered => "not verified: applied but did not help",
+            VerificationOutcome::Unverified => "not verified: no samples since the change",
+            VerificationOutcome::Skipped => "not verified: nothing was changed (dry-run)",
+        };
+        let mut s = format!("{what} (after {} check(s))", self.attempts);
+        if !self.note.is_empty() {
+            s.push_str(&format!("; {}", self.note));
+        }
+        s
+    }
+
+    /// The figures on one line, for an escalation or a timeline entry.
+    pub fn figures(&self) -> String {
+        self.checks
+            .iter()
+            .map(SymptomCheck::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -791,6 +1010,9 @@ pub struct PostMortem {
     /// Model calls summed from the incident's records.
     #[serde(default)]
     pub llm_usage: crate::usage::LlmUsage,
+    /// Whether recovery was verified after the plan was applied, with the numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 impl PostMortem {
@@ -834,6 +1056,12 @@ impl PostMortem {
         let _ = writeln!(md, "\n## Summary\n\n{}", self.summary);
         let _ = writeln!(md, "\n## Root cause\n\n{}", self.root_cause);
         let _ = writeln!(md, "\n## Resolution\n\n{}", self.resolution);
+        if let Some(v) = &self.verification {
+            let _ = writeln!(md, "\n## Verification\n\n{}", v.headline());
+            for c in &v.checks {
+                let _ = writeln!(md, "- {}", c.describe());
+            }
+        }
         let _ = writeln!(md, "\n## Timeline (UTC)\n");
         for e in &self.timeline {
             let _ = writeln!(
@@ -952,9 +1180,42 @@ mod tests {
             expires_at: now,
             decision: None,
             message_ref: None,
+            plan_hash: String::new(),
+            required_approvers: 1,
+            approvals: vec![],
         });
         let shown = serde_json::to_string(&inc.redacted()).unwrap();
         assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn a_step_recorded_as_a_command_by_an_earlier_iras_still_reads_and_displays() {
+        let old_step: RemediationStep = serde_json::from_value(json!({
+            "description": "undo", "command": "kubectl rollout undo deployment/x -n shop",
+            "rollback_command": "kubectl rollout undo deployment/x -n shop",
+            "risk_level": "medium", "estimated_duration_seconds": 60
+        }))
+        .unwrap();
+        assert!(old_step.action.is_none());
+        assert_eq!(
+            old_step.text().cli,
+            "kubectl rollout undo deployment/x -n shop"
+        );
+        assert!(
+            !old_step.has_rollback(),
+            "an untyped step is never restored"
+        );
+        let old_record: StepRecord = serde_json::from_value(json!({
+            "phase": "apply", "step": 0, "command": "kubectl rollout undo deployment/x -n shop",
+            "status": "succeeded", "executor": "dry-run", "started_at": "2024-03-12T14:07:30Z"
+        }))
+        .unwrap();
+        assert!(old_record.prior.is_none() && old_record.action.is_none());
+        let old_plan: RemediationPlan = serde_json::from_value(json!({
+            "summary": "s", "steps": [], "reversible": false, "requires_human_approval": true
+        }))
+        .unwrap();
+        assert_eq!(old_plan.required_approvers, 1);
     }
 
     #[test]

@@ -12,22 +12,33 @@ use crate::ports::*;
 
 pub use crate::memory::MemoryStore;
 
-/// Runs commands "successfully" but fails the chosen step (0-based), and counts every call.
+/// Runs actions "successfully" but fails the chosen step (0-based), and counts every apply
+/// and restore (with the action's CLI text). It records a prior state of its own for each
+/// step, and hands back on restore the state it was given.
 #[derive(Default)]
 pub struct FailingExecutor {
     pub fail_apply_step: Option<usize>,
+    /// Claims to change real systems, so Verify reads the symptoms again afterwards.
+    pub real: bool,
     pub calls: Mutex<Vec<(StepPhase, usize, String)>>,
+    pub restored: Mutex<Vec<(usize, ResourceState)>>,
 }
 
 impl FailingExecutor {
     pub fn failing_at(step: usize) -> Self {
         FailingExecutor {
             fail_apply_step: Some(step),
-            calls: Mutex::new(Vec::new()),
+            ..Default::default()
         }
     }
     pub fn calls(&self) -> Vec<(StepPhase, usize, String)> {
         self.calls.lock().unwrap().clone()
+    }
+    /// The prior state this executor reports for a step.
+    pub fn prior_of(step: usize) -> ResourceState {
+        ResourceState::Runner {
+            state: serde_json::json!({"replicas": 4, "step": step}),
+        }
     }
 }
 
@@ -36,21 +47,50 @@ impl Executor for FailingExecutor {
     fn name(&self) -> String {
         "test".into()
     }
-    async fn run(
+    fn changes_systems(&self) -> bool {
+        self.real
+    }
+    async fn observe(&self, call: &StepCall<'_>) -> Result<ResourceState, ExecError> {
+        Ok(Self::prior_of(call.step))
+    }
+    async fn apply(
         &self,
-        _incident: &IncidentId,
-        phase: StepPhase,
-        step: usize,
-        command: &str,
-    ) -> Result<String, ExecError> {
+        call: &StepCall<'_>,
+        _prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        let cli = call.action.render().cli;
         self.calls
             .lock()
             .unwrap()
-            .push((phase, step, command.to_string()));
-        if phase == StepPhase::Apply && Some(step) == self.fail_apply_step {
-            return Err(ExecError::Failed(format!("exit status 1 from `{command}`")));
+            .push((StepPhase::Apply, call.step, cli.clone()));
+        if Some(call.step) == self.fail_apply_step {
+            return Err(ExecError::Failed(format!("exit status 1 from `{cli}`")));
         }
-        Ok(format!("ok: {command}"))
+        Ok(StepOutcome {
+            after: ResourceState::Runner {
+                state: serde_json::json!({"applied": call.step}),
+            },
+            output: format!("ok: {cli}"),
+        })
+    }
+    async fn restore(
+        &self,
+        call: &StepCall<'_>,
+        prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        let cli = call.action.render().cli;
+        self.calls
+            .lock()
+            .unwrap()
+            .push((StepPhase::Rollback, call.step, cli.clone()));
+        self.restored
+            .lock()
+            .unwrap()
+            .push((call.step, prior.clone()));
+        Ok(StepOutcome {
+            after: prior.clone(),
+            output: format!("restored: {}", prior.describe()),
+        })
     }
 }
 
@@ -313,8 +353,15 @@ pub mod store_contract {
         let rec = StepRecord {
             phase: StepPhase::Apply,
             step: 0,
-            command: "kubectl rollout undo deployment/x -n y".into(),
+            command: "aws ecs update-service --cluster shop --service x --desired-count 6".into(),
             rollback_command: String::new(),
+            action: Some(Action::EcsSetDesiredCount {
+                cluster: "shop".into(),
+                service: "x".into(),
+                desired_count: 6,
+            }),
+            prior: None,
+            after: None,
             status: StepStatus::Started,
             executor: "test".into(),
             started_at: inc.created_at,
@@ -328,13 +375,27 @@ pub mod store_contract {
             ..rec.clone()
         };
         assert!(store.claim_step(&inc.incident_id, &rollback).await.unwrap());
-        let mut done = rec.clone();
+        // The prior state is recorded on the claimed step before anything changes.
+        let mut with_prior = rec.clone();
+        with_prior.prior = Some(ResourceState::EcsService {
+            task_definition: "x:41".into(),
+            desired_count: 4,
+            primary_deployment: "ecs-svc/1".into(),
+        });
+        store
+            .finish_step(&inc.incident_id, &with_prior)
+            .await
+            .unwrap();
+        let mut done = with_prior.clone();
         done.status = StepStatus::Succeeded;
         done.ended_at = Some(inc.created_at);
         store.finish_step(&inc.incident_id, &done).await.unwrap();
         let steps = store.steps(&inc.incident_id).await.unwrap();
         assert_eq!(steps.len(), 2);
-        assert_eq!(steps[0].status, StepStatus::Succeeded);
+        assert_eq!(
+            steps[0], done,
+            "action and prior state read back as written"
+        );
         assert_eq!(steps[1].phase, StepPhase::Rollback);
     }
 
@@ -428,6 +489,7 @@ pub mod store_contract {
             written_at: inc.created_at,
             analyst: "offline".into(),
             llm_usage: Default::default(),
+            verification: None,
         };
         store.put_postmortem(&pm).await.unwrap();
         assert_eq!(store.postmortem(&inc.incident_id).await.unwrap(), Some(pm));
@@ -467,6 +529,9 @@ pub mod store_contract {
             decision: None,
             // Another process finds the approval message through this.
             message_ref: Some(r#"{"channel":"C1","ts":"1700000000.000100"}"#.into()),
+            plan_hash: "9f86d081884c7d65".into(),
+            required_approvers: 2,
+            approvals: vec![],
         });
         store.update_incident(&stored).await.unwrap();
         let found = store

@@ -200,6 +200,10 @@ async fn decide_error(store: &dyn IncidentStore, id: &IncidentId, e: DecideError
                 iras_core::format_time(at)
             ),
         ),
+        DecideError::AlreadyApproved(who) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{who} already approved this plan: it needs another person's approval."),
+        ),
         DecideError::Unavailable(detail) => ApiError::unavailable(
             "The decision could not be delivered to the pipeline",
             detail,

@@ -319,9 +319,17 @@ pub(crate) async fn submit(
     };
     let app = &state.app;
     match decide(&app.deps, app.callbacks.as_ref(), &id, request).await {
-        Ok(_) => {
+        Ok(stored) => {
             tracing::info!(incident = %id, decision = decision.as_str(), %approver, "plan decided via approval page");
+            let waiting = stored
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.decision.is_none());
             let (heading, outcome) = match decision {
+                Decision::Approved if waiting => (
+                    "Approval recorded",
+                    "Approval recorded — the policy asks a second person to approve before it runs.",
+                ),
                 Decision::Approved => ("Approved", "Approved — the plan is being applied."),
                 Decision::Rejected => ("Rejected", "Rejected — on-call has been paged."),
             };
@@ -341,6 +349,11 @@ pub(crate) async fn submit(
             StatusCode::CONFLICT,
             "Not waiting for approval",
             format!("Incident {id} is no longer waiting for approval."),
+        )),
+        Err(DecideError::AlreadyApproved(who)) => Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "Already approved by you",
+            format!("{who} already approved this plan: it needs another person's approval."),
         )),
         Err(DecideError::Unavailable(e)) => Err(unavailable(e)),
     }
@@ -364,7 +377,7 @@ fn render_plan(out: &mut String, plan: &RemediationPlan) {
     if plan.blocked_by_policy {
         let _ = writeln!(
             out,
-            "<p class=\"notice danger\">Some commands are outside the remediation policy: \
+            "<p class=\"notice danger\">Some actions are outside the remediation policy: \
              this plan will not run even if approved.</p>"
         );
     }
@@ -387,16 +400,25 @@ fn render_plan(out: &mut String, plan: &RemediationPlan) {
             "<h3>Step {n}: <span class=\"description\">{}</span></h3>\n<dl>",
             escape(&step.description)
         );
+        // Rendered from the action: what is approved here is exactly what runs.
+        let text = step.text();
         dl_row(
             out,
             "Command",
-            &format!("<code class=\"command\">{}</code>", escape(&step.command)),
+            &format!("<code class=\"command\">{}</code>", escape(&text.cli)),
+        );
+        dl_row(
+            out,
+            "Resource",
+            &format!("<span class=\"resource\">{}</span>", escape(&text.resource)),
+        );
+        dl_row(
+            out,
+            "Change",
+            &format!("<span class=\"change\">{}</span>", escape(&text.change)),
         );
         let rollback = if step.has_rollback() {
-            format!(
-                "<code class=\"rollback\">{}</code>",
-                escape(&step.rollback_command)
-            )
+            format!("<span class=\"rollback\">{}</span>", escape(&text.rollback))
         } else {
             "<span class=\"rollback irreversible\">none — irreversible</span>".to_string()
         };

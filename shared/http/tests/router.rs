@@ -963,14 +963,18 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
     assert!(!plan.steps.is_empty());
     assert_eq!(html.matches("class=\"step\"").count(), plan.steps.len());
     for step in &plan.steps {
-        let command = iras_http::html::escape(&step.command);
+        // What the page shows is rendered from the step's action.
+        let text = step.text();
+        let command = iras_http::html::escape(&text.cli);
         assert!(
             html.contains(&format!("<code class=\"command\">{command}</code>")),
             "{command}"
         );
+        let change = iras_http::html::escape(&text.change);
+        assert!(html.contains(&format!("<span class=\"change\">{change}</span>")));
         if step.has_rollback() {
-            let rb = iras_http::html::escape(&step.rollback_command);
-            assert!(html.contains(&format!("<code class=\"rollback\">{rb}</code>")));
+            let rb = iras_http::html::escape(&text.rollback);
+            assert!(html.contains(&format!("<span class=\"rollback\">{rb}</span>")));
         }
         let risk = step.risk_level.as_str();
         assert!(html.contains(&format!("class=\"risk risk-{risk}\">{risk}<")));
@@ -1001,9 +1005,13 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
 async fn an_irreversible_step_says_so() {
     let f = fixture();
     let (id, out) = f.awaiting_approval(demo_alert_json()).await;
-    // Make the first step irreversible in the record, as the plan stage would have.
+    // Make the first step one that cannot be undone.
     let mut inc = f.incident(&id).await;
-    inc.plan.as_mut().unwrap().steps[0].rollback_command.clear();
+    inc.plan.as_mut().unwrap().steps[0].action = Some(Action::Runner {
+        operation: "kubernetes.rollout_restart".into(),
+        target: "shop/deployment/payment-service".into(),
+        parameters: Default::default(),
+    });
     f.store.update_incident(&inc).await.unwrap();
     let html = f.get(&link(&out)).await.text();
     assert!(html.contains("none — irreversible"));

@@ -19,7 +19,7 @@ pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
 
 /// Every secret a function may be given: IRAS's own keys, then the integrations' credentials
 /// (read by `iras-adapters` and `iras-llm` under these same names).
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     APPROVAL_SIGNING_KEY,
     APPROVAL_API_KEY,
     WEBHOOK_SECRET,
@@ -32,6 +32,7 @@ pub const ALL: [&str; 12] = [
     "LOKI_BEARER_TOKEN",
     "ELASTICSEARCH_PASSWORD",
     "ELASTICSEARCH_API_KEY",
+    "REMEDIATION_RUNNER_SECRET",
 ];
 
 /// The variable naming the parameter that holds `var` (`APPROVAL_SIGNING_KEY_PARAM`).

@@ -84,6 +84,10 @@ async fn an_alert_on_the_iras_bus_goes_from_ingest_to_resolved_through_every_fun
 
     let remediation = run_stage(&w, Stage::Remediate, &id).await;
     assert_eq!(remediation["outcome"], json!("applied"), "{remediation}");
+    // The dry-run executor changed nothing: no wait, and Verify says there is nothing to verify.
+    assert_eq!(remediation["verify_after_seconds"], json!(0));
+    let verified = run_stage(&w, Stage::Verify, &id).await;
+    assert_eq!(verified["outcome"], json!("skipped"), "{verified}");
     let postmortem = run_stage(&w, Stage::PostMortem, &id).await;
     assert_eq!(postmortem["outcome"], json!("resolved"));
     let done = w.store.get_incident(&id).await.unwrap().unwrap();

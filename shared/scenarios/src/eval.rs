@@ -641,15 +641,22 @@ impl Executor for Silent {
     fn name(&self) -> String {
         "eval".into()
     }
-    async fn run(
-        &self,
-        _: &IncidentId,
-        _: StepPhase,
-        _: usize,
-        _: &str,
-    ) -> Result<String, ExecError> {
-        Err(ExecError::Unavailable(
-            "an evaluation never executes commands".into(),
+    fn changes_systems(&self) -> bool {
+        false
+    }
+    async fn observe(&self, _: &StepCall<'_>) -> Result<ResourceState, ExecError> {
+        Err(ExecError::Refused(
+            "an evaluation never executes actions".into(),
+        ))
+    }
+    async fn apply(&self, _: &StepCall<'_>, _: &ResourceState) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(
+            "an evaluation never executes actions".into(),
+        ))
+    }
+    async fn restore(&self, _: &StepCall<'_>, _: &ResourceState) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(
+            "an evaluation never executes actions".into(),
         ))
     }
 }

@@ -86,7 +86,7 @@ async fn an_escalation_pages_with_the_full_context_keyed_by_incident() {
     assert_eq!(details["root_cause"]["confidence"], 0.87);
     assert_eq!(
         details["plan"]["steps"][0]["command"],
-        "kubectl rollout undo deployment/payment-service -n shop"
+        "aws ecs update-service --cluster shop --service payment-service --task-definition payment-service:41"
     );
     assert_eq!(
         details["plan"]["steps"][1]["rollback"],

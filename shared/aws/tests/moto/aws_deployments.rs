@@ -28,6 +28,7 @@ fn query(service: &str, at: DateTime<Utc>) -> EvidenceQuery {
             service: Some(service.to_string()),
             fields: Default::default(),
         },
+        since_change: None,
     }
 }
 

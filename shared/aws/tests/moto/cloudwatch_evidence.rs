@@ -31,6 +31,7 @@ fn query(service: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> EvidenceQue
             service: Some(service.to_string()),
             fields: Default::default(),
         },
+        since_change: None,
     }
 }
 

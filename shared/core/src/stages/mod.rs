@@ -13,6 +13,7 @@ mod rca;
 mod remediate;
 mod request_approval;
 mod triage;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +35,12 @@ pub use ingest::{ingest, open_and_start, IngestFailure, Ingested};
 pub use plan::{plan, PlanOutput};
 pub use postmortem::{postmortem, PostMortemOutput};
 pub use rca::{rca, RcaOutput};
-pub use remediate::{remediate, RemediateOutput};
+pub use remediate::{remediate, RemediateInput, RemediateOutput};
 pub use request_approval::{
     decide, request_approval, ApprovalInput, ApprovalOutput, DecideError, DecisionRequest,
 };
 pub use triage::{triage, TriageOutput};
+pub use verify::{verify, VerifyInput, VerifyOutput};
 
 /// Everything a stage may touch. Built once per process (per Lambda cold start), with
 /// [`Deps::builder`].
@@ -145,6 +147,7 @@ pub mod lifecycle {
     pub const INCIDENT_ESCALATED: &str = "IncidentEscalated";
     pub const REMEDIATION_APPLIED: &str = "RemediationApplied";
     pub const POSTMORTEM_PUBLISHED: &str = "PostMortemPublished";
+    pub const RECOVERY_VERIFIED: &str = "RecoveryVerified";
 }
 
 /// Publishes a lifecycle event. Subscribers are told, not asked: a failure is logged and

@@ -95,6 +95,7 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         written_at: now,
         analyst,
         llm_usage: usage::LlmUsage::of(&llm_calls),
+        verification: incident.verification.clone(),
     };
     deps.store.put_postmortem(&pm).await?;
     let stored = mutate(deps, &input.incident_id, |inc| {
