@@ -13,6 +13,7 @@ pub mod loki;
 pub mod pagerduty;
 pub mod prometheus;
 pub mod slack;
+pub mod sns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use loki::{LokiConfig, LokiSource};
 pub use pagerduty::{PagerDutyConfig, PagerDutyPager};
 pub use prometheus::{PrometheusConfig, PrometheusSource, Signal};
 pub use slack::{SlackConfig, SlackNotifier};
+pub use sns::HttpsSnsTransport;
 
 /// The services to read for a query: the ones named, else the alert's own. Metric and log
 /// backends cannot be asked for "everything", so with neither there is nothing to read.

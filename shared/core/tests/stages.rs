@@ -20,6 +20,7 @@ struct Fixture {
     pager: Arc<RecordingPager>,
     notifier: Arc<RecordingNotifier>,
     executor: Arc<FailingExecutor>,
+    clock: Arc<ManualClock>,
 }
 
 fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
@@ -29,13 +30,14 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
     let pager = Arc::new(RecordingPager::default());
     let notifier = Arc::new(RecordingNotifier::default());
     let executor = Arc::new(executor);
+    let clock = Arc::new(ManualClock::at(scenario.alert.timestamp));
     let deps = Deps::builder(store.clone())
         .analyst(analyst)
         .evidence(EvidenceSources::all_from(src))
         .notifier(notifier.clone())
         .pager(pager.clone())
         .executor(executor.clone())
-        .clock(Arc::new(ManualClock::at(scenario.alert.timestamp)))
+        .clock(clock.clone())
         .source_timeout(Duration::from_secs(5))
         .build();
     Fixture {
@@ -44,6 +46,7 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
         pager,
         notifier,
         executor,
+        clock,
     }
 }
 
@@ -75,12 +78,15 @@ fn lying_plan(steps: Vec<RemediationStep>) -> RemediationPlan {
 }
 
 async fn open_incident(deps: &Deps, alert: Alert) -> Result<Incident, StageError> {
-    match ingest(deps, alert).await? {
-        Ingested::Opened(i) => Ok(i),
-        Ingested::Attached(i) => {
-            panic!("expected a new incident, got a repeat of {}", i.incident_id)
-        }
-    }
+    let ingested = ingest(deps, alert).await?;
+    assert_eq!(
+        ingested.outcome,
+        IngestOutcome::Opened,
+        "expected a new incident, got {:?}",
+        ingested.outcome
+    );
+    let id = ingested.incident_id.expect("an incident");
+    Ok(deps.store.get_incident(&id).await?.expect("stored"))
 }
 
 const UNDO: &str = "kubectl rollout undo deployment/payment-service -n shop";
@@ -580,21 +586,24 @@ async fn a_repeat_of_an_open_alert_attaches_instead_of_opening_another_incident(
     let f = fixture(scripted(None), FailingExecutor::default());
     let first = open_incident(&f.deps, demo_alert()).await.unwrap();
     let again = ingest(&f.deps, demo_alert()).await.unwrap();
-    let Ingested::Attached(inc) = again else {
-        panic!("a repeat must attach");
-    };
-    assert_eq!(inc.incident_id, first.incident_id);
-    assert_eq!(inc.repeat_alerts.len(), 1);
-    // Once the incident is over, the same alert opens a new one.
+    assert_eq!(again.outcome, IngestOutcome::Repeat, "a repeat must attach");
+    assert_eq!(again.incident_id.as_ref(), Some(&first.incident_id));
+    let inc = f.deps.store.get_incident(&first.incident_id).await.unwrap().unwrap();
+    assert_eq!(inc.repeats.count, 1);
+    assert_eq!(inc.repeats.samples.len(), 1);
+    // Once the incident is over, and past the cool-down, the same alert opens a new one.
     let input: EscalateInput = serde_json::from_value(json!({
         "incident_id": first.incident_id, "escalation": {"reason": "rejected"}
     }))
     .unwrap();
     escalate(&f.deps, &input).await.unwrap();
-    assert!(matches!(
-        ingest(&f.deps, demo_alert()).await.unwrap(),
-        Ingested::Opened(_)
-    ));
+    let within = ingest(&f.deps, demo_alert()).await.unwrap();
+    assert_eq!(within.outcome, IngestOutcome::Recurrence, "a flap, not a new page");
+    f.clock.advance(chrono::Duration::minutes(31));
+    assert_eq!(
+        ingest(&f.deps, demo_alert()).await.unwrap().outcome,
+        IngestOutcome::Opened
+    );
 }
 
 #[tokio::test]

@@ -89,6 +89,19 @@ impl IncidentStore for DownStore {
     async fn find_by_approval_id(&self, _: &str) -> Result<Option<Incident>, StoreError> {
         Err(down())
     }
+    async fn latest_with_fingerprint(
+        &self,
+        _: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError> {
+        Err(down())
+    }
+    async fn record_repeat(
+        &self,
+        _: &IncidentId,
+        _: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError> {
+        Err(down())
+    }
     async fn put_attempt(
         &self,
         _: &IncidentId,
@@ -141,6 +154,7 @@ fn http_config() -> HttpConfig {
         api_keys: vec![API_KEY.into(), API_KEY_2.into()],
         approval_signing_key: SIGNING_KEY.to_vec(),
         body_limit_bytes: 256 * 1024,
+        ..HttpConfig::default()
     }
 }
 
@@ -284,9 +298,8 @@ impl Fx {
         let id = ingest(&self.deps, alert)
             .await
             .unwrap()
-            .incident()
             .incident_id
-            .clone();
+            .expect("an incident");
         let r = IncidentRef {
             incident_id: id.clone(),
         };
@@ -391,7 +404,7 @@ async fn a_repeat_alert_attaches_to_the_open_incident_and_is_started_again() {
     assert_eq!(again["deduplicated"], true);
     assert_eq!(f.count().await, 1);
     let id = IncidentId(first["incident_id"].as_str().unwrap().to_string());
-    assert_eq!(f.incident(&id).await.repeat_alerts.len(), 1);
+    assert_eq!(f.incident(&id).await.repeats.count, 1);
     // Starting is idempotent; starting again heals an incident whose first start failed.
     assert_eq!(f.starter.started.lock().unwrap().len(), 2);
 }
@@ -536,7 +549,7 @@ async fn replaying_a_signed_request_is_401() {
     assert!(replay.json()["error"].as_str().unwrap().contains("replay"));
     let id = IncidentId(first.json()["incident_id"].as_str().unwrap().to_string());
     assert!(
-        f.incident(&id).await.repeat_alerts.is_empty(),
+        f.incident(&id).await.repeats.is_empty(),
         "the replay was not ingested"
     );
 }
