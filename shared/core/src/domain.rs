@@ -1220,6 +1220,70 @@ mod tests {
     }
 
     #[test]
+    fn a_service_that_is_not_a_string_is_refused_naming_it() {
+        for service in [json!(42), json!({"name": "api"}), json!(["a"])] {
+            let e = Alert::from_json(
+                json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": service}),
+            )
+            .unwrap_err();
+            assert_eq!(e.field(), Some("service"));
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_store_reads_back_is_refused() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_ALERT_DEPTH {
+            deep = json!([deep]);
+        }
+        let e = Alert::from_json(
+            json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "deep": deep}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, AlertError::TooDeep { .. }), "{e}");
+        assert_eq!(json_depth(&json!({"a": [1, {"b": 2}]})), 3);
+        assert_eq!(json_depth(&json!(1)), 0);
+    }
+
+    #[test]
+    fn an_accepted_alert_always_reads_back_from_its_record() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": "s",
+            "_iras": {"source": "forged"}, "status": "resolved", "severity": "critical"
+        }))
+        .unwrap();
+        assert_eq!(a.state(), AlertState::Resolved);
+        assert_eq!(a.origin.as_ref().unwrap().source, "generic");
+        let back: Alert = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn a_large_repeat_keeps_only_a_small_sample() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "blob": "x".repeat(100_000)
+        }))
+        .unwrap();
+        let s = a.sample(MAX_SAMPLE_BYTES);
+        assert!(serde_json::to_vec(&s).unwrap().len() < MAX_SAMPLE_BYTES);
+        assert_eq!(s.title, "t");
+        let small = Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"}))
+            .unwrap();
+        assert_eq!(small.sample(MAX_SAMPLE_BYTES), small);
+    }
+
+    #[test]
+    fn the_severity_table_shifts_five_level_priorities_by_one() {
+        use severity_table::from_source;
+        assert_eq!(from_source("P1"), Some(Severity::P0));
+        assert_eq!(from_source("critical"), Some(Severity::P1));
+        assert_eq!(from_source("error"), Some(Severity::P2));
+        assert_eq!(from_source("warning"), Some(Severity::P3));
+        assert_eq!(from_source("P5"), Some(Severity::P3));
+        assert_eq!(from_source("whatever"), None);
+    }
+
+    #[test]
     fn redacted_incident_hides_the_task_token() {
         let alert =
             Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();

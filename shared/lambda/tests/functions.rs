@@ -301,3 +301,17 @@ async fn an_approval_without_the_api_key_completes_no_task() {
     assert_eq!(status, 401, "{body}");
     assert!(w.callbacks.successes.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_sns_sample_event_opens_one_incident_for_its_alarm() {
+    let w = world();
+    let out = ingest_sample(&w, "ingest-sns").await.unwrap();
+    assert_eq!(out.outcome, "opened");
+    let id = out.incident_id.expect("an incident opened");
+    let incident = w.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        incident.fingerprint,
+        "cloudwatch:arn:aws:cloudwatch:REGION:ACCOUNT_NUMBER:alarm:EXAMPLE"
+    );
+    assert_eq!(*w.starter.started.lock().unwrap(), vec![id]);
+}
