@@ -62,8 +62,13 @@ fn signed(mut body: Value) -> Value {
     .unwrap();
     let text = string_to_sign(&envelope(&body).unwrap());
     let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), text.as_bytes(), &mut sig)
-        .unwrap();
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        text.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
     body["Signature"] = json!(base64::engine::general_purpose::STANDARD.encode(sig));
     body
 }
@@ -105,7 +110,10 @@ impl Door {
         let r = self.router.clone().oneshot(req).await.unwrap();
         let status = r.status();
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
@@ -147,7 +155,12 @@ impl Door {
 }
 
 fn id_of(body: &Value) -> IncidentId {
-    IncidentId(body["incident_id"].as_str().expect("an incident").to_string())
+    IncidentId(
+        body["incident_id"]
+            .as_str()
+            .expect("an incident")
+            .to_string(),
+    )
 }
 
 /// The documented Alertmanager payload, about the demo's payment-service and firing now (so
@@ -194,7 +207,10 @@ async fn firing_then_resolved_is_one_incident_with_its_recovery_and_no_page() {
     let d = door(|_| {}).await;
     let (status, fired) = d.post("/webhook/alert", &alertmanager("firing")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{fired}");
-    assert_eq!(fired["source"], "alertmanager", "detected on the generic route");
+    assert_eq!(
+        fired["source"], "alertmanager",
+        "detected on the generic route"
+    );
     let id = id_of(&fired);
     d.h.wait_awaiting_approval(&id).await;
     let (status, resolved) = d.post("/webhook/alert", &alertmanager("resolved")).await;
@@ -248,7 +264,10 @@ async fn a_signed_sns_confirmation_is_fetched_once_and_a_bad_signature_fetches_n
     let forged = intake_fixture("sns/subscription-confirmation.json");
     let (status, body) = d.post("/webhook/sns", &forged).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(d.sns.confirmations.lock().unwrap().is_empty(), "nothing confirmed");
+    assert!(
+        d.sns.confirmations.lock().unwrap().is_empty(),
+        "nothing confirmed"
+    );
     let good = signed(intake_fixture("sns/subscription-confirmation.json"));
     let (status, body) = d.post("/webhook/sns", &good).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -306,7 +325,9 @@ async fn cloudwatch_ok_via_eventbridge_and_via_sns_records_the_recovery() {
         .replace("\"NewStateValue\": \"ALARM\"", "\"NewStateValue\": \"OK\"")
         .replace(
             "2015-06-03T17:43:27.123+0000",
-            &chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+            &chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+                .to_string(),
         );
     let mut note = intake_fixture("sns/notification.json");
     note["Message"] = json!(message);
@@ -321,7 +342,9 @@ async fn cloudwatch_ok_via_eventbridge_and_via_sns_records_the_recovery() {
 #[tokio::test]
 async fn a_repeat_after_escalation_within_the_cool_down_is_the_same_incident_and_one_page() {
     let d = door(|_| {}).await;
-    let (_, fired) = d.post("/webhook/alertmanager", &alertmanager("firing")).await;
+    let (_, fired) = d
+        .post("/webhook/alertmanager", &alertmanager("firing"))
+        .await;
     let id = id_of(&fired);
     d.h.wait_awaiting_approval(&id).await;
     d.h.decide(&id, Decision::Rejected).await;
@@ -329,7 +352,9 @@ async fn a_repeat_after_escalation_within_the_cool_down_is_the_same_incident_and
     assert_eq!(done.status, IncidentStatus::Escalated);
     assert_eq!(d.h.pages().len(), 1);
     for _ in 0..3 {
-        let (status, again) = d.post("/webhook/alertmanager", &alertmanager("firing")).await;
+        let (status, again) = d
+            .post("/webhook/alertmanager", &alertmanager("firing"))
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{again}");
         assert_eq!(again["outcome"], "recurrence");
         assert_eq!(id_of(&again), id);
@@ -339,7 +364,9 @@ async fn a_repeat_after_escalation_within_the_cool_down_is_the_same_incident_and
     let inc = d.incident(&id).await;
     assert_eq!(inc.repeats.recurrences, 3, "the flaps are counted");
     // The source recovers: the page is resolved, and still nothing new is paged.
-    let (_, r) = d.post("/webhook/alertmanager", &alertmanager("resolved")).await;
+    let (_, r) = d
+        .post("/webhook/alertmanager", &alertmanager("resolved"))
+        .await;
     assert_eq!(r["outcome"], "recovered");
     assert!(d.h.pager.resolved.lock().unwrap().contains(&id));
     assert_eq!(d.h.pages().len(), 1);
@@ -348,12 +375,16 @@ async fn a_repeat_after_escalation_within_the_cool_down_is_the_same_incident_and
 #[tokio::test]
 async fn past_the_cool_down_the_alert_opens_a_new_incident() {
     let d = door(|o| o.config.reopen_cooldown_minutes = 0).await;
-    let (_, fired) = d.post("/webhook/alertmanager", &alertmanager("firing")).await;
+    let (_, fired) = d
+        .post("/webhook/alertmanager", &alertmanager("firing"))
+        .await;
     let id = id_of(&fired);
     d.h.wait_awaiting_approval(&id).await;
     d.h.decide(&id, Decision::Rejected).await;
     d.h.finish(&id).await;
-    let (_, again) = d.post("/webhook/alertmanager", &alertmanager("firing")).await;
+    let (_, again) = d
+        .post("/webhook/alertmanager", &alertmanager("firing"))
+        .await;
     assert_eq!(again["outcome"], "opened");
     assert_ne!(id_of(&again), id);
 }
@@ -363,7 +394,9 @@ async fn a_storm_of_repeats_is_a_counter_on_one_incident() {
     let d = door(|_| {}).await;
     let mut first = None;
     for _ in 0..60 {
-        let (status, r) = d.post("/webhook/alertmanager", &alertmanager("firing")).await;
+        let (status, r) = d
+            .post("/webhook/alertmanager", &alertmanager("firing"))
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{r}");
         first.get_or_insert_with(|| id_of(&r));
     }
@@ -379,10 +412,14 @@ async fn a_storm_of_repeats_is_a_counter_on_one_incident() {
 #[tokio::test]
 async fn recovery_while_awaiting_approval_ends_the_wait_when_auto_cancel_is_on() {
     let d = door(|o| o.config.auto_cancel_on_recovery = true).await;
-    let (_, fired) = d.post("/webhook/alertmanager", &alertmanager("firing")).await;
+    let (_, fired) = d
+        .post("/webhook/alertmanager", &alertmanager("firing"))
+        .await;
     let id = id_of(&fired);
     d.h.wait_awaiting_approval(&id).await;
-    let (status, r) = d.post("/webhook/alertmanager", &alertmanager("resolved")).await;
+    let (status, r) = d
+        .post("/webhook/alertmanager", &alertmanager("resolved"))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{r}");
     let done = d.h.finish(&id).await;
     assert_eq!(done.status, IncidentStatus::Resolved);
@@ -391,17 +428,20 @@ async fn recovery_while_awaiting_approval_ends_the_wait_when_auto_cancel_is_on()
     assert_eq!(decision.channel, "source");
     let pm = d.h.postmortem(&id).await.expect("post-mortem written");
     assert_eq!(pm.outcome, PostMortemOutcome::Recovered);
-    assert!(pm.resolution.contains("no remediation step was applied"), "{}", pm.resolution);
+    assert!(
+        pm.resolution.contains("no remediation step was applied"),
+        "{}",
+        pm.resolution
+    );
     assert!(d.h.executor.calls().is_empty(), "nothing ran");
     assert!(d.h.pages().is_empty(), "nobody paged");
-    let exec = d
-        .h
-        .pipeline
-        .runtime
-        .describe_execution(id.as_str())
-        .await
-        .unwrap()
-        .unwrap();
+    let exec =
+        d.h.pipeline
+            .runtime
+            .describe_execution(id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(exec.status, ExecutionStatus::Succeeded);
 }
 
@@ -431,7 +471,10 @@ async fn a_poisonous_alert_is_refused_at_the_door_and_nothing_breaks() {
         deep = json!({ "n": deep });
     }
     let (status, body) = d
-        .post("/webhook/alert", &json!({"title": "x", "timestamp": ts, "deep": deep}))
+        .post(
+            "/webhook/alert",
+            &json!({"title": "x", "timestamp": ts, "deep": deep}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["field"], "body");

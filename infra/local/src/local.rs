@@ -251,10 +251,10 @@ impl LocalPipeline {
             alert,
         )
         .await
-            .map_err(|e| match e {
-                stages::IngestFailure::NotRecorded(e) => LocalError::Stage(e),
-                started => LocalError::Runtime(started.to_string()),
-            })
+        .map_err(|e| match e {
+            stages::IngestFailure::NotRecorded(e) => LocalError::Stage(e),
+            started => LocalError::Runtime(started.to_string()),
+        })
     }
 
     /// Starts (idempotently: the execution name is the incident id) the incident's pipeline.

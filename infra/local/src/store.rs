@@ -254,7 +254,9 @@ fn read_repeats(c: &Connection, id: &str, samples: bool) -> Result<AlertRepeats,
 /// The incident with its repeats, or `None`.
 fn read_incident(c: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
     let body: Option<String> = c
-        .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+        .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(unavailable)?;
     let Some(body) = body else { return Ok(None) };
@@ -664,7 +666,11 @@ mod tests {
             Alert::from_json(serde_json::json!({"title": t, "timestamp": "2024-03-12T14:07:30Z"}))
                 .unwrap()
         };
-        let good = Incident::open(IncidentId::generate(), alert("good"), alert("good").timestamp);
+        let good = Incident::open(
+            IncidentId::generate(),
+            alert("good"),
+            alert("good").timestamp,
+        );
         let bad = Incident::open(IncidentId::generate(), alert("bad"), alert("bad").timestamp);
         store.create_incident(&good).await.unwrap();
         store.create_incident(&bad).await.unwrap();
@@ -681,7 +687,10 @@ mod tests {
             .await
             .unwrap();
         let page = store
-            .list_incidents(&IncidentQuery { limit: 10, ..Default::default() })
+            .list_incidents(&IncidentQuery {
+                limit: 10,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(page.incidents.len(), 1);
@@ -692,7 +701,11 @@ mod tests {
             store.get_incident(&bad.incident_id).await,
             Err(StoreError::Corrupt(_))
         ));
-        assert!(store.get_incident(&good.incident_id).await.unwrap().is_some());
+        assert!(store
+            .get_incident(&good.incident_id)
+            .await
+            .unwrap()
+            .is_some());
         // The fingerprint index still answers for it: a repeat never needs its body.
         let m = store
             .latest_with_fingerprint(&bad.fingerprint)

@@ -521,7 +521,12 @@ async fn serve_honours_the_body_limit_and_the_per_source_secret() {
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("2048"));
     // A small alert still goes in; the Alertmanager route wants its own secret.
-    post_alert(&c, &server.url, &payment_alert("High error rate on payment-service")).await;
+    post_alert(
+        &c,
+        &server.url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
     let am = json!({"version": "4", "status": "firing", "receiver": "iras", "groupKey": "{}:{}",
                     "alerts": [{"status": "firing", "labels": {"alertname": "Down"},
                                 "startsAt": chrono::Utc::now().to_rfc3339()}]});

@@ -593,7 +593,9 @@ impl DynamoStore {
                     .and_then(|mut r| r.remove(&self.table))
                     .unwrap_or_default()
                 {
-                    if let Some(id) = string_attr(&item, "PK").and_then(|pk| pk.strip_prefix("INC#")) {
+                    if let Some(id) =
+                        string_attr(&item, "PK").and_then(|pk| pk.strip_prefix("INC#"))
+                    {
                         found.insert(id.to_string(), repeats_from(&item)?);
                     }
                 }
@@ -843,10 +845,7 @@ impl IncidentStore for DynamoStore {
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
         // The record, its repeat counters and samples: every item whose key begins `META`.
         let items = self.query_prefix(id, META).await?;
-        let Some(meta) = items
-            .iter()
-            .find(|i| string_attr(i, "SK") == Some(META))
-        else {
+        let Some(meta) = items.iter().find(|i| string_attr(i, "SK") == Some(META)) else {
             return Ok(None);
         };
         let mut incident: Incident = decode_body(meta)?;
@@ -1005,7 +1004,9 @@ impl IncidentStore for DynamoStore {
             return Ok(None);
         };
         let Some(id) = string_attr(&latest, "incident_id") else {
-            return Err(corrupt(format!("the latest of {fingerprint} names no incident")));
+            return Err(corrupt(format!(
+                "the latest of {fingerprint} names no incident"
+            )));
         };
         let id = IncidentId(id.to_string());
         // Only the indexed attributes: the record's body is never decoded for this.

@@ -296,11 +296,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.reopen_cooldown_minutes, 5);
         assert!(c.auto_cancel_on_recovery);
-        let e = PipelineConfig::from_vars(&vars(&[("AUTO_CANCEL_ON_RECOVERY", "maybe")]))
-            .unwrap_err();
+        let e =
+            PipelineConfig::from_vars(&vars(&[("AUTO_CANCEL_ON_RECOVERY", "maybe")])).unwrap_err();
         assert_eq!(e.name, "AUTO_CANCEL_ON_RECOVERY");
-        let e = PipelineConfig::from_vars(&vars(&[("REOPEN_COOLDOWN_MINUTES", "soon")]))
-            .unwrap_err();
+        let e =
+            PipelineConfig::from_vars(&vars(&[("REOPEN_COOLDOWN_MINUTES", "soon")])).unwrap_err();
         assert_eq!(e.name, "REOPEN_COOLDOWN_MINUTES");
     }
 }

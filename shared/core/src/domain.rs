@@ -136,11 +136,7 @@ pub struct Alert {
     pub timestamp: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(
-        default,
-        rename = "_iras",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "_iras", skip_serializing_if = "Option::is_none")]
     pub origin: Option<AlertOrigin>,
     #[serde(flatten)]
     pub fields: Map<String, Value>,
@@ -173,6 +169,10 @@ impl AlertError {
 
 /// A sample kept of a repeat: past this size only its title, time and service are kept.
 pub const MAX_SAMPLE_BYTES: usize = 16 * 1024;
+
+/// The alert an incident's record keeps: the record must fit one DynamoDB item (400 KB) with
+/// everything the pipeline adds, whatever `WEBHOOK_BODY_LIMIT_BYTES` lets in.
+pub const MAX_ALERT_BYTES: usize = 128 * 1024;
 
 impl Alert {
     /// Validates a webhook body or scenario alert. Errors name the field so a sender can fix it.
@@ -307,7 +307,9 @@ impl Alert {
     /// A copy small enough to keep as a repeat's sample: over `max` bytes of JSON, only its
     /// title, time, service and origin are kept.
     pub fn sample(&self, max: usize) -> Alert {
-        let size = serde_json::to_vec(self).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size <= max {
             return self.clone();
         }
@@ -318,6 +320,36 @@ impl Alert {
             Value::String(format!("body of {size} bytes not kept")),
         );
         cut
+    }
+
+    /// The alert cut to at most `max` bytes of JSON for the incident's record: its largest
+    /// fields go first, and what went is said (`None` when nothing had to).
+    pub fn bounded(mut self, max: usize) -> (Alert, Option<String>) {
+        let size = |a: &Alert| serde_json::to_vec(a).map(|v| v.len()).unwrap_or(usize::MAX);
+        let total = size(&self);
+        if total <= max {
+            return (self, None);
+        }
+        let mut by_size: Vec<(usize, String)> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0), k.clone()))
+            .collect();
+        by_size.sort_by(|a, b| b.cmp(a));
+        let mut dropped = Vec::new();
+        for (_, k) in by_size {
+            if size(&self) <= max {
+                break;
+            }
+            self.fields.remove(&k);
+            dropped.push(k);
+        }
+        let note = format!(
+            "the alert's {total} bytes were cut to fit the record's {} KB: fields {} not kept",
+            max / 1024,
+            dropped.join(", ")
+        );
+        (self, Some(note))
     }
 
     /// A field by name, as text, looking in `labels` and `annotations` too.
@@ -1259,6 +1291,23 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_too_large_for_the_record_loses_its_largest_fields_and_says_so() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": "s",
+            "raw": "x".repeat(200_000), "labels": {"namespace": "shop"}
+        }))
+        .unwrap();
+        let (cut, note) = a.bounded(MAX_ALERT_BYTES);
+        assert!(serde_json::to_vec(&cut).unwrap().len() <= MAX_ALERT_BYTES);
+        assert!(cut.fields.get("raw").is_none());
+        assert_eq!(cut.text("namespace").as_deref(), Some("shop"));
+        assert!(note.unwrap().contains("raw"));
+        let small = Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"}))
+            .unwrap();
+        assert_eq!(small.clone().bounded(MAX_ALERT_BYTES), (small, None));
+    }
+
+    #[test]
     fn a_large_repeat_keeps_only_a_small_sample() {
         let a = Alert::from_json(json!({
             "title": "t", "timestamp": "2024-03-12T14:07:30Z", "blob": "x".repeat(100_000)
@@ -1267,8 +1316,8 @@ mod tests {
         let s = a.sample(MAX_SAMPLE_BYTES);
         assert!(serde_json::to_vec(&s).unwrap().len() < MAX_SAMPLE_BYTES);
         assert_eq!(s.title, "t");
-        let small = Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"}))
-            .unwrap();
+        let small =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
         assert_eq!(small.sample(MAX_SAMPLE_BYTES), small);
     }
 

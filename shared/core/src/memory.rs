@@ -29,7 +29,11 @@ impl Mem {
     /// The incident as the store returns it: its repeats joined in (`samples`: with them).
     fn joined(&self, incident: &Incident, samples: bool) -> Incident {
         let mut i = incident.clone();
-        i.repeats = self.repeats.get(&incident.incident_id).cloned().unwrap_or_default();
+        i.repeats = self
+            .repeats
+            .get(&incident.incident_id)
+            .cloned()
+            .unwrap_or_default();
         if !samples {
             i.repeats.samples.clear();
         }

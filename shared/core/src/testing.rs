@@ -500,7 +500,10 @@ pub mod store_contract {
                 recurrence: n == 0,
                 sample,
             };
-            last = store.record_repeat(&inc.incident_id, &repeat).await.unwrap();
+            last = store
+                .record_repeat(&inc.incident_id, &repeat)
+                .await
+                .unwrap();
         }
         assert_eq!(last.count, MAX_ALERT_SAMPLES + 2);
         assert_eq!(last.recurrences, 1);
@@ -509,7 +512,10 @@ pub mod store_contract {
         assert_eq!(got.repeats.count, MAX_ALERT_SAMPLES + 2);
         assert_eq!(got.repeats.samples.len() as u64, MAX_ALERT_SAMPLES);
         assert_eq!(got.repeats.samples[0].title, "repeat 0");
-        assert_eq!(got.repeats.first_seen, Some(t0 + chrono::Duration::seconds(1)));
+        assert_eq!(
+            got.repeats.first_seen,
+            Some(t0 + chrono::Duration::seconds(1))
+        );
         assert_eq!(
             got.repeats.last_seen,
             Some(t0 + chrono::Duration::seconds(MAX_ALERT_SAMPLES as i64 + 2))
@@ -535,7 +541,11 @@ pub mod store_contract {
             .iter()
             .find(|i| i.incident_id == inc.incident_id)
             .expect("listed");
-        assert_eq!(row.repeats.count, MAX_ALERT_SAMPLES + 2, "lists carry the counters");
+        assert_eq!(
+            row.repeats.count,
+            MAX_ALERT_SAMPLES + 2,
+            "lists carry the counters"
+        );
     }
 
     pub async fn the_newest_incident_of_a_fingerprint_is_found_open_or_closed(
@@ -551,7 +561,11 @@ pub mod store_contract {
         assert_eq!(open.incident_id, first.incident_id);
         assert_eq!(open.status, IncidentStatus::Processing);
         assert_eq!(open.closed_at, None);
-        let mut done = store.get_incident(&first.incident_id).await.unwrap().unwrap();
+        let mut done = store
+            .get_incident(&first.incident_id)
+            .await
+            .unwrap()
+            .unwrap();
         done.status = IncidentStatus::Escalated;
         done.closed_at = Some(first.created_at + chrono::Duration::minutes(5));
         store.update_incident(&done).await.unwrap();

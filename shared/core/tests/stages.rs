@@ -588,7 +588,13 @@ async fn a_repeat_of_an_open_alert_attaches_instead_of_opening_another_incident(
     let again = ingest(&f.deps, demo_alert()).await.unwrap();
     assert_eq!(again.outcome, IngestOutcome::Repeat, "a repeat must attach");
     assert_eq!(again.incident_id.as_ref(), Some(&first.incident_id));
-    let inc = f.deps.store.get_incident(&first.incident_id).await.unwrap().unwrap();
+    let inc = f
+        .deps
+        .store
+        .get_incident(&first.incident_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(inc.repeats.count, 1);
     assert_eq!(inc.repeats.samples.len(), 1);
     // Once the incident is over, and past the cool-down, the same alert opens a new one.
@@ -598,7 +604,11 @@ async fn a_repeat_of_an_open_alert_attaches_instead_of_opening_another_incident(
     .unwrap();
     escalate(&f.deps, &input).await.unwrap();
     let within = ingest(&f.deps, demo_alert()).await.unwrap();
-    assert_eq!(within.outcome, IngestOutcome::Recurrence, "a flap, not a new page");
+    assert_eq!(
+        within.outcome,
+        IngestOutcome::Recurrence,
+        "a flap, not a new page"
+    );
     f.clock.advance(chrono::Duration::minutes(31));
     assert_eq!(
         ingest(&f.deps, demo_alert()).await.unwrap().outcome,
@@ -659,7 +669,10 @@ async fn a_recovery_while_awaiting_approval_tells_the_channel_and_leaves_the_wai
             .any(|(i, m)| *i == id && m.contains("reports the alert recovered")),
         "{updates:?}"
     );
-    assert!(callbacks.0.lock().unwrap().is_empty(), "AUTO_CANCEL_ON_RECOVERY is off");
+    assert!(
+        callbacks.0.lock().unwrap().is_empty(),
+        "AUTO_CANCEL_ON_RECOVERY is off"
+    );
     let inc = f.store.get_incident(&id).await.unwrap().unwrap();
     assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
     assert!(inc.approval.unwrap().decision.is_none());
@@ -696,9 +709,14 @@ async fn with_auto_cancel_a_recovery_completes_the_waiting_task_as_recovered() {
         inc.approval.unwrap().decision.unwrap().decision,
         Decision::Recovered
     );
-    let pm = postmortem(&f.deps, &IncidentRef { incident_id: id.clone() })
-        .await
-        .unwrap();
+    let pm = postmortem(
+        &f.deps,
+        &IncidentRef {
+            incident_id: id.clone(),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(pm.outcome, PostMortemOutcome::Recovered);
     let closed = f.store.get_incident(&id).await.unwrap().unwrap();
     assert_eq!(closed.status, IncidentStatus::Resolved);
@@ -732,16 +750,30 @@ async fn the_source_severity_raises_triage_but_never_lowers_it() {
     let mut alert = demo_alert();
     alert.origin.as_mut().unwrap().severity = Some(Severity::P0);
     let inc = open_incident(&f.deps, alert).await.unwrap();
-    let out = triage(&f.deps, &IncidentRef { incident_id: inc.incident_id.clone() })
-        .await
-        .unwrap();
-    assert_eq!(out.severity, Severity::P0, "a P1 source priority is a P0 floor");
+    let out = triage(
+        &f.deps,
+        &IncidentRef {
+            incident_id: inc.incident_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.severity,
+        Severity::P0,
+        "a P1 source priority is a P0 floor"
+    );
     let g = fixture(scripted(None), FailingExecutor::default());
     let mut mild = demo_alert();
     mild.origin.as_mut().unwrap().severity = Some(Severity::P3);
     let inc = open_incident(&g.deps, mild).await.unwrap();
-    let out = triage(&g.deps, &IncidentRef { incident_id: inc.incident_id.clone() })
-        .await
-        .unwrap();
+    let out = triage(
+        &g.deps,
+        &IncidentRef {
+            incident_id: inc.incident_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(out.severity, Severity::P1, "the rules' P1 stands");
 }

@@ -139,10 +139,15 @@ pub(crate) async fn list(
         .map(|u| json!({"incident_id": u.incident_id, "error": u.error}))
         .collect();
     if !unreadable.is_empty() {
-        tracing::error!(count = unreadable.len(), "incident records that cannot be read were left out of the listing");
+        tracing::error!(
+            count = unreadable.len(),
+            "incident records that cannot be read were left out of the listing"
+        );
     }
-    Ok(Json(json!({ "incidents": incidents, "next": page.next, "unreadable": unreadable }))
-        .into_response())
+    Ok(
+        Json(json!({ "incidents": incidents, "next": page.next, "unreadable": unreadable }))
+            .into_response(),
+    )
 }
 
 pub(crate) async fn report(
@@ -158,7 +163,9 @@ pub(crate) async fn report(
             tracing::error!(incident = %id, error = %e, "incident record cannot be read");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("The record of incident {id} cannot be read; other incidents are not affected."),
+                format!(
+                    "The record of incident {id} cannot be read; other incidents are not affected."
+                ),
             )
             .with("incident_id", id.to_string()))
         }

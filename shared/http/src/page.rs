@@ -501,7 +501,11 @@ fn render(
         let r = &incident.repeats;
         let mut text = format!("fired again {} time(s)", r.count);
         if let (Some(first), Some(last)) = (r.first_seen, r.last_seen) {
-            text.push_str(&format!(", from {} to {}", fmt_time(&first), fmt_time(&last)));
+            text.push_str(&format!(
+                ", from {} to {}",
+                fmt_time(&first),
+                fmt_time(&last)
+            ));
         }
         if r.recurrences > 0 {
             text.push_str(&format!("; flapped {} time(s)", r.recurrences));

@@ -154,7 +154,12 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 /// The source's own body signature, where it has one: PagerDuty v3 sends
 /// `X-PagerDuty-Signature: v1=<hex HMAC-SHA256 of the body>` (several, comma-separated, while
 /// a secret rotates); Sentry sends `Sentry-Hook-Signature: <hex HMAC-SHA256 of the body>`.
-fn source_signature_ok(source: Option<Source>, headers: &HeaderMap, body: &[u8], secret: &str) -> bool {
+fn source_signature_ok(
+    source: Option<Source>,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &str,
+) -> bool {
     let expected = hmac_hex(secret.as_bytes(), body);
     match source {
         Some(Source::PagerDuty) => header(headers, "x-pagerduty-signature").is_some_and(|v| {
@@ -261,7 +266,12 @@ fn content_type_ok(headers: &HeaderMap) -> bool {
     let Some(v) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     media.is_empty()
         || media == "application/json"
         || media == "text/plain"
@@ -382,11 +392,7 @@ enum Handled {
     Alerts(Source, Vec<Ingested>),
 }
 
-async fn handle(
-    state: &AppState,
-    route: Option<Source>,
-    body: &[u8],
-) -> Result<Handled, ApiError> {
+async fn handle(state: &AppState, route: Option<Source>, body: &[u8]) -> Result<Handled, ApiError> {
     let value = read_json(body)?;
     let source = route.unwrap_or_else(|| detect(&value));
     let now = state.app.deps.clock.now();
@@ -452,7 +458,14 @@ async fn sns_delivery(state: &AppState, value: &Value) -> Result<Option<Vec<Aler
 
 async fn ingest_one(state: &AppState, alert: Alert) -> Result<Ingested, ApiError> {
     let app = &state.app;
-    match open_and_start(&app.deps, app.starter.as_ref(), app.callbacks.as_ref(), alert).await {
+    match open_and_start(
+        &app.deps,
+        app.starter.as_ref(),
+        app.callbacks.as_ref(),
+        alert,
+    )
+    .await
+    {
         Ok(ingested) => Ok(ingested),
         Err(IngestFailure::NotRecorded(e)) => {
             Err(ApiError::unavailable("The alert could not be recorded", e))

@@ -76,9 +76,7 @@ pub fn parse(
             let state = match status.as_deref() {
                 Some("resolved") => AlertState::Resolved,
                 Some("firing") | None => AlertState::Firing,
-                Some(_) => {
-                    return Err(IntakeError::new(path("status"), "`firing` or `resolved`"))
-                }
+                Some(_) => return Err(IntakeError::new(path("status"), "`firing` or `resolved`")),
             };
             let starts = time_at(a, "startsAt", &path("startsAt"))?;
             let ends = if is_zero_time(a.get("endsAt").and_then(Value::as_str)) {
@@ -110,8 +108,14 @@ pub fn parse(
                 .link("source", external.clone());
             d.field("labels", Value::Object(labels.clone()))
                 .field("annotations", Value::Object(annotations.clone()))
-                .field("receiver", body.get("receiver").cloned().unwrap_or(Value::Null))
-                .field("startsAt", a.get("startsAt").cloned().unwrap_or(Value::Null))
+                .field(
+                    "receiver",
+                    body.get("receiver").cloned().unwrap_or(Value::Null),
+                )
+                .field(
+                    "startsAt",
+                    a.get("startsAt").cloned().unwrap_or(Value::Null),
+                )
                 .field("endsAt", a.get("endsAt").cloned().unwrap_or(Value::Null));
             if let Some(v) = a.get("values").filter(|v| v.is_object()) {
                 d.field("values", v.clone());

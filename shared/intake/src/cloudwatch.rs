@@ -42,7 +42,10 @@ fn title(alarm: &str, reason: &str, state: AlertState) -> String {
     }
 }
 
-fn service_from(tags: Option<&Map<String, Value>>, dimensions: &[(String, String)]) -> Option<String> {
+fn service_from(
+    tags: Option<&Map<String, Value>>,
+    dimensions: &[(String, String)],
+) -> Option<String> {
     let tagged = ["service", "Service"].iter().find_map(|k| {
         tags?
             .get(*k)
@@ -79,7 +82,9 @@ fn console_link(region: Option<&str>, alarm: &str) -> Option<String> {
 /// An EventBridge "CloudWatch Alarm State Change" event.
 pub fn from_eventbridge(event: &Value) -> Result<Alert, IntakeError> {
     let typed: CloudWatchEvent<CloudWatchAlarmData> = serde_json::from_value(event.clone())
-        .map_err(|e| IntakeError::new("detail", format!("a CloudWatch alarm state change ({e})")))?;
+        .map_err(|e| {
+            IntakeError::new("detail", format!("a CloudWatch alarm state change ({e})"))
+        })?;
     let detail = typed
         .detail
         .as_ref()
@@ -162,13 +167,25 @@ pub fn from_sns_message(message: &str, sent_at: Timestamp) -> Result<Option<Aler
     }
     // CloudWatch sends `null` for an alarm without a description, and omits a few trigger
     // fields the typed payload requires: both mean "empty".
-    for k in ["AlarmDescription", "OldStateValue", "NewStateReason", "Region", "AlarmArn", "AWSAccountId", "StateChangeTime"] {
+    for k in [
+        "AlarmDescription",
+        "OldStateValue",
+        "NewStateReason",
+        "Region",
+        "AlarmArn",
+        "AWSAccountId",
+        "StateChangeTime",
+    ] {
         if m.get(k).is_none_or(Value::is_null) {
             m.insert(k.into(), Value::String(String::new()));
         }
     }
     if let Some(Value::Object(t)) = m.get_mut("Trigger") {
-        for k in ["ComparisonOperator", "TreatMissingData", "EvaluateLowSampleCountPercentile"] {
+        for k in [
+            "ComparisonOperator",
+            "TreatMissingData",
+            "EvaluateLowSampleCountPercentile",
+        ] {
             if t.get(k).is_none_or(Value::is_null) {
                 t.insert(k.into(), Value::String(String::new()));
             }
@@ -201,7 +218,11 @@ pub fn from_sns_message(message: &str, sent_at: Timestamp) -> Result<Option<Aler
     let region = arn.split(':').nth(3).map(str::to_string);
     let mut d = Draft::new("cloudwatch", alert_state, at);
     d.key(Some(arn.clone()));
-    d.title = Some(title(&typed.alarm_name, &typed.new_state_reason, alert_state));
+    d.title = Some(title(
+        &typed.alarm_name,
+        &typed.new_state_reason,
+        alert_state,
+    ));
     d.service = service_from(None, &dimensions);
     d.origin.component = typed.trigger.metric_name.clone();
     d.origin.group = Some(typed.aws_account_id.clone()).filter(|a| !a.is_empty());
@@ -213,8 +234,14 @@ pub fn from_sns_message(message: &str, sent_at: Timestamp) -> Result<Option<Aler
     d.field("alarm_arn", Value::String(arn))
         .field("alert_source", Value::String(SOURCE.into()))
         .field("state_value", Value::String(typed.new_state_value.clone()))
-        .field("NewStateReason", Value::String(typed.new_state_reason.clone()))
-        .field("AlarmDescription", Value::String(typed.alarm_description.clone()))
+        .field(
+            "NewStateReason",
+            Value::String(typed.new_state_reason.clone()),
+        )
+        .field(
+            "AlarmDescription",
+            Value::String(typed.alarm_description.clone()),
+        )
         .field("raw", raw);
     if let Some(ns) = &typed.trigger.namespace {
         d.field("metric_namespace", Value::String(ns.clone()));

@@ -35,14 +35,21 @@ pub fn parse(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
     // `$ALERT_TRANSITION`: Recovered, Triggered/Re-Triggered, No Data/Re-No Data, Warn/Re-Warn,
     // Renotify.
     let transition = filled(body, "alert_transition");
-    let state = match transition.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let state = match transition
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("recovered") => AlertState::Resolved,
         Some("no data") | Some("re-no data") => AlertState::NoData,
         _ => AlertState::Firing,
     };
-    let at = epoch_millis(body.get("date").filter(|d| !d.as_str().is_some_and(|s| s.starts_with('$'))))
-        .or_else(|| filled(body, "last_updated").and_then(|s| parse_time(&s)))
-        .unwrap_or(now);
+    let at = epoch_millis(
+        body.get("date")
+            .filter(|d| !d.as_str().is_some_and(|s| s.starts_with('$'))),
+    )
+    .or_else(|| filled(body, "last_updated").and_then(|s| parse_time(&s)))
+    .unwrap_or(now);
     let tags = filled(body, "tags");
     let mut d = Draft::new("datadog", state, at);
     // A monitor alerts once per group: the aggregation key, else the monitor and its scope.

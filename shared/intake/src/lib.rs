@@ -156,7 +156,13 @@ pub fn detect(body: &Value) -> Source {
         return Source::CloudWatch;
     }
     if let Some(alerts) = body.get("alerts").and_then(Value::as_array) {
-        let grafana_only = ["silenceURL", "values", "dashboardURL", "panelURL", "valueString"];
+        let grafana_only = [
+            "silenceURL",
+            "values",
+            "dashboardURL",
+            "panelURL",
+            "valueString",
+        ];
         let grafana = has("orgId")
             || alerts
                 .iter()

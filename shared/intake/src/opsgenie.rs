@@ -12,13 +12,16 @@ use crate::IntakeError;
 /// Opsgenie sends `createdAt` in milliseconds and `updatedAt` in nanoseconds.
 fn epoch_any(v: Option<&Value>) -> Option<Timestamp> {
     let n = v?.as_i64()?;
-    let ms = if n > 100_000_000_000_000 { n / 1_000_000 } else { n };
+    let ms = if n > 100_000_000_000_000 {
+        n / 1_000_000
+    } else {
+        n
+    };
     Utc.timestamp_millis_opt(ms).single()
 }
 
 pub fn parse(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
-    let action =
-        text(body, "action").ok_or_else(|| IntakeError::new("action", "a string"))?;
+    let action = text(body, "action").ok_or_else(|| IntakeError::new("action", "a string"))?;
     let alert = body
         .get("alert")
         .filter(|a| a.is_object())
@@ -42,7 +45,12 @@ pub fn parse(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
     let tags: Vec<String> = alert
         .get("tags")
         .and_then(Value::as_array)
-        .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|t| {
+            t.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     d.service = tags
         .iter()
@@ -53,7 +61,10 @@ pub fn parse(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
     d.origin.group = text(body, "integrationName");
     d.field("action", Value::String(action))
         .field("tags", Value::from(tags))
-        .field("description", alert.get("description").cloned().unwrap_or(Value::Null))
+        .field(
+            "description",
+            alert.get("description").cloned().unwrap_or(Value::Null),
+        )
         .field("raw", body.clone());
     Ok(vec![d.finish("alert.message")?])
 }

@@ -52,7 +52,10 @@ fn webhook_v3(event: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> 
         .and_then(|p| text(p, "summary"));
     d.link("source", text(data, "html_url"));
     d.field("event_type", Value::String(event_type))
-        .field("urgency", data.get("urgency").cloned().unwrap_or(Value::Null))
+        .field(
+            "urgency",
+            data.get("urgency").cloned().unwrap_or(Value::Null),
+        )
         .field(
             "priority",
             priority.map(Value::String).unwrap_or(Value::Null),
@@ -87,7 +90,10 @@ fn events_v2(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
         return Err(IntakeError::new("payload", "an object"));
     }
     let at = text(&payload, "timestamp")
-        .map(|t| parse_time(&t).ok_or_else(|| IntakeError::new("payload.timestamp", "an ISO 8601 date-time")))
+        .map(|t| {
+            parse_time(&t)
+                .ok_or_else(|| IntakeError::new("payload.timestamp", "an ISO 8601 date-time"))
+        })
         .transpose()?
         .unwrap_or(now);
     let mut d = Draft::new("pagerduty", state, at);
@@ -97,7 +103,10 @@ fn events_v2(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
             .as_ref()
             .map(|k| format!("PagerDuty alert {k} ({action})"))
     });
-    let details = payload.get("custom_details").cloned().unwrap_or(Value::Null);
+    let details = payload
+        .get("custom_details")
+        .cloned()
+        .unwrap_or(Value::Null);
     d.service = text(&details, "service").or_else(|| text(&payload, "component"));
     d.severity(text(&payload, "severity"));
     d.origin.host = text(&payload, "source");
@@ -109,8 +118,11 @@ fn events_v2(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
         }
     }
     d.link("client", text(body, "client_url"));
-    d.field("class", payload.get("class").cloned().unwrap_or(Value::Null))
-        .field("custom_details", details);
+    d.field(
+        "class",
+        payload.get("class").cloned().unwrap_or(Value::Null),
+    )
+    .field("custom_details", details);
     // The routing key is a credential: it is not kept.
     let mut raw = body.clone();
     if let Some(m) = raw.as_object_mut() {

@@ -40,8 +40,7 @@ pub fn parse(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
     };
     d.key(issue);
     d.title = text(event, "title");
-    d.service = tag(event, "service")
-        .or_else(|| text(event, "url").and_then(|u| project_slug(&u)));
+    d.service = tag(event, "service").or_else(|| text(event, "url").and_then(|u| project_slug(&u)));
     d.severity(text(event, "level"));
     d.origin.host = tag(event, "server_name");
     d.origin.component = text(event, "culprit");
@@ -49,7 +48,10 @@ pub fn parse(body: &Value, now: Timestamp) -> Result<Vec<Alert>, IntakeError> {
     d.link("source", text(event, "web_url"))
         .link("issue", text(event, "issue_url"));
     d.field("level", event.get("level").cloned().unwrap_or(Value::Null))
-        .field("project", event.get("project").cloned().unwrap_or(Value::Null))
+        .field(
+            "project",
+            event.get("project").cloned().unwrap_or(Value::Null),
+        )
         .field(
             "rule",
             body.get("data")

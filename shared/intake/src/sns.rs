@@ -151,13 +151,17 @@ pub enum SnsError {
 
 /// An `https` URL on an SNS host (`sns.<region>.amazonaws.com`, or `.amazonaws.com.cn`).
 pub fn sns_url(raw: &str, what: &str) -> Result<Url, SnsError> {
-    let url = Url::parse(raw).map_err(|_| SnsError::NotAuthentic(format!("{what} is not a URL")))?;
+    let url =
+        Url::parse(raw).map_err(|_| SnsError::NotAuthentic(format!("{what} is not a URL")))?;
     let host = url.host_str().unwrap_or("");
-    let region = host
-        .strip_prefix("sns.")
-        .and_then(|h| h.strip_suffix(".amazonaws.com").or_else(|| h.strip_suffix(".amazonaws.com.cn")));
+    let region = host.strip_prefix("sns.").and_then(|h| {
+        h.strip_suffix(".amazonaws.com")
+            .or_else(|| h.strip_suffix(".amazonaws.com.cn"))
+    });
     let region_ok = region.is_some_and(|r| {
-        !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        !r.is_empty()
+            && r.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     });
     if url.scheme() != "https" || !region_ok || url.port().is_some() || !url.username().is_empty() {
         return Err(SnsError::NotAuthentic(format!(
@@ -231,8 +235,9 @@ pub fn verify_with(envelope: &SnsEnvelope, pem: &[u8]) -> Result<(), SnsError> {
         .map_err(|_| SnsError::NotAuthentic("Signature is not base64".into()))?;
     let der = CertificateDer::from_pem_slice(pem)
         .map_err(|e| SnsError::NotAuthentic(format!("the signing certificate is not PEM ({e})")))?;
-    let cert = webpki::EndEntityCert::try_from(&der)
-        .map_err(|e| SnsError::NotAuthentic(format!("the signing certificate is unreadable ({e})")))?;
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| {
+        SnsError::NotAuthentic(format!("the signing certificate is unreadable ({e})"))
+    })?;
     cert.verify_signature(alg, string_to_sign(envelope).as_bytes(), &signature)
         .map_err(|_| SnsError::NotAuthentic("the signature does not verify".into()))
 }
@@ -273,7 +278,10 @@ impl SnsVerifier {
             .await
             .map_err(SnsError::Unreachable)?;
         verify_with(envelope, &pem)?;
-        let mut cache = self.certificates.lock().expect("certificate cache poisoned");
+        let mut cache = self
+            .certificates
+            .lock()
+            .expect("certificate cache poisoned");
         if cache.len() >= MAX_CACHED_CERTIFICATES {
             cache.clear();
         }

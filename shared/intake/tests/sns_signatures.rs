@@ -16,7 +16,11 @@ use serde_json::Value;
 use url::Url;
 
 fn file(rel: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/{rel}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn fixture(rel: &str) -> Value {
@@ -39,8 +43,13 @@ fn sign(body: Value, version: &str) -> Value {
     let key = RsaKeyPair::from_pkcs8(&file("sns/test-signing-key.pk8")).unwrap();
     let text = string_to_sign(&envelope(&body).unwrap());
     let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), text.as_bytes(), &mut sig)
-        .unwrap();
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        text.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
     body["Signature"] = Value::String(base64::engine::general_purpose::STANDARD.encode(sig));
     body
 }
@@ -72,9 +81,8 @@ async fn a_signed_subscription_confirmation_is_confirmed_once_verified_under_bot
         verifier.confirm(&envelope(&body).unwrap()).await.unwrap();
         let confirmed = transport.confirmed.lock().unwrap().clone();
         assert_eq!(confirmed.len(), 1, "SignatureVersion {version}");
-        assert!(confirmed[0].starts_with(
-            "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription"
-        ));
+        assert!(confirmed[0]
+            .starts_with("https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription"));
     }
 }
 
@@ -86,11 +94,17 @@ async fn a_tampered_or_unsigned_message_is_refused_and_nothing_is_fetched_but_th
     body["SubscribeURL"] = Value::String(
         "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-west-2:999999999999:Other&Token=x".into(),
     );
-    let e = verifier.confirm(&envelope(&body).unwrap()).await.unwrap_err();
+    let e = verifier
+        .confirm(&envelope(&body).unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(e, SnsError::NotAuthentic(_)), "{e}");
     // AWS's own example signature is a placeholder: it cannot verify against any key.
     let documented = fixture("sns/subscription-confirmation.json");
-    let e = verifier.confirm(&envelope(&documented).unwrap()).await.unwrap_err();
+    let e = verifier
+        .confirm(&envelope(&documented).unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(e, SnsError::NotAuthentic(_)), "{e}");
     assert!(transport.confirmed.lock().unwrap().is_empty());
 }
@@ -107,7 +121,10 @@ async fn a_certificate_off_the_sns_hosts_is_never_fetched() {
     ] {
         let mut body = sign(fixture("sns/notification.json"), "2");
         body["SigningCertURL"] = Value::String(url.into());
-        let e = verifier.verify(&envelope(&body).unwrap()).await.unwrap_err();
+        let e = verifier
+            .verify(&envelope(&body).unwrap())
+            .await
+            .unwrap_err();
         assert!(matches!(e, SnsError::NotAuthentic(_)), "{url}: {e}");
     }
     assert_eq!(transport.certificate_fetches.load(Ordering::SeqCst), 0);
@@ -148,7 +165,11 @@ fn a_cloudwatch_alarm_in_an_sns_message_is_an_alert_keyed_by_its_arn() {
     let alerts = notification_alerts(&envelope(&body).unwrap()).unwrap();
     assert_eq!(alerts.len(), 1);
     let a = &alerts[0];
-    assert!(a.title.starts_with("EXAMPLE: Threshold Crossed"), "{}", a.title);
+    assert!(
+        a.title.starts_with("EXAMPLE: Threshold Crossed"),
+        "{}",
+        a.title
+    );
     assert_eq!(
         a.fingerprint(),
         "cloudwatch:arn:aws:cloudwatch:REGION:ACCOUNT_NUMBER:alarm:EXAMPLE"
@@ -174,7 +195,6 @@ fn a_cloudwatch_alarm_in_an_sns_message_is_an_alert_keyed_by_its_arn() {
 
 #[test]
 fn a_plain_text_sns_message_is_refused_naming_the_message() {
-    let e = notification_alerts(&envelope(&fixture("sns/notification.json")).unwrap())
-        .unwrap_err();
+    let e = notification_alerts(&envelope(&fixture("sns/notification.json")).unwrap()).unwrap_err();
     assert_eq!(e.field, "Message");
 }

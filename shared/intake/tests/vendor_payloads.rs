@@ -24,7 +24,9 @@ fn read(rel: &str, source: Source) -> Vec<Alert> {
 }
 
 fn origin(a: &Alert) -> &iras_core::AlertOrigin {
-    a.origin.as_ref().expect("parsed alerts say where they come from")
+    a.origin
+        .as_ref()
+        .expect("parsed alerts say where they come from")
 }
 
 fn link(a: &Alert, kind: &str) -> Option<String> {
@@ -39,13 +41,19 @@ fn alertmanager_v4_reads_labels_annotations_and_links_per_alert() {
     let alerts = read("alertmanager/v4-probe-failure.json", Source::Alertmanager);
     assert_eq!(alerts.len(), 1);
     let a = &alerts[0];
-    assert_eq!(a.title, "BlackBox Probe Failure: https://server.example.org");
+    assert_eq!(
+        a.title,
+        "BlackBox Probe Failure: https://server.example.org"
+    );
     assert_eq!(a.fingerprint(), "alertmanager:1a30ba71cca2921f");
     assert_eq!(a.service.as_deref(), Some("http_checks"), "the `job` label");
     assert_eq!(a.state(), AlertState::Firing);
     assert_eq!(origin(a).source_severity.as_deref(), Some("critical"));
     assert_eq!(origin(a).severity, Some(Severity::P1));
-    assert_eq!(origin(a).host.as_deref(), Some("https://server.example.org"));
+    assert_eq!(
+        origin(a).host.as_deref(),
+        Some("https://server.example.org")
+    );
     assert_eq!(
         a.timestamp,
         Utc.with_ymd_and_hms(2023, 2, 6, 13, 8, 45).unwrap() + chrono::Duration::milliseconds(828)
@@ -78,7 +86,11 @@ fn an_alertmanager_group_of_two_alerts_is_two_alerts_each_with_its_own_labels() 
     let alerts = parse(Source::Alertmanager, body, now(), &IntakeConfig::default()).unwrap();
     assert_eq!(alerts.len(), 2);
     assert_ne!(alerts[0].fingerprint(), alerts[1].fingerprint());
-    assert_eq!(alerts[1].service.as_deref(), Some("checkout"), "`service` before `job`");
+    assert_eq!(
+        alerts[1].service.as_deref(),
+        Some("checkout"),
+        "`service` before `job`"
+    );
     assert_eq!(alerts[1].text("namespace").as_deref(), Some("shop"));
     assert_eq!(origin(&alerts[1]).group.as_deref(), Some("shop"));
 }
@@ -91,16 +103,38 @@ fn a_resolved_alertmanager_alert_is_resolved_at_its_end() {
     body["alerts"][0]["endsAt"] = json!("2023-02-06T13:20:00Z");
     let a = &parse(Source::Alertmanager, body, now(), &IntakeConfig::default()).unwrap()[0];
     assert_eq!(a.state(), AlertState::Resolved);
-    assert_eq!(a.fingerprint(), "alertmanager:1a30ba71cca2921f", "same key as when firing");
-    assert_eq!(a.timestamp, Utc.with_ymd_and_hms(2023, 2, 6, 13, 20, 0).unwrap());
+    assert_eq!(
+        a.fingerprint(),
+        "alertmanager:1a30ba71cca2921f",
+        "same key as when firing"
+    );
+    assert_eq!(
+        a.timestamp,
+        Utc.with_ymd_and_hms(2023, 2, 6, 13, 20, 0).unwrap()
+    );
 }
 
 #[test]
 fn an_old_alertmanager_without_fingerprints_is_keyed_by_a_stable_hash_of_the_labels() {
     let mut body = fixture("alertmanager/v4-probe-failure.json");
-    body["alerts"][0].as_object_mut().unwrap().remove("fingerprint");
-    let a = parse(Source::Alertmanager, body.clone(), now(), &IntakeConfig::default()).unwrap();
-    let b = parse(Source::Alertmanager, body.clone(), now(), &IntakeConfig::default()).unwrap();
+    body["alerts"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("fingerprint");
+    let a = parse(
+        Source::Alertmanager,
+        body.clone(),
+        now(),
+        &IntakeConfig::default(),
+    )
+    .unwrap();
+    let b = parse(
+        Source::Alertmanager,
+        body.clone(),
+        now(),
+        &IntakeConfig::default(),
+    )
+    .unwrap();
     assert_eq!(a[0].fingerprint(), b[0].fingerprint());
     assert!(a[0].fingerprint().starts_with("alertmanager:labels:"));
     body["alerts"][0]["labels"]["instance"] = json!("https://other.example.org");
@@ -147,12 +181,18 @@ fn grafana_rules_under_the_documented_group_key_stay_two_alerts() {
         link(a, "runbook").as_deref(),
         Some("https://myrunbook.com/runbook/1234")
     );
-    assert!(link(a, "silence").unwrap().starts_with("https://play.grafana.org/alerting/silence/"));
+    assert!(link(a, "silence")
+        .unwrap()
+        .starts_with("https://play.grafana.org/alerting/silence/"));
     assert_eq!(
         link(a, "generator").as_deref(),
         Some("https://play.grafana.org/alerting/1afz29v7z/edit")
     );
-    assert_eq!(link(a, "dashboard"), None, "an empty dashboardURL is no link");
+    assert_eq!(
+        link(a, "dashboard"),
+        None,
+        "an empty dashboardURL is no link"
+    );
     assert_eq!(a.service, None, "no label names a service");
 }
 
@@ -180,12 +220,18 @@ fn datadog(transition: &str) -> Value {
             "$ALERT_STATUS",
             "system.load.1 over host:my-host was > 0 at least once during the last 1m",
         ),
-        ("$ALERT_TITLE", "[Triggered on {host:ip-012345}] Host is Down"),
+        (
+            "$ALERT_TITLE",
+            "[Triggered on {host:ip-012345}] Host is Down",
+        ),
         ("$ALERT_TYPE", "error"),
         ("$HOSTNAME", "my-host"),
         ("$PRIORITY", "normal"),
         ("$TAGS", "env:prod,service:checkout,role:computing-node"),
-        ("$ALERT_SCOPE", "availability-zone:us-east-1a, role:computing-node"),
+        (
+            "$ALERT_SCOPE",
+            "availability-zone:us-east-1a, role:computing-node",
+        ),
     ];
     let mut text = text;
     // Longest first, so `$ALERT_ID` never eats into a longer variable's name.
@@ -211,7 +257,11 @@ fn datadog_reads_the_documented_variables() {
     assert_eq!(a.service.as_deref(), Some("checkout"), "from $TAGS");
     assert_eq!(origin(a).severity, Some(Severity::P0), "$ALERT_PRIORITY P1");
     assert_eq!(origin(a).host.as_deref(), Some("my-host"));
-    assert_eq!(a.timestamp, Utc.timestamp_millis_opt(1406662672000).unwrap(), "$DATE epoch");
+    assert_eq!(
+        a.timestamp,
+        Utc.timestamp_millis_opt(1406662672000).unwrap(),
+        "$DATE epoch"
+    );
     let recovered = datadog("Recovered");
     let r = &parse(Source::Datadog, recovered, now(), &IntakeConfig::default()).unwrap()[0];
     assert_eq!(r.state(), AlertState::Resolved);
@@ -241,8 +291,15 @@ fn pagerduty_webhooks_v3_follow_the_incident_through_its_states() {
         Source::PagerDuty,
     )[0];
     assert_eq!(a.title, "A little bump in the road");
-    assert_eq!(a.fingerprint(), "pagerduty:d3640fbd41094207a1c11e58e46b1662");
-    assert_eq!(a.service.as_deref(), Some("API Service"), "the service object's name");
+    assert_eq!(
+        a.fingerprint(),
+        "pagerduty:d3640fbd41094207a1c11e58e46b1662"
+    );
+    assert_eq!(
+        a.service.as_deref(),
+        Some("API Service"),
+        "the service object's name"
+    );
     assert_eq!(origin(a).source_severity.as_deref(), Some("P1"));
     assert_eq!(origin(a).severity, Some(Severity::P0));
     assert_eq!(
@@ -267,7 +324,10 @@ fn pagerduty_webhooks_v3_follow_the_incident_through_its_states() {
     let mut note = pagerduty_v3("incident.annotated");
     note["event"]["data"] = json!({"type": "incident_note", "content": "hi"});
     let none = parse(Source::PagerDuty, note, now(), &IntakeConfig::default()).unwrap();
-    assert!(none.is_empty(), "a note says nothing about the alert's state");
+    assert!(
+        none.is_empty(),
+        "a note says nothing about the alert's state"
+    );
 }
 
 #[test]
@@ -281,7 +341,9 @@ fn pagerduty_events_v2_trigger_acknowledge_and_resolve_share_the_dedup_key() {
     assert_eq!(origin(t).group.as_deref(), Some("prod-datapipe"));
     assert_eq!(
         origin(t).host.as_deref(),
-        Some("monitoringtool:cloudvendor:central-region-dc-01:852559987:cluster/api-stats-prod-003")
+        Some(
+            "monitoringtool:cloudvendor:central-region-dc-01:852559987:cluster/api-stats-prod-003"
+        )
     );
     assert_eq!(link(t, "source").as_deref(), Some("https://example.com/"));
     assert!(
@@ -302,7 +364,10 @@ fn opsgenie_create_acknowledge_and_close_key_by_alias() {
     assert_eq!(c.title, "test alert");
     assert_eq!(c.fingerprint(), "opsgenie:aliastest");
     assert_eq!(c.state(), AlertState::Firing);
-    assert_eq!(c.timestamp, Utc.timestamp_millis_opt(1420452191104).unwrap());
+    assert_eq!(
+        c.timestamp,
+        Utc.timestamp_millis_opt(1420452191104).unwrap()
+    );
     let a = &read("opsgenie/acknowledge.json", Source::Opsgenie)[0];
     assert_eq!(a.state(), AlertState::Acknowledged);
     assert_eq!(a.fingerprint(), c.fingerprint());
@@ -317,9 +382,11 @@ fn opsgenie_create_acknowledge_and_close_key_by_alias() {
     assert_eq!(closed.fingerprint(), "opsgenie:webhooktest");
     let mut note = fixture("opsgenie/create.json");
     note["action"] = json!("AddNote");
-    assert!(parse(Source::Opsgenie, note, now(), &IntakeConfig::default())
-        .unwrap()
-        .is_empty());
+    assert!(
+        parse(Source::Opsgenie, note, now(), &IntakeConfig::default())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -327,7 +394,11 @@ fn a_sentry_issue_alert_is_keyed_by_the_issue_with_its_level_and_project() {
     let a = &read("sentry/issue-alert.json", Source::Sentry)[0];
     assert_eq!(a.title, "ReferenceError: heck is not defined");
     assert_eq!(a.fingerprint(), "sentry:1117540176");
-    assert_eq!(a.service.as_deref(), Some("front-end"), "the project's slug");
+    assert_eq!(
+        a.service.as_deref(),
+        Some("front-end"),
+        "the project's slug"
+    );
     assert_eq!(origin(a).severity, Some(Severity::P2), "level error");
     assert_eq!(a.state(), AlertState::Firing);
     assert_eq!(
@@ -338,8 +409,15 @@ fn a_sentry_issue_alert_is_keyed_by_the_issue_with_its_level_and_project() {
 
 #[test]
 fn eventbridge_alarm_changes_fire_resolve_and_key_by_the_alarm_arn() {
-    let a = &read("cloudwatch/eventbridge-single-metric-alarm.json", Source::CloudWatch)[0];
-    assert!(a.title.starts_with("ServerCpuTooHigh: Threshold Crossed"), "{}", a.title);
+    let a = &read(
+        "cloudwatch/eventbridge-single-metric-alarm.json",
+        Source::CloudWatch,
+    )[0];
+    assert!(
+        a.title.starts_with("ServerCpuTooHigh: Threshold Crossed"),
+        "{}",
+        a.title
+    );
     assert_eq!(
         a.fingerprint(),
         "cloudwatch:arn:aws:cloudwatch:us-east-1:123456789012:alarm:ServerCpuTooHigh"
@@ -347,7 +425,9 @@ fn eventbridge_alarm_changes_fire_resolve_and_key_by_the_alarm_arn() {
     assert_eq!(a.state(), AlertState::Firing);
     assert_eq!(origin(a).host.as_deref(), Some("i-12345678901234567"));
     assert_eq!(origin(a).component.as_deref(), Some("CPUUtilization"));
-    assert!(link(a, "source").unwrap().contains("alarm/ServerCpuTooHigh"));
+    assert!(link(a, "source")
+        .unwrap()
+        .contains("alarm/ServerCpuTooHigh"));
     let mut ok = fixture("cloudwatch/eventbridge-single-metric-alarm.json");
     let detail = ok["detail"].as_object_mut().unwrap();
     let (state, previous) = (detail["state"].clone(), detail["previousState"].clone());
@@ -356,8 +436,15 @@ fn eventbridge_alarm_changes_fire_resolve_and_key_by_the_alarm_arn() {
     let r = &parse(Source::CloudWatch, ok, now(), &IntakeConfig::default()).unwrap()[0];
     assert_eq!(r.state(), AlertState::Resolved);
     assert_eq!(r.fingerprint(), a.fingerprint());
-    let math = &read("cloudwatch/eventbridge-metric-math-alarm.json", Source::CloudWatch)[0];
-    assert_eq!(math.state(), AlertState::Firing, "INSUFFICIENT_DATA → ALARM");
+    let math = &read(
+        "cloudwatch/eventbridge-metric-math-alarm.json",
+        Source::CloudWatch,
+    )[0];
+    assert_eq!(
+        math.state(),
+        AlertState::Firing,
+        "INSUFFICIENT_DATA → ALARM"
+    );
 }
 
 #[test]
@@ -368,7 +455,10 @@ fn a_flat_iras_alert_is_still_generic_and_keeps_its_key() {
     assert_eq!(a.fingerprint(), "disk-ledger");
     let resolved = json!({"title": "Disk full", "timestamp": "2026-03-02T03:04:40Z",
                           "fingerprint": "disk-ledger", "status": "resolved"});
-    assert_eq!(read_value(resolved, Source::Generic)[0].state(), AlertState::Resolved);
+    assert_eq!(
+        read_value(resolved, Source::Generic)[0].state(),
+        AlertState::Resolved
+    );
 }
 
 #[test]
@@ -393,15 +483,29 @@ fn every_parsed_alert_is_stored_and_read_back_unchanged() {
     for (rel, source) in [
         ("alertmanager/v4-probe-failure.json", Source::Alertmanager),
         ("grafana/webhook.json", Source::Grafana),
-        ("pagerduty/webhook-v3-incident-priority-updated.json", Source::PagerDuty),
+        (
+            "pagerduty/webhook-v3-incident-priority-updated.json",
+            Source::PagerDuty,
+        ),
         ("pagerduty/events-v2-trigger.json", Source::PagerDuty),
         ("opsgenie/create.json", Source::Opsgenie),
         ("sentry/issue-alert.json", Source::Sentry),
-        ("cloudwatch/eventbridge-single-metric-alarm.json", Source::CloudWatch),
+        (
+            "cloudwatch/eventbridge-single-metric-alarm.json",
+            Source::CloudWatch,
+        ),
     ] {
         all.extend(read(rel, source));
     }
-    all.extend(parse(Source::Datadog, datadog("Triggered"), now(), &IntakeConfig::default()).unwrap());
+    all.extend(
+        parse(
+            Source::Datadog,
+            datadog("Triggered"),
+            now(),
+            &IntakeConfig::default(),
+        )
+        .unwrap(),
+    );
     for a in all {
         let text = serde_json::to_string(&a).unwrap();
         let back: Alert = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));

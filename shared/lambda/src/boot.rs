@@ -251,11 +251,14 @@ pub async fn app_from_env() -> Result<Arc<App>, BootError> {
         http: HttpConfig {
             // SNS signing certificates and subscription confirmations over HTTPS.
             sns_transport: Some(Arc::new(
-                iras_adapters::HttpsSnsTransport::new(EnvVars(&loaded.vars).timeout()?)
-                    .map_err(|e| BootError::Config(ConfigError {
-                        name: "INTEGRATION_TIMEOUT_SECONDS".into(),
-                        problem: e,
-                    }))?,
+                iras_adapters::HttpsSnsTransport::new(EnvVars(&loaded.vars).timeout()?).map_err(
+                    |e| {
+                        BootError::Config(ConfigError {
+                            name: "INTEGRATION_TIMEOUT_SECONDS".into(),
+                            problem: e,
+                        })
+                    },
+                )?,
             )),
             ..http_config(&loaded.vars)?
         },

@@ -153,9 +153,7 @@ pub fn alerts_from_event(event: Value) -> Result<Vec<Alert>, IngestError> {
     let envelope: EventBridgeEvent = serde_json::from_value(event.clone())
         .map_err(|e| IngestError::NotAnEvent(e.to_string()))?;
     match (envelope.source.as_str(), envelope.detail_type.as_str()) {
-        (CLOUDWATCH_SOURCE, ALARM_STATE_CHANGE) => {
-            Ok(vec![cloudwatch::from_eventbridge(&event)?])
-        }
+        (CLOUDWATCH_SOURCE, ALARM_STATE_CHANGE) => Ok(vec![cloudwatch::from_eventbridge(&event)?]),
         (ALERT_SOURCE, _) => bus_alerts(envelope),
         _ => Err(IngestError::UnknownEvent {
             event_source: envelope.source,

@@ -162,7 +162,11 @@ async fn an_eventbridge_alarm_opens_and_its_ok_records_the_recovery() {
     assert!(inc.source_recovered_at.is_some());
     assert_eq!(inc.status, IncidentStatus::Processing);
     assert_eq!(w.incident_count().await, 1);
-    assert_eq!(w.starter.started.lock().unwrap().len(), 1, "the OK starts nothing");
+    assert_eq!(
+        w.starter.started.lock().unwrap().len(),
+        1,
+        "the OK starts nothing"
+    );
 }
 
 #[tokio::test]

@@ -222,7 +222,11 @@ async fn an_alarm_going_back_to_ok_records_nothing_when_no_incident_had_it() {
     .unwrap();
     assert_eq!(out.outcome, "unmatched");
     assert_eq!(out.incident_id, None);
-    assert_eq!(w.incident_count().await, 0, "a recovery never opens an incident");
+    assert_eq!(
+        w.incident_count().await,
+        0,
+        "a recovery never opens an incident"
+    );
     assert!(w.starter.started.lock().unwrap().is_empty());
 }
 
@@ -240,9 +244,14 @@ async fn an_event_iras_does_not_know_is_refused_by_name_and_writes_nothing() {
         "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"],
         "detail": {"instance-id": "i-abcd1111", "state": "stopped"}
     });
-    let d = ingest::handle(&w.deps, w.starter.as_ref(), w.callbacks.as_ref(), lambda_event(ec2))
-        .await
-        .unwrap_err();
+    let d = ingest::handle(
+        &w.deps,
+        w.starter.as_ref(),
+        w.callbacks.as_ref(),
+        lambda_event(ec2),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(d.error_type, "UnknownEvent");
     assert!(d.error_message.contains("aws.ec2"), "{}", d.error_message);
 
@@ -253,8 +262,8 @@ async fn an_event_iras_does_not_know_is_refused_by_name_and_writes_nothing() {
         w.callbacks.as_ref(),
         lambda_event(not_eventbridge),
     )
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     assert_eq!(d.error_type, "InvalidInput");
     assert_eq!(w.incident_count().await, 0);
     assert!(w.events.0.lock().unwrap().is_empty());

@@ -141,8 +141,12 @@ pub async fn ingest_with(
             return repeat(deps, m, &alert, recurrence).await;
         }
     }
+    let (kept, cut) = alert.clone().bounded(MAX_ALERT_BYTES);
     for _ in 0..4 {
-        let incident = Incident::open(IncidentId::generate(), alert.clone(), now);
+        let mut incident = Incident::open(IncidentId::generate(), kept.clone(), now);
+        if let Some(note) = &cut {
+            incident.record(now, "alert:cut", "ingest", note.clone());
+        }
         match deps.store.create_incident(&incident).await {
             Ok(()) => {
                 announce(
