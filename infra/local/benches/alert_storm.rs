@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request};
 use http_body_util::BodyExt;
-use iras_core::ports::IncidentQuery;
+use iras_core::ports::{IncidentQuery, IncidentStore};
 use iras_core::IncidentId;
 use iras_http::{App, HttpConfig};
 use iras_local::local::{LocalOptions, LocalPipeline, LocalStarter, RuntimeCallbacks};
