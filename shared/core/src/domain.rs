@@ -333,7 +333,12 @@ impl Alert {
         let mut by_size: Vec<(usize, String)> = self
             .fields
             .iter()
-            .map(|(k, v)| (serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0), k.clone()))
+            .map(|(k, v)| {
+                (
+                    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0),
+                    k.clone(),
+                )
+            })
             .collect();
         by_size.sort_by(|a, b| b.cmp(a));
         let mut dropped = Vec::new();
@@ -1302,8 +1307,8 @@ mod tests {
         assert!(cut.fields.get("raw").is_none());
         assert_eq!(cut.text("namespace").as_deref(), Some("shop"));
         assert!(note.unwrap().contains("raw"));
-        let small = Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"}))
-            .unwrap();
+        let small =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
         assert_eq!(small.clone().bounded(MAX_ALERT_BYTES), (small, None));
     }
 
