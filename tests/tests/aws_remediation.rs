@@ -122,9 +122,8 @@ async fn run(moto: &Moto, recovers: bool) -> (Harness, IncidentId) {
         .ingest(scenario.alert.clone())
         .await
         .unwrap()
-        .incident()
         .incident_id
-        .clone();
+        .expect("an incident");
     let waiting = h.wait_awaiting_approval(&id).await;
     let step = &waiting.plan.as_ref().unwrap().steps[0];
     assert_eq!(

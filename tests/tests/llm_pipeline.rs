@@ -401,9 +401,8 @@ async fn instructions_planted_in_evidence_change_no_severity_policy_or_approval(
         .ingest(scenario.alert.clone())
         .await
         .unwrap()
-        .incident()
         .incident_id
-        .clone();
+        .expect("an incident");
 
     let inc = h.wait_awaiting_approval(&id).await;
 

@@ -88,7 +88,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
         .ingest(scenario.alert.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let id = ingested.incident().incident_id.clone();
+    let id = ingested
+        .incident_id
+        .clone()
+        .ok_or_else(|| "the scenario's alert opened no incident".to_string())?;
     eprintln!("incident {id} opened; execution started under the same name\n");
 
     let mut decided = false;

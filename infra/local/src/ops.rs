@@ -236,6 +236,7 @@ pub async fn decide(
     let verb = match decision {
         Decision::Approved => "approve",
         Decision::Rejected => "reject",
+        Decision::Recovered => return Err("only the source can end a wait as recovered".into()),
     };
     let response = reqwest::Client::new()
         .post(format!("{url}/incidents/{id}/{verb}"))

@@ -80,9 +80,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .map(|k| k.trim().to_string())
         .filter(|k| !k.is_empty())
         .collect();
-    let webhook_secret = std::env::var("WEBHOOK_SECRET")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
+    // WEBHOOK_SECRET(_<SOURCE>), WEBHOOK_BODY_LIMIT_BYTES, ALERT_SERVICE_LABELS.
+    let from_env = HttpConfig::from_env().map_err(|e| e.to_string())?;
+    let timeout = iras_core::config::EnvVars(&std::env::vars().collect())
+        .timeout()
+        .map_err(|e| e.to_string())?;
+    let sns = iras_adapters::HttpsSnsTransport::new(timeout)?;
 
     let library = match &opts.scenarios {
         Some(dir) => ScenarioLibrary::load_dir(dir).map_err(|e| e.to_string())?,
@@ -132,10 +135,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         starter: Arc::new(LocalStarter(runtime.clone())),
         callbacks: Arc::new(RuntimeCallbacks(runtime.clone())),
         http: HttpConfig {
-            webhook_secret,
             api_keys,
             approval_signing_key: signing_key.as_bytes().to_vec(),
-            body_limit_bytes: 256 * 1024,
+            sns_transport: Some(Arc::new(sns)),
+            ..from_env
         },
         runtime_health: Arc::new(move || health_runtime.health()),
     });

@@ -14,6 +14,7 @@ pub mod pagerduty;
 pub mod prometheus;
 pub mod runner;
 pub mod slack;
+pub mod sns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use pagerduty::{PagerDutyConfig, PagerDutyPager};
 pub use prometheus::{PrometheusConfig, PrometheusSource, Signal};
 pub use runner::{RunnerConfig, RunnerExecutor};
 pub use slack::{SlackConfig, SlackNotifier};
+pub use sns::HttpsSnsTransport;
 
 /// The services to read for a query: the ones named, else the alert's own. Metric and log
 /// backends cannot be asked for "everything", so with neither there is nothing to read.

@@ -141,6 +141,7 @@ fn decision_line(incident: &Incident) -> Option<String> {
     let (icon, verb) = match d.decision {
         Decision::Approved => (":white_check_mark:", "Approved"),
         Decision::Rejected => (":x:", "Rejected"),
+        Decision::Recovered => (":large_green_circle:", "Ended: the source recovered"),
     };
     Some(format!(
         "{icon} *{verb}* by {} via {} at {}{}",

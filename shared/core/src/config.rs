@@ -27,6 +27,12 @@ pub struct PipelineConfig {
     pub deployment_lookback_hours: i64,
     /// Minutes after the alert still worth reading (what an investigator sees on arrival).
     pub evidence_horizon_minutes: i64,
+    /// `REOPEN_COOLDOWN_MINUTES`: an alert firing again this soon after its incident closed is
+    /// a recurrence of it (counted as a flap), not a new incident and a new page.
+    pub reopen_cooldown_minutes: i64,
+    /// `AUTO_CANCEL_ON_RECOVERY`: when the source recovers while a plan waits for approval,
+    /// the wait ends through the state machine (outcome `recovered`) instead of running on.
+    pub auto_cancel_on_recovery: bool,
     /// `REMEDIATION_EXECUTOR`: which executor the remediate function uses. Every function
     /// reads it, so the plan stage knows whether a plan would run for real.
     pub executor: ExecutorKind,
@@ -84,6 +90,8 @@ impl Default for PipelineConfig {
             evidence_lookback_minutes: 30,
             deployment_lookback_hours: 24,
             evidence_horizon_minutes: 15,
+            reopen_cooldown_minutes: 30,
+            auto_cancel_on_recovery: false,
             executor: ExecutorKind::DryRun,
             verify_after_seconds: 120,
             verify_attempts: 3,
@@ -187,6 +195,20 @@ impl PipelineConfig {
                     return Err(ConfigError {
                         name: "AUTO_APPROVE_MAX_RISK".into(),
                         problem: format!("`{other}` is not one of none, low, medium"),
+                    })
+                }
+            };
+        }
+        c.reopen_cooldown_minutes =
+            env.number("REOPEN_COOLDOWN_MINUTES", 30, (0, 7 * 24 * 60))? as i64;
+        if let Some(v) = get("AUTO_CANCEL_ON_RECOVERY") {
+            c.auto_cancel_on_recovery = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                other => {
+                    return Err(ConfigError {
+                        name: "AUTO_CANCEL_ON_RECOVERY".into(),
+                        problem: format!("`{other}` is not true or false"),
                     })
                 }
             };
@@ -349,5 +371,25 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.name, "REMEDIATION_POLICY");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_lifecycle_variables_default_and_refuse_nonsense_by_name() {
+        let c = PipelineConfig::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.reopen_cooldown_minutes, 30);
+        assert!(!c.auto_cancel_on_recovery);
+        let c = PipelineConfig::from_vars(&vars(&[
+            ("REOPEN_COOLDOWN_MINUTES", "5"),
+            ("AUTO_CANCEL_ON_RECOVERY", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(c.reopen_cooldown_minutes, 5);
+        assert!(c.auto_cancel_on_recovery);
+        let e =
+            PipelineConfig::from_vars(&vars(&[("AUTO_CANCEL_ON_RECOVERY", "maybe")])).unwrap_err();
+        assert_eq!(e.name, "AUTO_CANCEL_ON_RECOVERY");
+        let e =
+            PipelineConfig::from_vars(&vars(&[("REOPEN_COOLDOWN_MINUTES", "soon")])).unwrap_err();
+        assert_eq!(e.name, "REOPEN_COOLDOWN_MINUTES");
     }
 }

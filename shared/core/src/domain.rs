@@ -41,6 +41,95 @@ impl fmt::Display for IncidentId {
     }
 }
 
+/// Where an alert stands at its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Firing: opens an incident, or repeats on the one it has.
+    #[default]
+    Firing,
+    /// The source says the problem is over: recorded, never opens an incident.
+    Resolved,
+    /// A person at the source took it: recorded, never opens an incident.
+    Acknowledged,
+    /// The source cannot tell (CloudWatch `INSUFFICIENT_DATA`): recorded, never opens one.
+    NoData,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::NoData => "no_data",
+        }
+    }
+}
+
+/// A link the source sent with the alert (`generator`, `runbook`, `dashboard`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertLink {
+    pub kind: String,
+    pub href: String,
+}
+
+/// What IRAS read from the source's own payload, by the parser of that source. Only parsers
+/// set it: a generic alert's `_iras` field is dropped at the door, so a sender cannot forge it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AlertOrigin {
+    /// `alertmanager`, `grafana`, `datadog`, `pagerduty`, `opsgenie`, `sentry`, `cloudwatch`,
+    /// `generic`.
+    pub source: String,
+    /// The source's own key for this alert (its dedup key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub state: AlertState,
+    /// The source's severity or priority through the documented table (README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The source's severity or priority as it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<AlertLink>,
+}
+
+/// The field name of [`Alert::origin`]: unlikely in a monitoring payload, and stripped from
+/// generic alerts at the door.
+pub const ORIGIN_FIELD: &str = "_iras";
+
+/// Nesting an alert may have: the stored record wraps it a few levels deeper, and serde_json
+/// refuses to read back more than 128.
+pub const MAX_ALERT_DEPTH: usize = 64;
+
+/// How deeply `v` nests (a scalar is 0, `{}` and `[]` are 1), without recursion.
+pub fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(m.values().map(|c| (c, d + 1)));
+            }
+            Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|c| (c, d + 1)));
+            }
+            _ => deepest = deepest.max(d),
+        }
+    }
+    deepest
+}
+
 /// An alert as a monitoring system sent it. `title` and `timestamp` are required; every other
 /// field is kept verbatim in `fields` and shown to the analyst as untrusted data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +138,8 @@ pub struct Alert {
     pub timestamp: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    #[serde(default, rename = "_iras", skip_serializing_if = "Option::is_none")]
+    pub origin: Option<AlertOrigin>,
     #[serde(flatten)]
     pub fields: Map<String, Value>,
 }
@@ -64,24 +155,42 @@ pub enum AlertError {
         field: &'static str,
         expected: &'static str,
     },
+    #[error("the alert nests {depth} levels deep; IRAS keeps at most {max}")]
+    TooDeep { depth: usize, max: usize },
 }
 
 impl AlertError {
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            AlertError::NotAnObject => None,
+            AlertError::NotAnObject | AlertError::TooDeep { .. } => None,
             AlertError::Missing(f) => Some(f),
             AlertError::Invalid { field, .. } => Some(field),
         }
     }
 }
 
+/// A sample kept of a repeat: past this size only its title, time and service are kept.
+pub const MAX_SAMPLE_BYTES: usize = 16 * 1024;
+
+/// The alert an incident's record keeps: the record must fit one DynamoDB item (400 KB) with
+/// everything the pipeline adds, whatever `WEBHOOK_BODY_LIMIT_BYTES` lets in.
+pub const MAX_ALERT_BYTES: usize = 128 * 1024;
+
 impl Alert {
     /// Validates a webhook body or scenario alert. Errors name the field so a sender can fix it.
     pub fn from_json(value: Value) -> Result<Alert, AlertError> {
+        let depth = json_depth(&value);
+        if depth > MAX_ALERT_DEPTH {
+            return Err(AlertError::TooDeep {
+                depth,
+                max: MAX_ALERT_DEPTH,
+            });
+        }
         let Value::Object(mut fields) = value else {
             return Err(AlertError::NotAnObject);
         };
+        // Only a parser may say where an alert comes from.
+        fields.remove(ORIGIN_FIELD);
         let title = match fields.remove("title") {
             None | Some(Value::Null) => return Err(AlertError::Missing("title")),
             Some(Value::String(s)) if !s.trim().is_empty() => s,
@@ -107,14 +216,17 @@ impl Alert {
                 })
             }
         };
+        // `service` is read back as a string: anything else would poison the stored record.
         let service = match fields.remove("service") {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-            Some(other) if !other.is_null() => {
-                // Keep a non-string `service` as an ordinary field rather than reject the alert.
-                fields.insert("service".into(), other);
-                None
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                return Err(AlertError::Invalid {
+                    field: "service",
+                    expected: "a string",
+                })
             }
-            _ => None,
         };
         let service = service.or_else(|| {
             fields
@@ -123,17 +235,56 @@ impl Alert {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         });
+        let state = match fields.get("status").and_then(Value::as_str) {
+            Some("resolved") => AlertState::Resolved,
+            Some("acknowledged") => AlertState::Acknowledged,
+            _ => AlertState::Firing,
+        };
+        let key = ["fingerprint", "dedup_key"].iter().find_map(|k| {
+            fields
+                .get(*k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        });
+        let word = ["severity", "priority"]
+            .iter()
+            .find_map(|k| text_of(fields.get(*k)));
         Ok(Alert {
             title,
             timestamp,
             service,
+            origin: Some(AlertOrigin {
+                source: "generic".into(),
+                key,
+                state,
+                // A flat alert's words are read by triage's own rules, as before.
+                severity: None,
+                source_severity: word,
+                ..AlertOrigin::default()
+            }),
             fields,
         })
     }
 
-    /// The source's own dedup key where it has one, else title + service.
+    /// Where the source says this alert stands (firing when it does not say).
+    pub fn state(&self) -> AlertState {
+        self.origin.as_ref().map(|o| o.state).unwrap_or_default()
+    }
+
+    /// The source's own dedup key where it has one, else title + service. Keys of the native
+    /// sources are namespaced by source, so two tools can never share an incident by accident.
     pub fn fingerprint(&self) -> String {
-        for key in ["fingerprint", "dedup_key", "groupKey"] {
+        if let Some(o) = &self.origin {
+            if let Some(k) = o.key.as_deref().filter(|k| !k.is_empty()) {
+                return match o.source.as_str() {
+                    // A generic alert's key is the sender's own, as before parsers existed.
+                    "generic" | "" => k.to_string(),
+                    source => format!("{source}:{k}"),
+                };
+            }
+        }
+        for key in ["fingerprint", "dedup_key"] {
             if let Some(v) = self.fields.get(key).and_then(Value::as_str) {
                 if !v.is_empty() {
                     return v.to_string();
@@ -145,6 +296,67 @@ impl Alert {
             self.service.as_deref().unwrap_or("-"),
             self.title.trim().to_lowercase()
         )
+    }
+
+    /// The links the source sent.
+    pub fn links(&self) -> &[AlertLink] {
+        self.origin
+            .as_ref()
+            .map(|o| o.links.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// A copy small enough to keep as a repeat's sample: over `max` bytes of JSON, only its
+    /// title, time, service and origin are kept.
+    pub fn sample(&self, max: usize) -> Alert {
+        let size = serde_json::to_vec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size <= max {
+            return self.clone();
+        }
+        let mut cut = self.clone();
+        cut.fields = Map::new();
+        cut.fields.insert(
+            "note".into(),
+            Value::String(format!("body of {size} bytes not kept")),
+        );
+        cut
+    }
+
+    /// The alert cut to at most `max` bytes of JSON for the incident's record: its largest
+    /// fields go first, and what went is said (`None` when nothing had to).
+    pub fn bounded(mut self, max: usize) -> (Alert, Option<String>) {
+        let size = |a: &Alert| serde_json::to_vec(a).map(|v| v.len()).unwrap_or(usize::MAX);
+        let total = size(&self);
+        if total <= max {
+            return (self, None);
+        }
+        let mut by_size: Vec<(usize, String)> = self
+            .fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0),
+                    k.clone(),
+                )
+            })
+            .collect();
+        by_size.sort_by(|a, b| b.cmp(a));
+        let mut dropped = Vec::new();
+        for (_, k) in by_size {
+            if size(&self) <= max {
+                break;
+            }
+            self.fields.remove(&k);
+            dropped.push(k);
+        }
+        let note = format!(
+            "the alert's {total} bytes were cut to fit the record's {} KB: fields {} not kept",
+            max / 1024,
+            dropped.join(", ")
+        );
+        (self, Some(note))
     }
 
     /// A field by name, as text, looking in `labels` and `annotations` too.
@@ -169,6 +381,40 @@ impl Alert {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
+    }
+}
+
+fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The documented table from a source's severity or priority to IRAS's P0–P3 (README,
+/// "Severity"). What it gives is a floor: triage may rate an incident more severe, never less.
+pub mod severity_table {
+    use super::Severity;
+
+    /// A severity word (`critical`, `warning`, Sentry's `fatal`, PagerDuty's `error`, ...) or a
+    /// priority (`P1`–`P5`, `sev1`); `None` for anything the table does not list.
+    pub fn from_source(value: &str) -> Option<Severity> {
+        let v = value.trim().to_ascii_lowercase();
+        let v = v.as_str();
+        Some(match v {
+            // Five-level priorities (Opsgenie, PagerDuty, Datadog): P1 is the worst.
+            "p1" | "sev0" | "sev-0" | "sev1" | "sev-1" | "emergency" | "disaster" => Severity::P0,
+            "p2" | "sev2" | "sev-2" | "critical" | "crit" | "fatal" | "page" | "high" => {
+                Severity::P1
+            }
+            "p3" | "sev3" | "sev-3" | "error" | "err" | "major" => Severity::P2,
+            "p4" | "p5" | "sev4" | "sev-4" | "warning" | "warn" | "medium" | "moderate"
+            | "minor" | "low" | "info" | "informational" | "debug" | "none" | "normal" => {
+                Severity::P3
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -547,6 +793,8 @@ impl RemediationPlan {
 pub enum Decision {
     Approved,
     Rejected,
+    /// Nobody decided: the source recovered and `AUTO_CANCEL_ON_RECOVERY` ended the wait.
+    Recovered,
 }
 
 impl Decision {
@@ -554,6 +802,7 @@ impl Decision {
         match self {
             Decision::Approved => "approved",
             Decision::Rejected => "rejected",
+            Decision::Recovered => "recovered",
         }
     }
 }
@@ -754,16 +1003,22 @@ pub struct Incident {
     pub service: Option<String>,
     pub fingerprint: String,
     pub alert: Alert,
-    /// Repeats of the same alert that arrived while this incident was open.
-    #[serde(default)]
-    pub repeat_alerts: Vec<Alert>,
-    /// How often the alert fired again, including repeats past the kept ones.
-    #[serde(default)]
-    pub repeat_count: u32,
+    /// What the source kept sending: counted beside the record by the store, never in it.
+    #[serde(default, skip_serializing_if = "AlertRepeats::is_empty")]
+    pub repeats: AlertRepeats,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Timestamp>,
+    /// When the incident reached a final status: the reopen cool-down counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Timestamp>,
+    /// When the source last said the problem was over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_recovered_at: Option<Timestamp>,
+    /// When a person acknowledged the alert at the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_acknowledged_at: Option<Timestamp>,
     /// Optimistic concurrency: every write must name the version it read.
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -792,7 +1047,57 @@ pub struct Incident {
     pub llm_calls: Vec<crate::usage::LlmCall>,
 }
 
+/// Deliveries of an incident's alert after the one that opened it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AlertRepeats {
+    /// Every repeat, recurrences included.
+    pub count: u64,
+    /// Repeats that came within the cool-down after the incident closed (flaps).
+    #[serde(default)]
+    pub recurrences: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    /// The first few repeats as sent (each bounded by [`MAX_SAMPLE_BYTES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Alert>,
+}
+
+impl AlertRepeats {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// One more delivery of an incident's alert, for [`crate::ports::IncidentStore::record_repeat`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRepeat {
+    pub at: Timestamp,
+    /// It came after the incident closed, within the cool-down.
+    pub recurrence: bool,
+    /// Bounded by the caller ([`Alert::sample`]).
+    pub sample: Alert,
+}
+
 impl Incident {
+    /// The key PagerDuty deduplicates pages by: derived from the source's key, so pages for
+    /// the same alert collapse into one PagerDuty incident across IRAS incidents.
+    pub fn page_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.fingerprint.as_bytes());
+        format!("iras-{}", &hex::encode(digest)[..32])
+    }
+
+    /// The source has said the problem is over since it last fired.
+    pub fn source_recovered(&self) -> bool {
+        match (self.source_recovered_at, self.repeats.last_seen) {
+            (Some(r), Some(fired)) => r >= fired,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
     pub fn open(id: IncidentId, alert: Alert, now: Timestamp) -> Incident {
         let fingerprint = alert.fingerprint();
         Incident {
@@ -821,8 +1126,10 @@ impl Incident {
                 stage: "alert".into(),
                 message: format!("alert fired: {}", alert.title),
             }],
-            repeat_alerts: Vec::new(),
-            repeat_count: 0,
+            repeats: AlertRepeats::default(),
+            closed_at: None,
+            source_recovered_at: None,
+            source_acknowledged_at: None,
             llm_calls: Vec::new(),
             alert,
         }
@@ -982,6 +1289,19 @@ pub struct ActionItem {
 pub enum PostMortemOutcome {
     Resolved,
     Escalated,
+    /// The source recovered while the plan waited for approval, and the wait was ended
+    /// (`AUTO_CANCEL_ON_RECOVERY`): nothing was applied.
+    Recovered,
+}
+
+impl PostMortemOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostMortemOutcome::Resolved => "resolved",
+            PostMortemOutcome::Escalated => "escalated",
+            PostMortemOutcome::Recovered => "recovered",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1027,10 +1347,7 @@ impl PostMortem {
             "- **Severity**: {}",
             self.severity.map(|s| s.as_str()).unwrap_or("untriaged")
         );
-        let outcome = match self.outcome {
-            PostMortemOutcome::Resolved => "resolved",
-            PostMortemOutcome::Escalated => "escalated",
-        };
+        let outcome = self.outcome.as_str();
         let _ = writeln!(md, "- **Outcome**: {outcome}");
         let _ = writeln!(
             md,
@@ -1165,6 +1482,87 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.fingerprint(), "s|t");
+    }
+
+    #[test]
+    fn a_service_that_is_not_a_string_is_refused_naming_it() {
+        for service in [json!(42), json!({"name": "api"}), json!(["a"])] {
+            let e = Alert::from_json(
+                json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": service}),
+            )
+            .unwrap_err();
+            assert_eq!(e.field(), Some("service"));
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_store_reads_back_is_refused() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_ALERT_DEPTH {
+            deep = json!([deep]);
+        }
+        let e = Alert::from_json(
+            json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "deep": deep}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, AlertError::TooDeep { .. }), "{e}");
+        assert_eq!(json_depth(&json!({"a": [1, {"b": 2}]})), 3);
+        assert_eq!(json_depth(&json!(1)), 0);
+    }
+
+    #[test]
+    fn an_accepted_alert_always_reads_back_from_its_record() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": "s",
+            "_iras": {"source": "forged"}, "status": "resolved", "severity": "critical"
+        }))
+        .unwrap();
+        assert_eq!(a.state(), AlertState::Resolved);
+        assert_eq!(a.origin.as_ref().unwrap().source, "generic");
+        let back: Alert = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn an_alert_too_large_for_the_record_loses_its_largest_fields_and_says_so() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": "s",
+            "raw": "x".repeat(200_000), "labels": {"namespace": "shop"}
+        }))
+        .unwrap();
+        let (cut, note) = a.bounded(MAX_ALERT_BYTES);
+        assert!(serde_json::to_vec(&cut).unwrap().len() <= MAX_ALERT_BYTES);
+        assert!(cut.fields.get("raw").is_none());
+        assert_eq!(cut.text("namespace").as_deref(), Some("shop"));
+        assert!(note.unwrap().contains("raw"));
+        let small =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
+        assert_eq!(small.clone().bounded(MAX_ALERT_BYTES), (small, None));
+    }
+
+    #[test]
+    fn a_large_repeat_keeps_only_a_small_sample() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "blob": "x".repeat(100_000)
+        }))
+        .unwrap();
+        let s = a.sample(MAX_SAMPLE_BYTES);
+        assert!(serde_json::to_vec(&s).unwrap().len() < MAX_SAMPLE_BYTES);
+        assert_eq!(s.title, "t");
+        let small =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
+        assert_eq!(small.sample(MAX_SAMPLE_BYTES), small);
+    }
+
+    #[test]
+    fn the_severity_table_shifts_five_level_priorities_by_one() {
+        use severity_table::from_source;
+        assert_eq!(from_source("P1"), Some(Severity::P0));
+        assert_eq!(from_source("critical"), Some(Severity::P1));
+        assert_eq!(from_source("error"), Some(Severity::P2));
+        assert_eq!(from_source("warning"), Some(Severity::P3));
+        assert_eq!(from_source("P5"), Some(Severity::P3));
+        assert_eq!(from_source("whatever"), None);
     }
 
     #[test]

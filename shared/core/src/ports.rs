@@ -40,7 +40,28 @@ pub struct IncidentPage {
     /// Newest first.
     pub incidents: Vec<Incident>,
     pub next: Option<String>,
+    /// Records on this page that could not be decoded: reported, never allowed to break the
+    /// listing of the others.
+    pub unreadable: Vec<UnreadableIncident>,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableIncident {
+    pub incident_id: IncidentId,
+    pub error: String,
+}
+
+/// The newest incident that has (or had) a fingerprint, as the store's index knows it: no
+/// record body is decoded to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FingerprintMatch {
+    pub incident_id: IncidentId,
+    pub status: IncidentStatus,
+    pub closed_at: Option<Timestamp>,
+}
+
+/// Repeats whose body is kept as a sample; past this, only the counters move.
+pub const MAX_ALERT_SAMPLES: u64 = 10;
 
 #[async_trait]
 pub trait IncidentStore: Send + Sync {
@@ -55,6 +76,23 @@ pub trait IncidentStore: Send + Sync {
     async fn list_incidents(&self, query: &IncidentQuery) -> Result<IncidentPage, StoreError>;
     /// The incident whose approval request carries this approval id.
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError>;
+
+    /// The newest incident created with this fingerprint, open or closed.
+    async fn latest_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError>;
+    /// Counts one more delivery of the incident's alert beside its record, which it never
+    /// rewrites (nor changes the record's version): a storm costs a counter update per alert,
+    /// not a rewrite of a large record. Keeps `repeat.sample` while fewer than
+    /// [`MAX_ALERT_SAMPLES`] are kept. Returns the counters as they now are. `get_incident`
+    /// returns them in `Incident::repeats`; `list_incidents` returns the counters without the
+    /// samples.
+    async fn record_repeat(
+        &self,
+        id: &IncidentId,
+        repeat: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError>;
 
     /// Upsert by (incident, attempt): a retried gather or rca overwrites its own attempt.
     async fn put_attempt(
@@ -388,7 +426,7 @@ pub trait Notifier: Send + Sync {
 #[async_trait]
 pub trait Pager: Send + Sync {
     fn name(&self) -> String;
-    /// Keyed by incident id: paging twice for one incident is one page.
+    /// Keyed by [`Incident::page_key`]: paging twice for one alert is one page.
     async fn page(&self, incident: &Incident, escalation: &Escalation) -> Result<(), NotifyError>;
     async fn resolve(&self, incident: &Incident) -> Result<(), NotifyError>;
 }

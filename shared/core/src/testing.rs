@@ -99,6 +99,8 @@ impl Executor for FailingExecutor {
 pub struct RecordingPager {
     pub pages: Mutex<Vec<(IncidentId, EscalationReason)>>,
     pub resolved: Mutex<Vec<IncidentId>>,
+    /// Page keys paged and not yet resolved.
+    pub open_keys: Mutex<std::collections::HashSet<String>>,
     /// Fail this many times before succeeding.
     pub failures_left: AtomicUsize,
 }
@@ -117,13 +119,15 @@ impl Pager for RecordingPager {
             return Err(NotifyError::Failed("pager down".into()));
         }
         let mut pages = self.pages.lock().unwrap();
-        // Same dedup rule as PagerDuty's dedup_key: one page per incident.
-        if !pages.iter().any(|(id, _)| id == &incident.incident_id) {
+        let mut open = self.open_keys.lock().unwrap();
+        // PagerDuty's dedup rule: a trigger on a key whose alert is still open is no new page.
+        if open.insert(incident.page_key()) {
             pages.push((incident.incident_id.clone(), escalation.reason));
         }
         Ok(())
     }
     async fn resolve(&self, incident: &Incident) -> Result<(), NotifyError> {
+        self.open_keys.lock().unwrap().remove(&incident.page_key());
         self.resolved
             .lock()
             .unwrap()
@@ -548,6 +552,98 @@ pub mod store_contract {
             .is_none());
     }
 
+    pub async fn repeats_are_counted_beside_the_record(store: &dyn IncidentStore) {
+        let inc = sample_incident(30);
+        store.create_incident(&inc).await.unwrap();
+        let t0 = inc.created_at;
+        let mut last = AlertRepeats::default();
+        for n in 0..(MAX_ALERT_SAMPLES + 2) {
+            let mut sample = inc.alert.clone();
+            sample.title = format!("repeat {n}");
+            let repeat = AlertRepeat {
+                at: t0 + chrono::Duration::seconds(n as i64 + 1),
+                recurrence: n == 0,
+                sample,
+            };
+            last = store
+                .record_repeat(&inc.incident_id, &repeat)
+                .await
+                .unwrap();
+        }
+        assert_eq!(last.count, MAX_ALERT_SAMPLES + 2);
+        assert_eq!(last.recurrences, 1);
+        let got = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(got.version, 1, "a repeat never rewrites the record");
+        assert_eq!(got.repeats.count, MAX_ALERT_SAMPLES + 2);
+        assert_eq!(got.repeats.samples.len() as u64, MAX_ALERT_SAMPLES);
+        assert_eq!(got.repeats.samples[0].title, "repeat 0");
+        assert_eq!(
+            got.repeats.first_seen,
+            Some(t0 + chrono::Duration::seconds(1))
+        );
+        assert_eq!(
+            got.repeats.last_seen,
+            Some(t0 + chrono::Duration::seconds(MAX_ALERT_SAMPLES as i64 + 2))
+        );
+        // A stage writing the record it read does not wind the counters back.
+        let mut stale = got.clone();
+        stale.repeats = AlertRepeats::default();
+        stale.status = IncidentStatus::AwaitingApproval;
+        let written = store.update_incident(&stale).await.unwrap();
+        assert_eq!(written.version, 2);
+        let again = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(again.repeats.count, MAX_ALERT_SAMPLES + 2);
+        let listed = store
+            .list_incidents(&IncidentQuery {
+                status: Some(IncidentStatus::AwaitingApproval),
+                limit: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let row = listed
+            .incidents
+            .iter()
+            .find(|i| i.incident_id == inc.incident_id)
+            .expect("listed");
+        assert_eq!(
+            row.repeats.count,
+            MAX_ALERT_SAMPLES + 2,
+            "lists carry the counters"
+        );
+    }
+
+    pub async fn the_newest_incident_of_a_fingerprint_is_found_open_or_closed(
+        store: &dyn IncidentStore,
+    ) {
+        let first = sample_incident(31);
+        let fp = format!("contract:{}", first.incident_id);
+        let mut first = first;
+        first.fingerprint = fp.clone();
+        assert!(store.latest_with_fingerprint(&fp).await.unwrap().is_none());
+        store.create_incident(&first).await.unwrap();
+        let open = store.latest_with_fingerprint(&fp).await.unwrap().unwrap();
+        assert_eq!(open.incident_id, first.incident_id);
+        assert_eq!(open.status, IncidentStatus::Processing);
+        assert_eq!(open.closed_at, None);
+        let mut done = store
+            .get_incident(&first.incident_id)
+            .await
+            .unwrap()
+            .unwrap();
+        done.status = IncidentStatus::Escalated;
+        done.closed_at = Some(first.created_at + chrono::Duration::minutes(5));
+        store.update_incident(&done).await.unwrap();
+        let closed = store.latest_with_fingerprint(&fp).await.unwrap().unwrap();
+        assert_eq!(closed.status, IncidentStatus::Escalated);
+        assert_eq!(closed.closed_at, done.closed_at);
+        let mut second = sample_incident(32);
+        second.fingerprint = fp.clone();
+        store.create_incident(&second).await.unwrap();
+        let newest = store.latest_with_fingerprint(&fp).await.unwrap().unwrap();
+        assert_eq!(newest.incident_id, second.incident_id, "the newest wins");
+    }
+
     /// Every case, in order.
     pub async fn run_all(store: &dyn IncidentStore) {
         create_get_roundtrip(store).await;
@@ -559,6 +655,8 @@ pub mod store_contract {
         postmortem_roundtrip(store).await;
         an_open_fingerprint_is_taken_until_the_incident_ends(store).await;
         approvals_are_found_by_their_id(store).await;
+        repeats_are_counted_beside_the_record(store).await;
+        the_newest_incident_of_a_fingerprint_is_found_open_or_closed(store).await;
     }
 }
 

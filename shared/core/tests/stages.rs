@@ -21,6 +21,7 @@ struct Fixture {
     pager: Arc<RecordingPager>,
     notifier: Arc<RecordingNotifier>,
     executor: Arc<FailingExecutor>,
+    clock: Arc<ManualClock>,
 }
 
 fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
@@ -30,13 +31,14 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
     let pager = Arc::new(RecordingPager::default());
     let notifier = Arc::new(RecordingNotifier::default());
     let executor = Arc::new(executor);
+    let clock = Arc::new(ManualClock::at(scenario.alert.timestamp));
     let deps = Deps::builder(store.clone())
         .analyst(analyst)
         .evidence(EvidenceSources::all_from(src))
         .notifier(notifier.clone())
         .pager(pager.clone())
         .executor(executor.clone())
-        .clock(Arc::new(ManualClock::at(scenario.alert.timestamp)))
+        .clock(clock.clone())
         .source_timeout(Duration::from_secs(5))
         .build();
     Fixture {
@@ -45,6 +47,7 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
         pager,
         notifier,
         executor,
+        clock,
     }
 }
 
@@ -95,12 +98,15 @@ fn lying_plan(steps: Vec<RemediationStep>) -> RemediationPlan {
 }
 
 async fn open_incident(deps: &Deps, alert: Alert) -> Result<Incident, StageError> {
-    match ingest(deps, alert).await? {
-        Ingested::Opened(i) => Ok(i),
-        Ingested::Attached(i) => {
-            panic!("expected a new incident, got a repeat of {}", i.incident_id)
-        }
-    }
+    let ingested = ingest(deps, alert).await?;
+    assert_eq!(
+        ingested.outcome,
+        IngestOutcome::Opened,
+        "expected a new incident, got {:?}",
+        ingested.outcome
+    );
+    let id = ingested.incident_id.expect("an incident");
+    Ok(deps.store.get_incident(&id).await?.expect("stored"))
 }
 
 /// Runs the stages up to a plan and returns the incident id.
@@ -676,21 +682,34 @@ async fn a_repeat_of_an_open_alert_attaches_instead_of_opening_another_incident(
     let f = fixture(scripted(None), FailingExecutor::default());
     let first = open_incident(&f.deps, demo_alert()).await.unwrap();
     let again = ingest(&f.deps, demo_alert()).await.unwrap();
-    let Ingested::Attached(inc) = again else {
-        panic!("a repeat must attach");
-    };
-    assert_eq!(inc.incident_id, first.incident_id);
-    assert_eq!(inc.repeat_alerts.len(), 1);
-    // Once the incident is over, the same alert opens a new one.
+    assert_eq!(again.outcome, IngestOutcome::Repeat, "a repeat must attach");
+    assert_eq!(again.incident_id.as_ref(), Some(&first.incident_id));
+    let inc = f
+        .deps
+        .store
+        .get_incident(&first.incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inc.repeats.count, 1);
+    assert_eq!(inc.repeats.samples.len(), 1);
+    // Once the incident is over, and past the cool-down, the same alert opens a new one.
     let input: EscalateInput = serde_json::from_value(json!({
         "incident_id": first.incident_id, "escalation": {"reason": "rejected"}
     }))
     .unwrap();
     escalate(&f.deps, &input).await.unwrap();
-    assert!(matches!(
-        ingest(&f.deps, demo_alert()).await.unwrap(),
-        Ingested::Opened(_)
-    ));
+    let within = ingest(&f.deps, demo_alert()).await.unwrap();
+    assert_eq!(
+        within.outcome,
+        IngestOutcome::Recurrence,
+        "a flap, not a new page"
+    );
+    f.clock.advance(chrono::Duration::minutes(31));
+    assert_eq!(
+        ingest(&f.deps, demo_alert()).await.unwrap().outcome,
+        IngestOutcome::Opened
+    );
 }
 
 #[tokio::test]
@@ -899,4 +918,140 @@ async fn a_plan_that_did_not_help_is_rolled_back_in_reverse_and_escalated_with_t
         e.detail
     );
     assert!(e.detail.contains("0.4100"), "the figures: {}", e.detail);
+}
+
+fn resolved(mut alert: Alert) -> Alert {
+    if let Some(o) = alert.origin.as_mut() {
+        o.state = AlertState::Resolved;
+    }
+    alert
+}
+
+#[tokio::test]
+async fn a_recovery_while_awaiting_approval_tells_the_channel_and_leaves_the_wait_by_default() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-1"))
+        .await
+        .unwrap();
+    let callbacks = NullCallbacks(Mutex::new(Vec::new()));
+    let r = ingest_with(&f.deps, &callbacks, resolved(demo_alert()))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, IngestOutcome::Recovered);
+    assert_eq!(r.incident_id.as_ref(), Some(&id));
+    let updates = f.notifier.updates.lock().unwrap().clone();
+    assert!(
+        updates
+            .iter()
+            .any(|(i, m)| *i == id && m.contains("reports the alert recovered")),
+        "{updates:?}"
+    );
+    assert!(
+        callbacks.0.lock().unwrap().is_empty(),
+        "AUTO_CANCEL_ON_RECOVERY is off"
+    );
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
+    assert!(inc.approval.unwrap().decision.is_none());
+    // The same recovery delivered again records nothing twice.
+    ingest_with(&f.deps, &callbacks, resolved(demo_alert()))
+        .await
+        .unwrap();
+    let again = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        again
+            .timeline
+            .iter()
+            .filter(|e| e.key.starts_with("source:recovered"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn with_auto_cancel_a_recovery_completes_the_waiting_task_as_recovered() {
+    let mut f = fixture(scripted(None), FailingExecutor::default());
+    f.deps.config.auto_cancel_on_recovery = true;
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-2"))
+        .await
+        .unwrap();
+    let callbacks = NullCallbacks(Mutex::new(Vec::new()));
+    ingest_with(&f.deps, &callbacks, resolved(demo_alert()))
+        .await
+        .unwrap();
+    assert_eq!(*callbacks.0.lock().unwrap(), vec!["tok-2".to_string()]);
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        inc.approval.unwrap().decision.unwrap().decision,
+        Decision::Recovered
+    );
+    let pm = postmortem(
+        &f.deps,
+        &IncidentRef {
+            incident_id: id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pm.outcome, PostMortemOutcome::Recovered);
+    let closed = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(closed.status, IncidentStatus::Resolved);
+    assert!(f.executor.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_recovery_or_acknowledgement_of_an_unknown_alert_opens_nothing() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let r = ingest(&f.deps, resolved(demo_alert())).await.unwrap();
+    assert_eq!(r.outcome, IngestOutcome::Unmatched);
+    assert!(r.incident_id.is_none());
+    let mut ack = demo_alert();
+    ack.origin.as_mut().unwrap().state = AlertState::Acknowledged;
+    assert_eq!(
+        ingest(&f.deps, ack).await.unwrap().outcome,
+        IngestOutcome::Unmatched
+    );
+    let page = f
+        .store
+        .list_incidents(&IncidentQuery::default())
+        .await
+        .unwrap();
+    assert!(page.incidents.is_empty());
+    assert!(f.pager.pages.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_source_severity_raises_triage_but_never_lowers_it() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let mut alert = demo_alert();
+    alert.origin.as_mut().unwrap().severity = Some(Severity::P0);
+    let inc = open_incident(&f.deps, alert).await.unwrap();
+    let out = triage(
+        &f.deps,
+        &IncidentRef {
+            incident_id: inc.incident_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.severity,
+        Severity::P0,
+        "a P1 source priority is a P0 floor"
+    );
+    let g = fixture(scripted(None), FailingExecutor::default());
+    let mut mild = demo_alert();
+    mild.origin.as_mut().unwrap().severity = Some(Severity::P3);
+    let inc = open_incident(&g.deps, mild).await.unwrap();
+    let out = triage(
+        &g.deps,
+        &IncidentRef {
+            incident_id: inc.incident_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.severity, Severity::P1, "the rules' P1 stands");
 }

@@ -233,11 +233,17 @@ mod tests {
         assert_eq!(b.approver, "alice");
         assert_eq!(b.comment.as_deref(), Some("looks right"));
         assert_eq!(
-            parse_body(br#"{"approver": 3}"#).unwrap_err().field,
+            parse_body(br#"{"approver": 3}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("approver")
         );
         assert_eq!(
-            parse_body(br#"{"comment": []}"#).unwrap_err().field,
+            parse_body(br#"{"comment": []}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("comment")
         );
         let long = format!(

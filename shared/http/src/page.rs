@@ -332,6 +332,7 @@ pub(crate) async fn submit(
                 ),
                 Decision::Approved => ("Approved", "Approved — the plan is being applied."),
                 Decision::Rejected => ("Rejected", "Rejected — on-call has been paged."),
+                Decision::Recovered => ("Closed", "The source recovered; nothing was applied."),
             };
             Ok(message_page(StatusCode::OK, heading, outcome))
         }
@@ -518,12 +519,44 @@ fn render(
     for (key, value) in &alert.fields {
         dl_row(&mut out, key, &escape(&value_text(value)));
     }
-    if !incident.repeat_alerts.is_empty() {
+    if !incident.repeats.is_empty() {
+        let r = &incident.repeats;
+        let mut text = format!("fired again {} time(s)", r.count);
+        if let (Some(first), Some(last)) = (r.first_seen, r.last_seen) {
+            text.push_str(&format!(
+                ", from {} to {}",
+                fmt_time(&first),
+                fmt_time(&last)
+            ));
+        }
+        if r.recurrences > 0 {
+            text.push_str(&format!("; flapped {} time(s)", r.recurrences));
+        }
+        dl_row(&mut out, "Repeats", &escape(&text));
+    }
+    for link in alert.links() {
         dl_row(
             &mut out,
-            "Repeats",
-            &format!("fired again {} time(s)", incident.repeat_alerts.len()),
+            &format!("Link ({})", link.kind),
+            &format!(
+                "<a href=\"{}\" rel=\"noopener noreferrer\">{}</a>",
+                escape(&link.href),
+                escape(&link.href)
+            ),
         );
+    }
+    if incident.source_recovered() {
+        if let Some(at) = incident.source_recovered_at {
+            dl_row(
+                &mut out,
+                "Source",
+                &format!(
+                    "<strong id=\"recovered\">The source reports the alert recovered at {}.</strong> \
+                     Check whether the plan is still needed.",
+                    escape(&fmt_time(&at))
+                ),
+            );
+        }
     }
     let _ = writeln!(out, "</dl>\n</section>");
 

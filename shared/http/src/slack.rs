@@ -285,6 +285,7 @@ pub(crate) async fn interactions(
                     "Plan rejected by {}. On-call is being paged.",
                     mrkdwn(&click.approver)
                 ),
+                Decision::Recovered => "The source recovered; nothing was applied.".into(),
             }
         }
         Ok(Ok(Err(e))) => refusal_text(&state, &click.incident, &e).await,

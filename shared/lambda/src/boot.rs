@@ -310,6 +310,15 @@ pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
     )))
 }
 
+/// Completes waiting approval tasks (Step Functions `SendTaskSuccess`): the ingest function
+/// ends a wait when the source recovers and `AUTO_CANCEL_ON_RECOVERY` is on.
+pub async fn callbacks_from_env() -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    let loaded = load().await?;
+    Ok(Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(
+        &loaded.sdk,
+    ))))
+}
+
 /// What the router needs on Lambda. A function without `STATE_MACHINE_ARN` (approval-callback)
 /// cannot start pipelines; completing approvals is limited by the function's IAM role.
 pub async fn app_from_env() -> Result<Arc<App>, BootError> {
@@ -323,7 +332,20 @@ pub async fn app_from_env() -> Result<Arc<App>, BootError> {
         deps,
         starter,
         callbacks: Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(&loaded.sdk))),
-        http: http_config(&loaded.vars)?,
+        http: HttpConfig {
+            // SNS signing certificates and subscription confirmations over HTTPS.
+            sns_transport: Some(Arc::new(
+                iras_adapters::HttpsSnsTransport::new(EnvVars(&loaded.vars).timeout()?).map_err(
+                    |e| {
+                        BootError::Config(ConfigError {
+                            name: "INTEGRATION_TIMEOUT_SECONDS".into(),
+                            problem: e,
+                        })
+                    },
+                )?,
+            )),
+            ..http_config(&loaded.vars)?
+        },
         // Lambda itself is the runtime: if this code runs, it is up.
         runtime_health: Arc::new(|| Ok(())),
     }))

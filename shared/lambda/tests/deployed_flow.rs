@@ -257,14 +257,13 @@ impl Deployed {
     async fn ingest(&self, event: &str) -> IncidentId {
         let starter = RecordingStarter::default();
         let event = sample(event, SAMPLE_ID);
-        let out = ingest::ingest_event(&self.functions.deps, &starter, event)
+        let callbacks = SfnCallbacks::new(self.moto.sfn());
+        let out = ingest::ingest_event(&self.functions.deps, &starter, &callbacks, event)
             .await
             .expect("ingest");
-        assert_eq!(
-            *starter.started.lock().unwrap(),
-            vec![out.incident_id.clone()]
-        );
-        out.incident_id
+        let id = out.incident_id.clone().expect("an incident opened");
+        assert_eq!(*starter.started.lock().unwrap(), vec![id.clone()]);
+        id
     }
 
     /// Triage to Plan, ahead of the execution, then the execution itself, started by the

@@ -23,6 +23,7 @@ fn query(service: &str, at: DateTime<Utc>) -> EvidenceQuery {
             deployments_since: at - Duration::hours(24),
         },
         alert: Alert {
+            origin: None,
             title: format!("High error rate on {service}"),
             timestamp: at,
             service: Some(service.to_string()),

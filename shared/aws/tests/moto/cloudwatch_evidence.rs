@@ -26,6 +26,7 @@ fn query(service: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> EvidenceQue
             deployments_since: start - Duration::hours(24),
         },
         alert: Alert {
+            origin: None,
             title: format!("High error rate on {service}"),
             timestamp: end,
             service: Some(service.to_string()),

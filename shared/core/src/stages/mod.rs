@@ -31,7 +31,7 @@ use crate::usage::LlmCall;
 pub use error::{StageError, StageErrorKind};
 pub use escalate::{escalate, EscalateInput, EscalateOutput, EscalationInput};
 pub use gather_context::{evidence_window, gather_context, services_to_investigate, GatherOutput};
-pub use ingest::{ingest, open_and_start, IngestFailure, Ingested};
+pub use ingest::{ingest, ingest_with, open_and_start, IngestFailure, IngestOutcome, Ingested};
 pub use plan::{plan, PlanOutput};
 pub use postmortem::{postmortem, PostMortemOutput};
 pub use rca::{rca, RcaOutput};
@@ -231,7 +231,12 @@ where
         if !change(&mut incident)? {
             return Ok(incident);
         }
-        incident.updated_at = deps.clock.now();
+        let now = deps.clock.now();
+        incident.updated_at = now;
+        // The reopen cool-down counts from the first write of a final status.
+        if incident.status.is_final() && incident.closed_at.is_none() {
+            incident.closed_at = Some(now);
+        }
         match deps.store.update_incident(&incident).await {
             Ok(stored) => return Ok(stored),
             Err(StoreError::Conflict(_)) => continue,

@@ -265,7 +265,7 @@ pub async fn decide(
                 .map(|a| a.approver.as_str())
                 .collect::<Vec<_>>()
                 .join(" and "),
-            Decision::Rejected => request.approver.clone(),
+            Decision::Rejected | Decision::Recovered => request.approver.clone(),
         };
         approval.decision = Some(decision);
         inc.record(
