@@ -279,6 +279,17 @@ impl LocalPipeline {
         .await
     }
 
+    /// Delivers the decisions recorded but not delivered (a crash between the two): see
+    /// [`stages::reconcile_decisions`].
+    pub async fn reconcile_decisions(
+        &self,
+        min_age: chrono::Duration,
+    ) -> Result<stages::Reconciled, LocalError> {
+        stages::reconcile_decisions(&self.deps, &RuntimeCallbacks(self.runtime.clone()), min_age)
+            .await
+            .map_err(LocalError::Stage)
+    }
+
     pub async fn incident(&self, id: &IncidentId) -> Result<Option<Incident>, LocalError> {
         Ok(self.store.get_incident(id).await?)
     }

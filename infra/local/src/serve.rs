@@ -60,6 +60,10 @@ fn secret(var: &str, dir: &Path, file: &str) -> Result<(String, bool), String> {
     Ok((value, true))
 }
 
+/// How often the relay looks for decisions recorded but not delivered, and how old one must be
+/// before it is touched (a live decision takes milliseconds to deliver).
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
     std::fs::create_dir_all(&opts.data)
         .map_err(|e| format!("cannot create data dir {}: {e}", opts.data.display()))?;
@@ -128,12 +132,38 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    // Decisions recorded before a crash but never delivered go through now, before anyone
+    // can click again; then a relay keeps delivering any that a pipeline hiccup leaves.
+    match pipeline.reconcile_decisions(chrono::Duration::zero()).await {
+        Ok(r) if r.delivered + r.pending > 0 => eprintln!(
+            "  decisions recorded before the restart: {} delivered, {} still pending",
+            r.delivered, r.pending
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("  pending decisions not reconciled yet: {e}"),
+    }
+    let pipeline = Arc::new(pipeline);
+    {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECONCILE_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let min_age = chrono::Duration::from_std(RECONCILE_EVERY).unwrap_or_default();
+                if let Err(e) = pipeline.reconcile_decisions(min_age).await {
+                    tracing::warn!(error = %e, "pending decisions not reconciled");
+                }
+            }
+        });
+    }
+
     let runtime = pipeline.runtime.clone();
     let health_runtime = runtime.clone();
     let app = Arc::new(App {
         deps: pipeline.deps.clone(),
         starter: Arc::new(LocalStarter(runtime.clone())),
-        callbacks: Arc::new(RuntimeCallbacks(runtime.clone())),
+        callbacks: decision_callbacks(RuntimeCallbacks(runtime.clone()))?,
         http: HttpConfig {
             api_keys,
             approval_signing_key: signing_key.as_bytes().to_vec(),
@@ -222,5 +252,50 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// The callbacks the HTTP decisions use. `IRAS_FAULT_DELIVERY_DELAY_MS` (fault injection for
+/// the crash tests, never set in production) holds every decision between its record and its
+/// delivery, so a kill can be aimed at that gap.
+fn decision_callbacks(
+    callbacks: RuntimeCallbacks,
+) -> Result<Arc<dyn iras_core::ports::TaskCallbacks>, String> {
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let delay = EnvVars(&vars)
+        .number("IRAS_FAULT_DELIVERY_DELAY_MS", 0, (0, 60_000))
+        .map_err(|e| e.to_string())?;
+    if delay == 0 {
+        return Ok(Arc::new(callbacks));
+    }
+    eprintln!("  fault injection: decisions wait {delay} ms before delivery");
+    Ok(Arc::new(DelayedDelivery {
+        inner: callbacks,
+        delay: std::time::Duration::from_millis(delay),
+    }))
+}
+
+struct DelayedDelivery {
+    inner: RuntimeCallbacks,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl iras_core::ports::TaskCallbacks for DelayedDelivery {
+    async fn send_task_success(
+        &self,
+        token: &str,
+        output: serde_json::Value,
+    ) -> Result<(), iras_core::ports::CallbackError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.send_task_success(token, output).await
+    }
+    async fn send_task_failure(
+        &self,
+        token: &str,
+        error: &str,
+        cause: &str,
+    ) -> Result<(), iras_core::ports::CallbackError> {
+        self.inner.send_task_failure(token, error, cause).await
     }
 }

@@ -819,6 +819,12 @@ pub struct ApprovalDecision {
     /// The plan this person saw and decided on.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plan_hash: String,
+    /// The decision is recorded but the waiting execution has not yet been told (the outbox):
+    /// a crash or an unreachable pipeline between the two leaves this set, and
+    /// [`crate::stages::reconcile_decisions`] delivers it again. Records written before the
+    /// field existed were delivered in the same call, so absent means delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delivery_pending: bool,
 }
 
 /// The pending approval. The task token stays in the store: it is never serialised into
@@ -888,7 +894,7 @@ impl EscalationReason {
                 "root cause not found with enough confidence after every attempt"
             }
             EscalationReason::Rejected => "the remediation plan was rejected",
-            EscalationReason::ApprovalTimeout => "nobody decided on the plan in time",
+            EscalationReason::ApprovalTimeout => "no decision on the plan reached IRAS in time",
             EscalationReason::RemediationFailed => {
                 "a remediation step failed; completed steps were rolled back"
             }
@@ -1154,6 +1160,14 @@ impl Incident {
     }
 
     /// The record as shown outside the store: without the task token.
+    /// A decision is recorded but the waiting execution has not yet been told of it.
+    pub fn decision_delivery_pending(&self) -> bool {
+        self.approval
+            .as_ref()
+            .and_then(|a| a.decision.as_ref())
+            .is_some_and(|d| d.delivery_pending)
+    }
+
     pub fn redacted(&self) -> Incident {
         let mut copy = self.clone();
         if let Some(a) = copy.approval.as_mut() {

@@ -1055,3 +1055,158 @@ async fn the_source_severity_raises_triage_but_never_lowers_it() {
     .unwrap();
     assert_eq!(out.severity, Severity::P1, "the rules' P1 stands");
 }
+
+/// A pipeline that cannot be reached until `reachable` is set, recording what it was told.
+#[derive(Default)]
+struct FlakyCallbacks {
+    reachable: std::sync::atomic::AtomicBool,
+    expired: std::sync::atomic::AtomicBool,
+    told: Mutex<Vec<(String, serde_json::Value)>>,
+}
+
+#[async_trait]
+impl TaskCallbacks for FlakyCallbacks {
+    async fn send_task_success(
+        &self,
+        token: &str,
+        output: serde_json::Value,
+    ) -> Result<(), CallbackError> {
+        if self.expired.load(Ordering::SeqCst) {
+            return Err(CallbackError::TaskTimedOut);
+        }
+        if !self.reachable.load(Ordering::SeqCst) {
+            return Err(CallbackError::Unavailable("connection refused".into()));
+        }
+        self.told.lock().unwrap().push((token.to_string(), output));
+        Ok(())
+    }
+    async fn send_task_failure(&self, _t: &str, _e: &str, _c: &str) -> Result<(), CallbackError> {
+        Ok(())
+    }
+}
+
+async fn decided_while_the_pipeline_is_down(f: &Fixture, cb: &FlakyCallbacks) -> IncidentId {
+    let id = through_plan(f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-outbox"))
+        .await
+        .unwrap();
+    let stored = decide(&f.deps, cb, &id, approval_by("alice"))
+        .await
+        .unwrap();
+    // Recorded and reported as pending: the decision is not lost and not claimed as applied.
+    assert!(stored.decision_delivery_pending());
+    assert_eq!(stored.status, IncidentStatus::AwaitingApproval);
+    assert!(stored
+        .timeline
+        .iter()
+        .any(|e| e.key == "approval:delivery-pending"));
+    id
+}
+
+#[tokio::test]
+async fn a_decision_the_pipeline_cannot_hear_stays_recorded_and_reconciliation_delivers_it() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let cb = FlakyCallbacks::default();
+    let id = decided_while_the_pipeline_is_down(&f, &cb).await;
+    // A second person's click is refused: the decision is made, only its delivery waits.
+    let again = decide(&f.deps, &cb, &id, approval_by("bob"))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, DecideError::AlreadyDecided(_)), "{again:?}");
+
+    let still_down = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!((still_down.delivered, still_down.pending), (0, 1));
+
+    cb.reachable.store(true, Ordering::SeqCst);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 1);
+    let told = cb.told.lock().unwrap().clone();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].0, "tok-outbox");
+    assert_eq!(told[0].1["decision"], json!("approved"));
+    assert_eq!(told[0].1["approver"], json!("alice"));
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert!(!inc.decision_delivery_pending());
+    assert!(inc.timeline.iter().any(|e| e.key == "approval:delivered"));
+
+    // Delivered once: a later pass has nothing to do.
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(r, Reconciled::default());
+    assert_eq!(cb.told.lock().unwrap().len(), 1);
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied);
+}
+
+#[tokio::test]
+async fn reconciliation_on_a_timer_leaves_a_decision_that_is_being_delivered_right_now() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let cb = FlakyCallbacks::default();
+    let id = decided_while_the_pipeline_is_down(&f, &cb).await;
+    cb.reachable.store(true, Ordering::SeqCst);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.pending), (0, 1));
+    assert!(cb.told.lock().unwrap().is_empty());
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert!(inc.decision_delivery_pending());
+}
+
+#[tokio::test]
+async fn a_pending_decision_the_execution_acted_on_is_confirmed_by_the_next_stage() {
+    // The delivery went through but its answer was lost in a crash: the token is spent, so
+    // reconciliation cannot tell; Remediate running at all says it was delivered.
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let cb = FlakyCallbacks::default();
+    let id = decided_while_the_pipeline_is_down(&f, &cb).await;
+    cb.expired.store(true, Ordering::SeqCst);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(r.left_to_pipeline, 1);
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied);
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert!(!inc.decision_delivery_pending());
+    assert!(inc.timeline.iter().any(|e| e.key == "approval:delivered"));
+}
+
+#[tokio::test]
+async fn a_decision_that_never_reached_the_pipeline_before_the_window_closed_is_not_claimed() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let cb = FlakyCallbacks::default();
+    let id = decided_while_the_pipeline_is_down(&f, &cb).await;
+    let input: EscalateInput = serde_json::from_value(json!({
+        "incident_id": id, "escalation": {"reason": "approval_timeout"}
+    }))
+    .unwrap();
+    escalate(&f.deps, &input).await.unwrap();
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert!(inc.approval.as_ref().unwrap().decision.is_none());
+    assert!(!inc.timeline.iter().any(|e| e.key == "approval:decided"));
+    let late = inc
+        .timeline
+        .iter()
+        .find(|e| e.key == "approval:missed-window")
+        .expect("the late decision is kept on the timeline");
+    assert!(late.message.contains("alice"), "{}", late.message);
+    let pm = postmortem(
+        &f.deps,
+        &IncidentRef {
+            incident_id: id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pm.outcome, PostMortemOutcome::Escalated);
+    let text = serde_json::to_string(&f.store.postmortem(&id).await.unwrap().unwrap()).unwrap();
+    assert!(!text.contains("approved by alice via"), "{text}");
+    assert!(!text.contains("nobody decided"), "{text}");
+    assert!(text.contains("did not reach the pipeline"), "{text}");
+}

@@ -164,13 +164,25 @@ async fn decide_by_api(
     match decide(&app.deps, app.callbacks.as_ref(), &id, request).await {
         Ok(incident) => {
             tracing::info!(incident = %id, decision = decision.as_str(), %approver, "plan decided via api");
-            Ok(Json(json!({
-                "incident_id": incident.incident_id,
-                "status": incident.status.as_str(),
-                "decision": decision.as_str(),
-                "approver": approver,
-            }))
-            .into_response())
+            // Recorded but not yet delivered (the pipeline was unreachable): 202, and the
+            // body says so; reconciliation delivers it.
+            let pending = incident.decision_delivery_pending();
+            let status = if pending {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                status,
+                Json(json!({
+                    "incident_id": incident.incident_id,
+                    "status": incident.status.as_str(),
+                    "decision": decision.as_str(),
+                    "approver": approver,
+                    "delivery": if pending { "pending" } else { "delivered" },
+                })),
+            )
+                .into_response())
         }
         Err(e) => Err(decide_error(app.deps.store.as_ref(), &id, e).await),
     }

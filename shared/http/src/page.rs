@@ -330,6 +330,10 @@ pub(crate) async fn submit(
                     "Approval recorded",
                     "Approval recorded — the policy asks a second person to approve before it runs.",
                 ),
+                Decision::Approved if stored.decision_delivery_pending() => (
+                    "Approval recorded",
+                    "Approval recorded — the pipeline could not be reached just now; IRAS delivers it and applies the plan as soon as it answers.",
+                ),
                 Decision::Approved => ("Approved", "Approved — the plan is being applied."),
                 Decision::Rejected => ("Rejected", "Rejected — on-call has been paged."),
                 Decision::Recovered => ("Closed", "The source recovered; nothing was applied."),

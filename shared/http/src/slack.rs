@@ -272,11 +272,15 @@ pub(crate) async fn interactions(
 
     let outcome = tokio::time::timeout(DECISION_BUDGET, rx).await;
     let text = match outcome {
-        Ok(Ok(Ok(_))) => {
+        Ok(Ok(Ok(stored))) => {
             tracing::info!(incident = %click.incident, decision = click.decision.as_str(), approver = %click.approver, "plan decided via slack");
             let left = REPLY_BUDGET.saturating_sub(started.elapsed());
             let _ = tokio::time::timeout(left, &mut task).await;
             match click.decision {
+                _ if stored.decision_delivery_pending() => format!(
+                    "Decision by {} recorded; the pipeline could not be reached just now and IRAS delivers it as soon as it answers.",
+                    mrkdwn(&click.approver)
+                ),
                 Decision::Approved => format!(
                     "Plan approved by {}. IRAS is applying it.",
                     mrkdwn(&click.approver)

@@ -134,6 +134,9 @@ pub struct IngestOutput {
     pub outcome: String,
     pub deduplicated: bool,
     pub results: Vec<IngestResult>,
+    /// Set on the scheduled reconciliation run: what became of pending decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<stages::Reconciled>,
 }
 
 fn result_of(i: &Ingested) -> IngestResult {
@@ -252,6 +255,7 @@ pub async fn ingest_event(
         outcome: first.outcome,
         deduplicated: first.deduplicated,
         results,
+        reconciled: None,
     })
 }
 
@@ -262,6 +266,9 @@ pub async fn handle(
     callbacks: &dyn TaskCallbacks,
     event: LambdaEvent<Value>,
 ) -> Result<IngestOutput, Diagnostic> {
+    if is_schedule(&event.payload) {
+        return reconcile(deps, callbacks).await;
+    }
     match ingest_event(deps, starter, callbacks, event.payload).await {
         Ok(out) => {
             tracing::info!(incident = ?out.incident_id, outcome = %out.outcome, alerts = out.results.len(), "event ingested");
@@ -270,6 +277,43 @@ pub async fn handle(
         Err(e) => {
             tracing::warn!(error_type = e.error_type(), error = %e, "event not ingested");
             Err(e.into())
+        }
+    }
+}
+
+/// The EventBridge schedule rule (`template.yaml`, `ReconcileDecisions`) that relays decisions
+/// recorded but not delivered: an approval-callback invocation killed between the two.
+fn is_schedule(payload: &Value) -> bool {
+    payload.get("source").and_then(Value::as_str) == Some("aws.events")
+        && payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+}
+
+/// How old a pending decision must be before the relay touches it: far above one delivery,
+/// so a decision being delivered right now by another invocation is left to it.
+const RECONCILE_MIN_AGE_SECONDS: i64 = 60;
+
+async fn reconcile(deps: &Deps, callbacks: &dyn TaskCallbacks) -> Result<IngestOutput, Diagnostic> {
+    let min_age = chrono::Duration::seconds(RECONCILE_MIN_AGE_SECONDS);
+    match stages::reconcile_decisions(deps, callbacks, min_age).await {
+        Ok(r) => {
+            tracing::info!(
+                delivered = r.delivered,
+                pending = r.pending,
+                left_to_pipeline = r.left_to_pipeline,
+                "decisions reconciled"
+            );
+            Ok(IngestOutput {
+                incident_id: None,
+                status: None,
+                outcome: "reconciled".into(),
+                deduplicated: false,
+                results: vec![],
+                reconciled: Some(r),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "decisions not reconciled");
+            Err(crate::StageFailed(e).into())
         }
     }
 }

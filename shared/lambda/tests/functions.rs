@@ -96,6 +96,64 @@ async fn an_alert_on_the_iras_bus_goes_from_ingest_to_resolved_through_every_fun
 }
 
 #[tokio::test]
+async fn a_decision_recorded_by_a_killed_callback_is_delivered_by_the_schedule() {
+    let w = world();
+    let id = ingest_sample(&w, "ingest-iras-alert")
+        .await
+        .unwrap()
+        .incident_id
+        .expect("an incident opened");
+    for stage in [
+        Stage::Triage,
+        Stage::GatherContext,
+        Stage::Rca,
+        Stage::Plan,
+        Stage::RequestApproval,
+    ] {
+        run_stage(&w, stage, &id).await;
+    }
+    // The approval-callback invocation recorded the decision and was killed before it told the
+    // execution: the record as it was left, two minutes ago.
+    let mut inc = w.store.get_incident(&id).await.unwrap().unwrap();
+    let approval = inc.approval.as_mut().unwrap();
+    let decided_at = chrono::Utc::now() - chrono::Duration::minutes(2);
+    let decision = iras_core::ApprovalDecision {
+        decision: iras_core::Decision::Approved,
+        approver: "alice".into(),
+        channel: "api".into(),
+        decided_at,
+        comment: None,
+        plan_hash: approval.plan_hash.clone(),
+        delivery_pending: true,
+    };
+    approval.approvals.push(decision.clone());
+    approval.decision = Some(decision);
+    w.store.update_incident(&inc).await.unwrap();
+
+    let out = ingest_sample(&w, "ingest-schedule").await.unwrap();
+    assert_eq!(out.outcome, "reconciled");
+    assert_eq!(out.reconciled.unwrap().delivered, 1);
+    let successes = w.callbacks.successes.lock().unwrap().clone();
+    let token = sample("request-approval", id.as_str())["task_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(successes.len(), 1);
+    assert_eq!(successes[0].0, token);
+    assert_eq!(successes[0].1["decision"], json!("approved"));
+    assert_eq!(successes[0].1["approver"], json!("alice"));
+    let settled = w.store.get_incident(&id).await.unwrap().unwrap();
+    assert!(!settled.decision_delivery_pending());
+    // The next tick finds nothing left to deliver.
+    let again = ingest_sample(&w, "ingest-schedule").await.unwrap();
+    assert_eq!(again.reconciled.unwrap().delivered, 0);
+    assert_eq!(w.callbacks.successes.lock().unwrap().len(), 1);
+    // And the pipeline goes on from the approval.
+    let remediation = run_stage(&w, Stage::Remediate, &id).await;
+    assert_eq!(remediation["outcome"], json!("applied"), "{remediation}");
+}
+
+#[tokio::test]
 async fn a_stage_failure_pages_someone_and_the_postmortem_says_escalated() {
     let w = world();
     let id = ingest_sample(&w, "ingest-iras-alert")

@@ -207,6 +207,7 @@ async fn a_failing_runner_answer_rolls_the_earlier_step_back_to_its_recorded_sta
         decided_at: now,
         comment: None,
         plan_hash: plan.actions_hash(),
+        delivery_pending: false,
     };
     inc.approval = Some(ApprovalRequest {
         approval_id: "apr".into(),

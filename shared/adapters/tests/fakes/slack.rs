@@ -219,6 +219,7 @@ async fn an_update_replies_in_the_thread_and_edits_the_original_with_the_decisio
         decided_at: inc.created_at + chrono::Duration::minutes(3),
         comment: None,
         plan_hash: String::new(),
+        delivery_pending: false,
     });
     inc.status = IncidentStatus::Remediating;
     slack

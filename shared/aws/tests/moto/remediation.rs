@@ -363,6 +363,7 @@ async fn approved(
         decided_at: now,
         comment: None,
         plan_hash: plan.actions_hash(),
+        delivery_pending: false,
     };
     inc.approval = Some(ApprovalRequest {
         approval_id: "apr-1".into(),

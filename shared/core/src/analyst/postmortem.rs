@@ -181,10 +181,14 @@ pub fn postmortem(facts: &PostMortemFacts<'_>) -> PostMortemNarrative {
         None => {}
     }
     if let Some(e) = &inc.escalation {
+        // The detail usually starts with the reason's own words: say them once.
+        let why = if e.detail.starts_with(e.reason.describe()) {
+            clean(&e.detail, 240)
+        } else {
+            format!("{} ({})", e.reason.describe(), clean(&e.detail, 200))
+        };
         resolution.push_str(&format!(
-            " Escalated: {} ({}), paged via {}.",
-            e.reason.describe(),
-            clean(&e.detail, 200),
+            " Escalated: {why}, paged via {}.",
             clean(&e.paged_via, 40)
         ));
     }

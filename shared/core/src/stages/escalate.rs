@@ -25,6 +25,13 @@ pub struct EscalateOutput {
 }
 
 pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutput, StageError> {
+    let mut late_decision = None;
+    if input.escalation.reason == EscalationReason::ApprovalTimeout {
+        // The window closed: a decision recorded but never delivered did not take effect.
+        late_decision = request_approval::decision_missed_window(deps, &input.incident_id).await?;
+    } else {
+        request_approval::decision_reached_pipeline(deps, &input.incident_id).await?;
+    }
     let incident = load(deps, &input.incident_id).await?;
     if let Some(e) = &incident.escalation {
         return Ok(EscalateOutput {
@@ -40,6 +47,12 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
         if let Some(cause) = input.escalation.cause.as_deref().filter(|c| !c.is_empty()) {
             let cause: String = cause.chars().take(500).collect();
             detail.push_str(&format!(" ({cause})"));
+        }
+    }
+    if reason == EscalationReason::ApprovalTimeout {
+        if let Some(late) = late_decision.or_else(|| missed_window_note(&incident)) {
+            // "Nobody decided" would be false beside the decision on the timeline.
+            detail = format!("{}: {late}", reason.describe());
         }
     }
     if reason == EscalationReason::NoRemediation {
@@ -116,4 +129,13 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
         paged_via: escalation.paged_via.clone(),
         summary: format!("{} · paged via {}", reason.as_str(), escalation.paged_via),
     })
+}
+
+/// A retried Escalate finds the late decision already taken back: its note is on the timeline.
+fn missed_window_note(incident: &Incident) -> Option<String> {
+    incident
+        .timeline
+        .iter()
+        .find(|e| e.key == "approval:missed-window")
+        .map(|e| e.message.clone())
 }

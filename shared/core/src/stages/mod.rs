@@ -37,7 +37,8 @@ pub use postmortem::{postmortem, PostMortemOutput};
 pub use rca::{rca, RcaOutput};
 pub use remediate::{remediate, RemediateInput, RemediateOutput};
 pub use request_approval::{
-    decide, request_approval, ApprovalInput, ApprovalOutput, DecideError, DecisionRequest,
+    decide, reconcile_decisions, request_approval, ApprovalInput, ApprovalOutput, DecideError,
+    DecisionRequest, Reconciled,
 };
 pub use triage::{triage, TriageOutput};
 pub use verify::{verify, VerifyInput, VerifyOutput};

@@ -11,6 +11,8 @@ pub struct PostMortemOutput {
 }
 
 pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOutput, StageError> {
+    // Every wait ends before this stage: a decision still marked pending was acted on.
+    request_approval::decision_reached_pipeline(deps, &input.incident_id).await?;
     if let Some(pm) = deps.store.postmortem(&input.incident_id).await? {
         return Ok(PostMortemOutput {
             outcome: pm.outcome,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{announce, lifecycle, load, mutate, Deps, StageError};
+use super::{announce, lifecycle, load, mutate, request_approval, Deps, StageError};
 use crate::domain::*;
 use crate::ports::{ExecError, StepCall};
 
@@ -250,6 +250,8 @@ pub async fn remediate(deps: &Deps, input: &RemediateInput) -> Result<RemediateO
         return roll_back_applied(deps, &input.incident_id, reason).await;
     }
     let id = &input.incident_id;
+    // Remediate runs only after the approval task completed: its decision got through.
+    request_approval::decision_reached_pipeline(deps, id).await?;
     let incident = load(deps, id).await?;
     let verify_after_seconds = if deps.executor.changes_systems() {
         deps.config.verify_after_seconds

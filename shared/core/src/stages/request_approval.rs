@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{announce, lifecycle, load, mutate, mutate_or, Deps, StageError};
 use crate::domain::*;
+use crate::format_time;
 use crate::ports::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +230,7 @@ pub async fn decide(
             decided_at: now,
             comment: request.comment.clone(),
             plan_hash: approval.plan_hash.clone(),
+            delivery_pending: false,
         };
         let comment = request
             .comment
@@ -267,7 +269,12 @@ pub async fn decide(
                 .join(" and "),
             Decision::Rejected | Decision::Recovered => request.approver.clone(),
         };
-        approval.decision = Some(decision);
+        // Recorded first, delivered second (the outbox): a crash between the two leaves the
+        // decision pending, and reconciliation delivers it.
+        approval.decision = Some(ApprovalDecision {
+            delivery_pending: true,
+            ..decision
+        });
         inc.record(
             now,
             "approval:decided",
@@ -291,13 +298,9 @@ pub async fn decide(
         }
         return Ok(stored);
     }
-    let output = json!({
-        "decision": request.decision.as_str(),
-        "approver": request.approver,
-        "channel": request.channel,
-    });
-    let failure = match callbacks.send_task_success(&token, output).await {
+    let failure = match deliver(callbacks, &token, &request).await {
         Ok(()) => {
+            let stored = settle_delivered(deps, id, None).await.unwrap_or(stored);
             // Whoever decided, the on-call channel sees it (Slack edits its approval message).
             let news = format!(
                 "plan {} by {} via {}",
@@ -320,7 +323,24 @@ pub async fn decide(
                     .unwrap_or(now),
             )
         }
-        Err(CallbackError::Unavailable(e)) => DecideError::Unavailable(e),
+        // The decision stands, recorded and pending: reconciliation delivers it once the
+        // pipeline answers again. The caller reports it as recorded, not as applied.
+        Err(CallbackError::Unavailable(e)) => {
+            tracing::warn!(incident = %id, error = %e, "decision recorded; delivery to the pipeline pending");
+            let note = format!(
+                "plan {} by {} via {}; the pipeline could not be reached ({e}), delivery is retried",
+                request.decision.as_str(),
+                request.approver,
+                request.channel
+            );
+            let stored = mutate(deps, id, |inc| {
+                inc.record(now, "approval:delivery-pending", "approval", note.clone());
+                Ok(true)
+            })
+            .await
+            .unwrap_or(stored);
+            return Ok(stored);
+        }
     };
     // The decision did not reach the pipeline: take it back so the record does not claim an
     // approval that never took effect (and a transient failure can be retried).
@@ -346,4 +366,197 @@ pub async fn decide(
     })
     .await;
     Err(failure)
+}
+
+/// What the waiting task receives: the decision and who made it.
+async fn deliver(
+    callbacks: &dyn TaskCallbacks,
+    token: &str,
+    request: &DecisionRequest,
+) -> Result<(), CallbackError> {
+    let output = json!({
+        "decision": request.decision.as_str(),
+        "approver": request.approver,
+        "channel": request.channel,
+    });
+    callbacks.send_task_success(token, output).await
+}
+
+/// Marks the incident's pending decision delivered. `note` (set by reconciliation and by the
+/// stages after the wait) goes on the timeline, so the record says how it got through.
+async fn settle_delivered(
+    deps: &Deps,
+    id: &IncidentId,
+    note: Option<&str>,
+) -> Result<Incident, StageError> {
+    let now = deps.clock.now();
+    mutate(deps, id, |inc| {
+        let Some(d) = inc.approval.as_mut().and_then(|a| a.decision.as_mut()) else {
+            return Ok(false);
+        };
+        if !d.delivery_pending {
+            return Ok(false);
+        }
+        d.delivery_pending = false;
+        if let Some(note) = note {
+            inc.record(now, "approval:delivered", "approval", note.to_string());
+        }
+        Ok(true)
+    })
+    .await
+}
+
+/// Called by the stages that run only once the wait is over: a pending decision that the
+/// execution acted on was delivered (by a call whose answer was lost in a crash).
+pub(crate) async fn decision_reached_pipeline(
+    deps: &Deps,
+    id: &IncidentId,
+) -> Result<(), StageError> {
+    settle_delivered(
+        deps,
+        id,
+        Some("the decision reached the pipeline (its delivery was confirmed by the next stage)"),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Called when the wait ended without a decision (the window closed): a decision still
+/// pending never reached the pipeline, so the record must not claim it. It is kept on the
+/// timeline with its time, so the post-mortem can say it came too late.
+pub(crate) async fn decision_missed_window(
+    deps: &Deps,
+    id: &IncidentId,
+) -> Result<Option<String>, StageError> {
+    let now = deps.clock.now();
+    let mut late = None;
+    mutate(deps, id, |inc| {
+        let Some(a) = inc.approval.as_mut() else {
+            return Ok(false);
+        };
+        let Some(d) = a.decision.clone().filter(|d| d.delivery_pending) else {
+            return Ok(false);
+        };
+        a.decision = None;
+        a.approvals.clear();
+        // The entries that read as if the decision took effect go; one line says what happened.
+        inc.timeline
+            .retain(|e| e.key != "approval:decided" && e.key != "approval:delivery-pending");
+        let note = format!(
+            "the plan was {} by {} at {} but the decision did not reach the pipeline before the window closed",
+            d.decision.as_str(),
+            d.approver,
+            format_time(d.decided_at)
+        );
+        inc.record(now, "approval:missed-window", "approval", note.clone());
+        late = Some(note);
+        Ok(true)
+    })
+    .await?;
+    Ok(late)
+}
+
+/// What one reconciliation pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciled {
+    /// Pending decisions delivered now.
+    pub delivered: usize,
+    /// Still pending: the pipeline could not be reached, or too young to touch.
+    pub pending: usize,
+    /// The token was spent or expired: the execution's next stage settles the record.
+    pub left_to_pipeline: usize,
+}
+
+/// Delivers again every decision that was recorded but not delivered (the outbox's relay).
+/// Run at start-up (`min_age` zero: nobody else in this process is mid-delivery) and on a
+/// timer (`min_age` well above one delivery's time, so a live `decide` is never raced).
+/// A second `SendTaskSuccess` for a token already used is refused by the pipeline and
+/// changes nothing, so delivering twice is harmless.
+pub async fn reconcile_decisions(
+    deps: &Deps,
+    callbacks: &dyn TaskCallbacks,
+    min_age: Duration,
+) -> Result<Reconciled, StageError> {
+    let now = deps.clock.now();
+    let mut done = Reconciled::default();
+    let mut cursor = None;
+    loop {
+        let page = deps
+            .store
+            .list_incidents(&IncidentQuery {
+                status: Some(IncidentStatus::AwaitingApproval),
+                severity: None,
+                limit: 100,
+                cursor: cursor.take(),
+            })
+            .await
+            .map_err(|e| StageError::StoreUnavailable(e.to_string()))?;
+        for inc in &page.incidents {
+            let Some(a) = inc.approval.as_ref() else {
+                continue;
+            };
+            let Some(d) = a.decision.as_ref().filter(|d| d.delivery_pending) else {
+                continue;
+            };
+            if now - d.decided_at < min_age {
+                done.pending += 1;
+                continue;
+            }
+            let request = DecisionRequest {
+                approval_id: Some(a.approval_id.clone()),
+                decision: d.decision,
+                approver: who_decided(a, d),
+                channel: d.channel.clone(),
+                comment: d.comment.clone(),
+            };
+            match deliver(callbacks, &a.task_token, &request).await {
+                Ok(()) => {
+                    let note = format!(
+                        "decision by {} delivered to the pipeline by reconciliation (recorded {})",
+                        request.approver,
+                        format_time(d.decided_at)
+                    );
+                    let stored = settle_delivered(deps, &inc.incident_id, Some(&note)).await?;
+                    done.delivered += 1;
+                    let news = format!(
+                        "plan {} by {} via {}",
+                        d.decision.as_str(),
+                        request.approver,
+                        d.channel
+                    );
+                    if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
+                        tracing::warn!(incident = %inc.incident_id, error = %e, "could not tell the on-call channel about the decision");
+                    }
+                }
+                Err(CallbackError::Unavailable(e)) => {
+                    tracing::warn!(incident = %inc.incident_id, error = %e, "pending decision still not deliverable");
+                    done.pending += 1;
+                }
+                Err(e) => {
+                    // Spent (delivered before a crash: the next stage confirms it) or
+                    // expired (the timeout path takes the decision back).
+                    tracing::info!(incident = %inc.incident_id, error = %e, "pending decision left to the pipeline");
+                    done.left_to_pipeline += 1;
+                }
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(done)
+}
+
+/// The approver(s) as the decision's first delivery named them.
+fn who_decided(a: &ApprovalRequest, d: &ApprovalDecision) -> String {
+    if d.decision == Decision::Approved && a.approvals.len() > 1 {
+        a.approvals
+            .iter()
+            .map(|x| x.approver.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    } else {
+        d.approver.clone()
+    }
 }
