@@ -127,15 +127,25 @@ impl Door {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(Request::get(path).body(Body::empty()).unwrap())
-            .await
+        self.send(
+            Request::get(path)
+                .header("authorization", "Bearer k")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
     }
 
     async fn get_text(&self, path: &str) -> String {
         let r = self
             .router
             .clone()
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get(path)
+                    .header("authorization", "Bearer k")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);

@@ -168,6 +168,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
             api_keys,
             approval_signing_key: signing_key.as_bytes().to_vec(),
             sns_transport: Some(Arc::new(sns)),
+            allowed_hosts: served_hosts(&from_env.allowed_hosts, local, &base_url),
             ..from_env
         },
         runtime_health: Arc::new(move || health_runtime.health()),
@@ -297,5 +298,47 @@ impl iras_core::ports::TaskCallbacks for DelayedDelivery {
         cause: &str,
     ) -> Result<(), iras_core::ports::CallbackError> {
         self.inner.send_task_failure(token, error, cause).await
+    }
+}
+
+/// The names `iras serve` answers for: `ALLOWED_HOSTS` when set, else the address it listens
+/// on, `localhost` on that port, and the host of `IRAS_PUBLIC_URL`. Anything else in `Host`
+/// (a DNS-rebinding page's own name) is refused.
+fn served_hosts(configured: &[String], local: SocketAddr, base_url: &str) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    let port = local.port();
+    let mut hosts = vec![local.to_string(), format!("localhost:{port}")];
+    if local.ip().is_unspecified() {
+        hosts.push(format!("127.0.0.1:{port}"));
+        hosts.push(format!("[::1]:{port}"));
+    }
+    if let Ok(u) = url::Url::parse(base_url) {
+        if let Some(h) = u.host_str() {
+            match u.port() {
+                Some(p) => hosts.push(format!("{h}:{p}")),
+                // A default port is left out of Host by clients.
+                None => hosts.push(h.to_string()),
+            }
+        }
+    }
+    hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_localhost_and_the_public_name_are_served() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let hosts = served_hosts(&[], local, "https://IRAS.example.com");
+        assert_eq!(
+            hosts,
+            ["127.0.0.1:8080", "localhost:8080", "iras.example.com"]
+        );
+        let set = served_hosts(&["a:1".to_string()], local, "http://127.0.0.1:8080");
+        assert_eq!(set, ["a:1"]);
     }
 }

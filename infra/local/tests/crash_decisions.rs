@@ -70,7 +70,7 @@ async fn run(i: usize, kill_after: Duration, hold_delivery: bool) -> Ending {
         &[]
     };
     let mut server = Server::start_with(&data, env);
-    let c = client();
+    let c = server.client();
     let id = post_alert(&c, &server.url, &payment_alert(&format!("run {i}"))).await;
     let waiting = wait_status(&c, &server.url, &id, "awaiting_approval").await;
     let steps = waiting["plan"]["steps"].as_array().unwrap().len();

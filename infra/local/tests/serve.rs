@@ -14,7 +14,7 @@ use support::*;
 async fn quickstart_alert_plan_approve_postmortem() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let c = client();
+    let c = server.client();
     let url = &server.url;
 
     let id = post_alert(
@@ -62,7 +62,7 @@ async fn an_approval_link_survives_a_killed_server_and_decides_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = Server::start(&data);
-    let c = client();
+    let c = server.client();
     let id = post_alert(
         &c,
         &server.url,
@@ -139,7 +139,7 @@ fn url_query(path: &str) -> Vec<(String, String)> {
 async fn two_hundred_concurrent_alerts_make_two_hundred_separate_incidents() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let c = client();
+    let c = server.client();
     let mut tasks = Vec::new();
     for n in 0..200 {
         let c = c.clone();
@@ -191,7 +191,7 @@ async fn two_hundred_concurrent_alerts_make_two_hundred_separate_incidents() {
 async fn bad_alerts_get_their_status_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let c = client();
+    let c = server.client();
     let url = &server.url;
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
         (
@@ -229,7 +229,18 @@ async fn bad_alerts_get_their_status_and_nothing_is_written() {
                 .bearer_auth(server.api_key()),
             404,
         ),
-        (c.post(format!("{url}/incidents/inc-unknown/approve")), 401),
+        (
+            client().post(format!("{url}/incidents/inc-unknown/approve")),
+            401,
+        ),
+        // Reads need a key too; the same requests under a name the server does not answer for
+        // (a DNS-rebinding page) are refused before any route.
+        (client().get(format!("{url}/incidents")), 401),
+        (
+            c.get(format!("{url}/incidents"))
+                .header("host", "rebind.attacker.example"),
+            421,
+        ),
     ];
     for (req, want) in cases {
         let r = req.send().await.unwrap();
@@ -253,7 +264,7 @@ async fn the_operator_cli_lists_shows_and_approves_on_the_same_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data);
-    let c = client();
+    let c = server.client();
     let id = post_alert(
         &c,
         &server.url,
@@ -325,7 +336,7 @@ async fn a_person_approves_in_the_browser_and_a_second_click_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let c = client();
+    let c = server.client();
     let id = post_alert(
         &c,
         &server.url,
@@ -375,7 +386,7 @@ async fn serve_honours_the_body_limit_and_the_per_source_secret() {
             ("WEBHOOK_SECRET_ALERTMANAGER", "am-secret"),
         ],
     );
-    let c = client();
+    let c = server.client();
     let mut big = payment_alert("High error rate on payment-service");
     big["blob"] = json!("x".repeat(4096));
     let r = c

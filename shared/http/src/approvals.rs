@@ -46,10 +46,34 @@ fn authorize(http: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
             "API approvals are disabled: set APPROVAL_API_KEY.",
         ));
     }
-    let Some(token) = bearer_token(headers) else {
-        return Err(ApiError::unauthorized(
-            "This endpoint requires Authorization: Bearer <APPROVAL_API_KEY>.",
+    check_bearer(headers, &keys, "APPROVAL_API_KEY")
+}
+
+/// The read routes (`/incidents`, a report, a post-mortem) carry alert payloads, approvers,
+/// log snippets and plans: they need a key, `READ_API_KEYS` or any approval key. With none
+/// configured, reads are refused, never open.
+pub(crate) fn authorize_read(http: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+    let keys: Vec<&str> = http
+        .read_api_keys
+        .iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+        .chain(http.usable_api_keys())
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Reading incidents is disabled: set READ_API_KEYS (or APPROVAL_API_KEY).",
         ));
+    }
+    check_bearer(headers, &keys, "READ_API_KEYS")
+}
+
+fn check_bearer(headers: &HeaderMap, keys: &[&str], var: &str) -> Result<(), ApiError> {
+    let Some(token) = bearer_token(headers) else {
+        return Err(ApiError::unauthorized(format!(
+            "This endpoint requires Authorization: Bearer <{var}>."
+        )));
     };
     // Every key is compared, so timing does not tell which one (if any) nearly matched.
     let matched = keys

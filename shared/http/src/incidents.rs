@@ -12,6 +12,7 @@ use iras_core::report::incident_report;
 use iras_core::{Incident, IncidentId, IncidentQuery, IncidentStatus, Severity};
 use serde_json::{json, Value};
 
+use crate::approvals::authorize_read;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -117,7 +118,9 @@ pub(crate) fn summary(i: &Incident) -> Value {
 pub(crate) async fn list(
     State(state): State<AppState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    authorize_read(&state.app.http, &headers)?;
     let Query(params) = params.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -153,7 +156,9 @@ pub(crate) async fn list(
 pub(crate) async fn report(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    authorize_read(&state.app.http, &headers)?;
     let id = parse_id(raw)?;
     match incident_report(state.app.deps.store.as_ref(), &id).await {
         Ok(Some(report)) => Ok(Json(report).into_response()),
@@ -178,6 +183,7 @@ pub(crate) async fn postmortem(
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    authorize_read(&state.app.http, &headers)?;
     let id = parse_id(raw)?;
     let store = state.app.deps.store.as_ref();
     let pm = store

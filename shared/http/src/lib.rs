@@ -54,6 +54,12 @@ pub struct HttpConfig {
     /// Fetches SNS signing certificates and confirms subscriptions; without it `/webhook/sns`
     /// answers 503 (nothing unverified is ever acted on).
     pub sns_transport: Option<Arc<dyn SnsTransport>>,
+    /// `READ_API_KEYS`, comma-separated: keys that may read incidents and post-mortems but not
+    /// decide. The approval keys may read too.
+    pub read_api_keys: Vec<String>,
+    /// `ALLOWED_HOSTS`, comma-separated `host[:port]`: when set, a request whose `Host` is not
+    /// one of them is refused (a DNS-rebinding page cannot reach a local server by its name).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -66,6 +72,8 @@ impl Default for HttpConfig {
             source_secrets: HashMap::new(),
             intake: IntakeConfig::default(),
             sns_transport: None,
+            read_api_keys: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -83,6 +91,12 @@ impl HttpConfig {
         let mut c = HttpConfig {
             webhook_secret: env.string("WEBHOOK_SECRET"),
             api_keys: env.list("APPROVAL_API_KEY"),
+            read_api_keys: env.list("READ_API_KEYS"),
+            allowed_hosts: env
+                .list("ALLOWED_HOSTS")
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             approval_signing_key: get("APPROVAL_SIGNING_KEY")
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),
@@ -122,6 +136,11 @@ impl fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("webhook_secret", &set(self.webhook_secret.is_some()))
             .field("api_keys", &format!("<{} key(s)>", self.api_keys.len()))
+            .field(
+                "read_api_keys",
+                &format!("<{} key(s)>", self.read_api_keys.len()),
+            )
+            .field("allowed_hosts", &self.allowed_hosts)
             .field(
                 "approval_signing_key",
                 &set(!self.approval_signing_key.is_empty()),
@@ -213,7 +232,40 @@ pub fn router_with_slack(app: Arc<App>, slack: Option<slack::SlackInteractivity>
         .method_not_allowed_fallback(method_not_allowed)
         // Every body is bounded, not just the webhook's: the approval form and API bodies too.
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
         .with_state(state)
+}
+
+/// Refuses a request addressed to a name this server was not configured to answer for.
+async fn check_host(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = &state.app.http.allowed_hosts;
+    if !allowed.is_empty() {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.trim().to_ascii_lowercase())
+            .or_else(|| {
+                req.uri()
+                    .authority()
+                    .map(|a| a.as_str().to_ascii_lowercase())
+            });
+        if !host.is_some_and(|h| allowed.contains(&h)) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "This server does not answer for that host name.",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

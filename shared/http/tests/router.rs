@@ -238,7 +238,19 @@ impl Fx {
         }
     }
 
+    /// A GET as an operator makes it: with a read credential (the approval key may read).
     async fn get(&self, uri: &str) -> Reply {
+        self.send(
+            Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {API_KEY}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// A GET with no credential at all.
+    async fn get_anonymous(&self, uri: &str) -> Reply {
         self.send(Request::get(uri).body(Body::empty()).unwrap())
             .await
     }
@@ -783,6 +795,7 @@ async fn the_postmortem_is_markdown_unless_json_is_preferred() {
     let js = f
         .send(
             Request::get(&uri)
+                .header(header::AUTHORIZATION, format!("Bearer {API_KEY}"))
                 .header(header::ACCEPT, "application/json")
                 .body(Body::empty())
                 .unwrap(),
@@ -796,6 +809,7 @@ async fn the_postmortem_is_markdown_unless_json_is_preferred() {
     let browser = f
         .send(
             Request::get(&uri)
+                .header(header::AUTHORIZATION, format!("Bearer {API_KEY}"))
                 .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
                 .body(Body::empty())
                 .unwrap(),
@@ -805,6 +819,120 @@ async fn the_postmortem_is_markdown_unless_json_is_preferred() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Who may read
+
+#[tokio::test]
+async fn reads_without_a_key_or_with_a_wrong_one_are_401_and_show_nothing() {
+    let f = fixture();
+    let (id, _) = f.awaiting_approval(demo_alert_json()).await;
+    for uri in [
+        "/incidents".to_string(),
+        format!("/incidents/{id}"),
+        format!("/incidents/{id}/postmortem"),
+        "/incidents/inc-0000000000000000000000000000000a".to_string(),
+    ] {
+        let r = f.get_anonymous(&uri).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(r.header("www-authenticate"), "Bearer");
+        assert!(!r.text().contains("payment-service"), "{uri}: {}", r.text());
+        let wrong = f
+            .send(
+                Request::get(&uri)
+                    .header(header::AUTHORIZATION, "Bearer not-a-key")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    // The signed approval page, the webhook and /health stay reachable without one.
+    assert_eq!(f.get_anonymous("/health").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_read_only_key_reads_but_cannot_decide() {
+    let f = fixture_with(
+        HttpConfig {
+            api_keys: vec![API_KEY.into()],
+            read_api_keys: vec!["reader-key".into()],
+            approval_signing_key: b"test-signing-key".to_vec(),
+            ..HttpConfig::default()
+        },
+        None,
+    );
+    let (id, _) = f.awaiting_approval(demo_alert_json()).await;
+    let read = f
+        .send(
+            Request::get(format!("/incidents/{id}"))
+                .header(header::AUTHORIZATION, "Bearer reader-key")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json()["incident_id"], id.as_str());
+    let decide = f
+        .post_api(
+            &format!("/incidents/{id}/approve"),
+            Some("reader-key"),
+            r#"{"approver":"mallory"}"#,
+        )
+        .await;
+    assert_eq!(decide.status, StatusCode::UNAUTHORIZED);
+    assert!(f.incident(&id).await.approval.unwrap().decision.is_none());
+}
+
+#[tokio::test]
+async fn reads_are_refused_not_open_when_no_key_is_configured() {
+    let f = fixture_with(HttpConfig::default(), None);
+    let r = f.get_anonymous("/incidents").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("READ_API_KEYS"));
+}
+
+#[tokio::test]
+async fn a_host_the_server_does_not_answer_for_is_refused() {
+    let f = fixture_with(
+        HttpConfig {
+            api_keys: vec![API_KEY.into()],
+            allowed_hosts: vec!["127.0.0.1:8080".into(), "localhost:8080".into()],
+            ..HttpConfig::default()
+        },
+        None,
+    );
+    let with_host = |host: &'static str| {
+        Request::get("/incidents")
+            .header(header::HOST, host)
+            .header(header::AUTHORIZATION, format!("Bearer {API_KEY}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A DNS-rebinding page reaches 127.0.0.1 under its own name: refused before any route.
+    let rebound = f.send(with_host("attacker.example:8080")).await;
+    assert_eq!(rebound.status, StatusCode::MISDIRECTED_REQUEST);
+    let webhook = f
+        .send(
+            Request::post("/webhook/alert")
+                .header(header::HOST, "attacker.example:8080")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(demo_alert_json().to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(webhook.status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(
+        f.send(with_host("LOCALHOST:8080")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        f.send(with_host("127.0.0.1:8080")).await.status,
+        StatusCode::OK
+    );
+}
+
 // API approvals
 
 #[tokio::test]

@@ -19,9 +19,11 @@ pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
 
 /// Every secret a function may be given: IRAS's own keys, then the integrations' credentials
 /// (read by `iras-adapters` and `iras-llm` under these same names).
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     APPROVAL_SIGNING_KEY,
     APPROVAL_API_KEY,
+    // Read-only keys for the incident API.
+    "READ_API_KEYS",
     WEBHOOK_SECRET,
     // A monitoring tool's own webhook secret (`iras_intake::Source::secret_var`).
     "WEBHOOK_SECRET_ALERTMANAGER",
