@@ -22,9 +22,10 @@ impl Console {
         }
     }
 
+    /// The one way out: alert text is untrusted, so control characters are shown escaped.
     fn say(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{text}");
+            eprintln!("{}", iras_core::analyst::text::terminal_safe(text));
         }
     }
 }

@@ -36,7 +36,14 @@ impl DataFiles {
         if let Some(dir) = self.incidents.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+            private(dir, 0o700)?;
         }
+        // Incidents hold alert payloads, approvers and log lines: owner-only, created so before
+        // SQLite first opens them (its -wal and -shm files take the same mode).
+        if !self.incidents.exists() {
+            create_private(&self.incidents)?;
+        }
+        private(&self.incidents, 0o600)?;
         let shown = |p: &Path| p.display().to_string();
         if !self.executions.exists() && has_tables(&self.incidents, Owner::Engine)? {
             // Copy first, to a temporary name renamed into place: a crash leaves either no
@@ -59,9 +66,41 @@ impl DataFiles {
         if self.executions.exists() {
             drop_tables(&self.incidents, Owner::Engine)?;
             drop_tables(&self.executions, Owner::Incidents)?;
+        } else {
+            // Created only now: an absent file is what tells a pre-split directory above.
+            create_private(&self.executions)?;
         }
-        Ok(())
+        private(&self.executions, 0o600)
     }
+}
+
+#[cfg(unix)]
+fn create_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn create_private(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn private(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn private(_: &Path, _: u32) -> Result<(), String> {
+    Ok(())
 }
 
 /// Whose tables a file holds.

@@ -431,3 +431,30 @@ async fn serve_honours_the_body_limit_and_the_per_source_secret() {
         .unwrap();
     assert_eq!(form.status(), 415);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let c = server.client();
+    post_alert(
+        &c,
+        &server.url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the directory");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // The lock and the address file say nothing secret; everything else is private.
+        if name == "serve.lock" || name == "server.json" {
+            continue;
+        }
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
+}

@@ -32,6 +32,12 @@ fn unknown(id: &IncidentId) -> ApiError {
     ApiError::not_found(format!("No incident {id}."))
 }
 
+/// `next` is the last incident id of a page: `inc-` and 32 hex digits (a UUIDv7).
+fn is_handed_out_cursor(c: &str) -> bool {
+    c.strip_prefix("inc-")
+        .is_some_and(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 fn parse_query(params: &HashMap<String, String>) -> Result<IncidentQuery, ApiError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let status = get("status")
@@ -74,7 +80,9 @@ fn parse_query(params: &HashMap<String, String>) -> Result<IncidentQuery, ApiErr
         },
     };
     let cursor = match get("cursor") {
-        Some(c) if c.len() > MAX_CURSOR_LEN => {
+        // The cursors this API hands out are incident ids; anything else would quietly list
+        // an empty page, so it is refused.
+        Some(c) if c.len() > MAX_CURSOR_LEN || !is_handed_out_cursor(c) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "The cursor is not one this API handed out.",

@@ -92,7 +92,8 @@ pub fn verify(
     let Ok(sent) = timestamp.trim().parse::<i64>() else {
         return Err("X-Slack-Request-Timestamp is not a Unix time.");
     };
-    if (now.timestamp() - sent).abs() > TOLERANCE_SECONDS {
+    // abs_diff cannot overflow: a timestamp of i64::MIN is far, not "now" after a wrap.
+    if now.timestamp().abs_diff(sent) > TOLERANCE_SECONDS as u64 {
         return Err("The request is older than 5 minutes (or from the future).");
     }
     let Some(signature) = header(SIGNATURE_HEADER) else {

@@ -228,7 +228,8 @@ fn authenticate(
             "The signature does not match: expected sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">.",
         ));
     }
-    if (now - sent_at).abs() > SIGNATURE_TOLERANCE_SECONDS {
+    // abs_diff cannot overflow: a timestamp of i64::MIN is far, not "now" after a wrap.
+    if now.abs_diff(sent_at) > SIGNATURE_TOLERANCE_SECONDS as u64 {
         return Err(ApiError::unauthorized(format!(
             "X-IRAS-Timestamp is more than {} minutes from our clock; sign the request again.",
             SIGNATURE_TOLERANCE_SECONDS / 60

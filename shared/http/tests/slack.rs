@@ -314,12 +314,16 @@ async fn a_stale_timestamp_is_refused_even_when_correctly_signed() {
     let f = secured();
     let (id, approval_id) = f.awaiting_approval().await;
     let body = click("iras_approve", &format!("{id}:{approval_id}"));
-    let old = (f.clock.now().timestamp() - 6 * 60).to_string();
-    let r = f
-        .post(&body, &old, &slack_signature(SECRET, &old, body.as_bytes()))
-        .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.body["error"].as_str().unwrap().contains("5 minutes"));
+    let now = f.clock.now().timestamp();
+    // Six minutes old, and the extremes that wrapping arithmetic once let through.
+    for ts in [now - 6 * 60, now.wrapping_sub(i64::MAX), i64::MIN, i64::MAX] {
+        let old = ts.to_string();
+        let r = f
+            .post(&body, &old, &slack_signature(SECRET, &old, body.as_bytes()))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "ts {ts}");
+        assert!(r.body["error"].as_str().unwrap().contains("5 minutes"));
+    }
     assert!(f.incident(&id).await.approval.unwrap().decision.is_none());
 }
 

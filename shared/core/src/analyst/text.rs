@@ -15,6 +15,21 @@ pub fn clean(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Text for a terminal: line breaks kept for layout, every other control character (ESC of an
+/// ANSI sequence, CR that rewrites a line, BEL, backspace) shown as its escape instead of being
+/// obeyed, so an alert's title cannot recolour, hide or forge console output.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A name may go into a command only if it is made of `[A-Za-z0-9._:-]` (and does not start
 /// with `-`, which a CLI would read as an option).
 pub fn safe_name(s: &str) -> bool {
@@ -77,5 +92,24 @@ mod tests {
         );
         assert_eq!(clean("a\nb", 10), "a b");
         assert_eq!(clean("abcdef", 3), "abc…");
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escapes_and_carriage_returns_are_shown_not_obeyed() {
+        let title = "disk full\x1b[2J\x1b[31mALL CLEAR\r\u{7}ok\nnext line";
+        let shown = terminal_safe(title);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown,
+            "disk full\\u{1b}[2J\\u{1b}[31mALL CLEAR\\r\\u{7}ok\nnext line"
+        );
     }
 }

@@ -216,11 +216,13 @@ pub async fn decide(
         if let Some(d) = &approval.decision {
             return Err(DecideError::AlreadyDecided(d.decision.as_str().to_string()));
         }
-        if inc.status != IncidentStatus::AwaitingApproval {
-            return Err(not_awaiting());
-        }
+        // After the window the answer is "too late" (410) whatever became of the incident
+        // since (escalated by the timeout): never a vaguer "not waiting" (409).
         if now > approval.expires_at {
             return Err(DecideError::Expired(approval.expires_at));
+        }
+        if inc.status != IncidentStatus::AwaitingApproval {
+            return Err(not_awaiting());
         }
         token = approval.task_token.clone();
         let decision = ApprovalDecision {
