@@ -63,4 +63,25 @@ fn main() {
         (".{0,40}", proptest::num::i64::ANY, ".{0,80}"),
         |(id, exp, sig)| approval_link(id, *exp, sig),
     );
+    run(
+        "alert parsers (vendor)",
+        cases,
+        vendor_shaped(),
+        alert_parsers,
+    );
+    run("alert parsers (json)", cases, json_value(), alert_parsers);
+    // Through the router: slower per case (two requests), so a tenth of the cases.
+    let webhooks = Webhooks::new();
+    run(
+        "webhook routes",
+        (cases / 10).max(1),
+        (0..WEBHOOK_ROUTES.len(), vendor_shaped(), webhook_headers()),
+        |(route, body, headers)| {
+            for status in
+                webhooks.post(WEBHOOK_ROUTES[*route], body.to_string().as_bytes(), headers)
+            {
+                assert!(status < 500, "{} answered {status}", WEBHOOK_ROUTES[*route]);
+            }
+        },
+    );
 }

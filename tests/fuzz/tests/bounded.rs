@@ -4,6 +4,12 @@
 use iras_fuzz::*;
 use proptest::prelude::*;
 
+/// One pair of routers for the whole run (building one per case would dominate the time).
+fn webhooks() -> &'static Webhooks {
+    static W: std::sync::OnceLock<Webhooks> = std::sync::OnceLock::new();
+    W.get_or_init(Webhooks::new)
+}
+
 fn config() -> ProptestConfig {
     let cases = std::env::var("IRAS_FUZZ_CASES")
         .ok()
@@ -39,6 +45,32 @@ proptest! {
     fn asl_definitions_never_panic(state in json_value(), text in ".{0,64}") {
         asl_definition(&definition_shaped(&state));
         asl_definition(&text);
+    }
+
+    #[test]
+    fn alert_parsers_never_panic_on_mutated_vendor_payloads(body in vendor_shaped()) {
+        alert_parsers(&body);
+    }
+
+    #[test]
+    fn alert_parsers_never_panic_on_arbitrary_json(body in json_value()) {
+        alert_parsers(&body);
+    }
+
+    #[test]
+    fn webhook_routes_answer_every_body_without_a_5xx(
+        route in 0..WEBHOOK_ROUTES.len(),
+        body in prop_oneof![
+            vendor_shaped().prop_map(|v| v.to_string().into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..256),
+        ],
+        headers in webhook_headers(),
+    ) {
+        let statuses = webhooks().post(WEBHOOK_ROUTES[route], &body, &headers);
+        for status in statuses {
+            // 5xx would say the sender should retry a body that can never succeed.
+            prop_assert!(status < 500, "{} answered {status}", WEBHOOK_ROUTES[route]);
+        }
     }
 
     #[test]
