@@ -18,7 +18,7 @@ pub struct SqliteStore {
 }
 
 /// The tables this store owns (the data directory tells them from the engine's).
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
     "incidents",
     "open_fingerprints",
     "attempts",
@@ -26,6 +26,7 @@ pub const TABLES: [&str; 7] = [
     "postmortems",
     "alert_repeats",
     "alert_samples",
+    "once_keys",
 ];
 
 /// Migration 1: the schema exactly as it was before it was versioned, so a store written then
@@ -73,6 +74,15 @@ CREATE TABLE IF NOT EXISTS postmortems (
 /// Migration 2: repeats counted beside the record (a storm updates a small row, never the
 /// incident's body), the close time the reopen cool-down counts from, and an index to find the
 /// newest incident of a fingerprint without decoding any body.
+/// Version 3: the webhook replay cache, durable across restarts.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE once_keys (
+    key TEXT PRIMARY KEY,
+    until TEXT NOT NULL
+);
+CREATE INDEX once_keys_by_until ON once_keys(until);
+"#;
+
 const SCHEMA_V2: &str = r#"
 ALTER TABLE incidents ADD COLUMN closed_at TEXT;
 CREATE INDEX incidents_by_fingerprint ON incidents(fingerprint, id);
@@ -93,7 +103,7 @@ CREATE TABLE alert_samples (
 
 /// The schema's history, oldest first; the file's `user_version` counts those applied.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2)])
+    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2), M::up(SCHEMA_V3)])
 }
 
 /// Times in the repeat tables: fixed width, so SQLite's `min`/`max` on text order them.
@@ -642,6 +652,38 @@ impl IncidentStore for SqliteStore {
             "SELECT body FROM postmortems WHERE incident_id = ?1",
             id.0.clone(),
         )
+        .await
+    }
+
+    async fn claim_once(
+        &self,
+        key: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (key, until, now) = (key.to_string(), time_text(until), time_text(now));
+        self.with(move |c| {
+            // Expired claims go first, so the table holds only the live window.
+            c.execute("DELETE FROM once_keys WHERE until < ?1", params![now])
+                .map_err(unavailable)?;
+            let inserted = c
+                .execute(
+                    "INSERT OR IGNORE INTO once_keys (key, until) VALUES (?1, ?2)",
+                    params![key, until],
+                )
+                .map_err(unavailable)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn release_once(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.execute("DELETE FROM once_keys WHERE key = ?1", params![key])
+                .map_err(unavailable)?;
+            Ok(())
+        })
         .await
     }
 }

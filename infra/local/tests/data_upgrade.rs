@@ -69,7 +69,8 @@ async fn an_approval_waiting_in_a_pre_split_data_directory_survives_the_upgrade(
     assert!(tables(&files.executions)
         .iter()
         .all(|t| t.starts_with("asl_")));
-    assert_eq!(user_version(&files.incidents), 2);
+    // Migrated to the newest incident schema (3: the durable replay cache).
+    assert_eq!(user_version(&files.incidents), 3);
     assert_eq!(user_version(&files.executions), 1);
 
     // Opening again is a no-op, and the waiting execution takes the decision.

@@ -13,6 +13,8 @@
 //! - `INC#<id>`, `META#SAMPLE#<n, 10 digits>`: the first repeats' bodies, one item each.
 //! - `FP#<fingerprint>`, `DEDUP`: the open incident holding an alert fingerprint, with `ttl`.
 //! - `FP#<fingerprint>`, `LATEST`: the newest incident created with it, open or closed.
+//! - `ONCE#<key>`, `ONCE`: a signed webhook request already received, with `until` (epoch
+//!   seconds) and `ttl`, so a replay is refused across cold starts and DynamoDB expires it.
 //!
 //! The META item also carries `closed_at` once the incident is final. Reading an incident is
 //! one query on `PK` with `SK` beginning `META`: the record, its counters and samples.
@@ -1191,6 +1193,58 @@ impl IncidentStore for DynamoStore {
             .map(|item| decode_body(&item))
             .transpose()
     }
+
+    async fn claim_once(
+        &self,
+        key: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut item = once_key(key);
+        item.insert("until".into(), n(until.timestamp()));
+        // TTL deletion runs late (up to days): the condition below, not TTL, decides.
+        item.insert("ttl".into(), n(until.timestamp() + 3600));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK) OR #until < :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match result.map_err(SdkError::into_service_error) {
+            Ok(_) => Ok(true),
+            Err(PutItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(e) => Err(sdk_unavailable(&e)),
+        }
+    }
+
+    async fn release_once(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(once_key(key)))
+            .send()
+            .await
+            .map_err(|e| sdk_unavailable(&e))?;
+        Ok(())
+    }
+}
+
+/// Keys are signatures (hex): short, but bounded anyway so no caller can exceed DynamoDB's
+/// key size.
+fn once_key(key: &str) -> Item {
+    let pk = if key.len() <= MAX_FINGERPRINT_KEY_BYTES {
+        format!("ONCE#{key}")
+    } else {
+        format!(
+            "ONCE#sha256:{}",
+            hex::encode(Sha256::digest(key.as_bytes()))
+        )
+    };
+    self::key(pk, "ONCE")
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ struct Mem {
     postmortems: HashMap<IncidentId, PostMortem>,
     /// Kept beside the incidents, as the real stores keep them beside the record.
     repeats: HashMap<IncidentId, AlertRepeats>,
+    once: HashMap<String, Timestamp>,
 }
 
 impl Mem {
@@ -219,5 +220,23 @@ impl IncidentStore for MemoryStore {
     }
     async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
         Ok(self.mem().postmortems.get(id).cloned())
+    }
+    async fn claim_once(
+        &self,
+        key: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut m = self.mem();
+        m.once.retain(|_, u| *u >= now);
+        if m.once.contains_key(key) {
+            return Ok(false);
+        }
+        m.once.insert(key.to_string(), until);
+        Ok(true)
+    }
+    async fn release_once(&self, key: &str) -> Result<(), StoreError> {
+        self.mem().once.remove(key);
+        Ok(())
     }
 }

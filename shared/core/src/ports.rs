@@ -113,6 +113,19 @@ pub trait IncidentStore: Send + Sync {
 
     async fn put_postmortem(&self, postmortem: &PostMortem) -> Result<(), StoreError>;
     async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError>;
+
+    /// Records a value that may be used once (a signed webhook request's signature) until
+    /// `until`: true the first time, false while an earlier claim is still live. Durable, so a
+    /// captured request replayed after a restart is still refused; claims past `until` may be
+    /// forgotten (the freshness window refuses the request by then anyway).
+    async fn claim_once(
+        &self,
+        key: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Forgets a claim: the request failed on our side, and the sender may retry it as it is.
+    async fn release_once(&self, key: &str) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -644,8 +644,36 @@ pub mod store_contract {
         assert_eq!(newest.incident_id, second.incident_id, "the newest wins");
     }
 
+    /// A one-time value is claimed once while live, again once past, and again after release.
+    pub async fn one_time_values_are_claimed_once(store: &dyn IncidentStore) {
+        use chrono::TimeZone;
+        let t0 = chrono::Utc.with_ymd_and_hms(2024, 3, 12, 14, 0, 0).unwrap();
+        let live = t0 + chrono::Duration::minutes(5);
+        assert!(store.claim_once("sha256=aa", live, t0).await.unwrap());
+        assert!(
+            !store
+                .claim_once("sha256=aa", live, t0 + chrono::Duration::minutes(1))
+                .await
+                .unwrap(),
+            "a replay inside its window is refused"
+        );
+        assert!(store.claim_once("sha256=bb", live, t0).await.unwrap());
+        // Past its window the claim is forgotten (the freshness check refuses it by then).
+        let later = t0 + chrono::Duration::minutes(6);
+        assert!(store
+            .claim_once("sha256=aa", later + chrono::Duration::minutes(5), later)
+            .await
+            .unwrap());
+        store.release_once("sha256=bb").await.unwrap();
+        assert!(store.claim_once("sha256=bb", live, t0).await.unwrap());
+        let long = "x".repeat(5000);
+        assert!(store.claim_once(&long, live, t0).await.unwrap());
+        assert!(!store.claim_once(&long, live, t0).await.unwrap());
+    }
+
     /// Every case, in order.
     pub async fn run_all(store: &dyn IncidentStore) {
+        one_time_values_are_claimed_once(store).await;
         create_get_roundtrip(store).await;
         create_is_conditional(store).await;
         update_checks_version(store).await;

@@ -89,8 +89,8 @@ enum Authenticated {
     Basic,
     /// The source's own signature over the body (PagerDuty v3, Sentry).
     SourceSigned,
-    /// Signed; the signature is remembered as used.
-    Signed(String),
+    /// Signed; the signature is remembered as used until its window (unix seconds) ends.
+    Signed(String, i64),
 }
 
 impl Authenticated {
@@ -100,7 +100,7 @@ impl Authenticated {
             Authenticated::Bearer => "bearer",
             Authenticated::Basic => "basic",
             Authenticated::SourceSigned => "source signature",
-            Authenticated::Signed(_) => "signature",
+            Authenticated::Signed(..) => "signature",
         }
     }
 }
@@ -246,7 +246,41 @@ fn authenticate(
             "This signed request was already received (replay); sign it again with a new timestamp.",
         ));
     }
-    Ok(Authenticated::Signed(presented))
+    Ok(Authenticated::Signed(presented, stale_after))
+}
+
+/// The replay cache that survives a restart: the in-memory guard answers a replay at once,
+/// the store answers one sent after the process (or Lambda) that first saw it is gone.
+async fn claim_durably(
+    state: &AppState,
+    signature: &str,
+    stale_after: i64,
+    now: i64,
+) -> Result<(), ApiError> {
+    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+    match state
+        .app
+        .deps
+        .store
+        .claim_once(signature, at(stale_after), at(now))
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::unauthorized(
+            "This signed request was already received (replay); sign it again with a new timestamp.",
+        )),
+        Err(e) => {
+            state
+                .replay
+                .lock()
+                .expect("replay guard poisoned")
+                .forget(signature);
+            Err(ApiError::unavailable(
+                "The request could not be checked against earlier ones",
+                e,
+            ))
+        }
+    }
 }
 
 /// "alert is missing required field `title`" → "Alert is missing required field `title`."
@@ -354,14 +388,21 @@ pub(crate) async fn receive(
     let auth = authenticate(&state, route_source, &headers, &body, now).inspect_err(|e| {
         tracing::warn!(reason = %e.error, route, "webhook request refused");
     })?;
+    if let Authenticated::Signed(signature, stale_after) = &auth {
+        claim_durably(&state, signature, *stale_after, now).await?;
+    }
     let outcome = handle(&state, route_source, &body).await;
-    if let (Err(e), Authenticated::Signed(signature)) = (&outcome, &auth) {
+    if let (Err(e), Authenticated::Signed(signature, _)) = (&outcome, &auth) {
         if e.status.is_server_error() {
+            // Our failure, not the sender's: the same signed request may be retried as it is.
             state
                 .replay
                 .lock()
                 .expect("replay guard poisoned")
                 .forget(signature);
+            if let Err(e) = state.app.deps.store.release_once(signature).await {
+                tracing::warn!(error = %e, "a failed signed request's claim was not released");
+            }
         }
     }
     match outcome? {

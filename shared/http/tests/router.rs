@@ -127,6 +127,12 @@ impl IncidentStore for DownStore {
     async fn postmortem(&self, _: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
         Err(down())
     }
+    async fn claim_once(&self, _: &str, _: Timestamp, _: Timestamp) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn release_once(&self, _: &str) -> Result<(), StoreError> {
+        Err(down())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,6 +559,29 @@ async fn a_stale_timestamp_is_401_even_when_correctly_signed() {
         .post_alert(body.clone(), &signed_headers(&f, &body, now - 299))
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_signed_request_replayed_after_a_restart_is_still_401() {
+    let f = secured();
+    let body = demo_alert_json().to_string();
+    let headers = signed_headers(&f, &body, f.clock.now().timestamp());
+    assert_eq!(
+        f.post_alert(body.clone(), &headers).await.status,
+        StatusCode::ACCEPTED
+    );
+    // A new process on the same store: its in-memory cache is empty, the store remembers.
+    let restarted = fixture_with(
+        HttpConfig {
+            webhook_secret: Some(HOOK_SECRET.into()),
+            ..http_config()
+        },
+        Some(f.store.clone()),
+    );
+    restarted.clock.advance(chrono::Duration::seconds(30));
+    let replay = restarted.post_alert(body.clone(), &headers).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.text());
+    assert!(replay.text().contains("replay"));
 }
 
 #[tokio::test]
