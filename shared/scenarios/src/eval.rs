@@ -25,7 +25,7 @@ use iras_core::memory::MemoryStore;
 use iras_core::stages::{self, AttemptInput, Deps, IncidentRef, Ingested};
 use iras_core::*;
 
-use crate::scenario::{Scenario, FORMAT};
+use crate::scenario::{is_scenario_file, read_scenario_text, Scenario, FORMAT};
 
 /// How many candidates a case keeps (Avg@5 needs five).
 pub const TOP_K: usize = 5;
@@ -213,7 +213,8 @@ pub fn summarize(cases: &[CaseResult], analyst: &str, threshold: f64) -> Summary
     }
 }
 
-/// Every `*.json` file under `path` (recursively, sorted), or `path` itself if it is a file.
+/// Every `*.json` and `*.json.gz` file under `path` (recursively, sorted), or `path` itself if
+/// it is a file.
 pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, EvalError> {
     let io = |p: &Path, source| EvalError::Io {
         path: p.display().to_string(),
@@ -230,7 +231,7 @@ pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, EvalError> {
             let p = e.map_err(|e| io(&d, e))?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
+            } else if is_scenario_file(&p) {
                 files.push(p);
             }
         }
@@ -253,7 +254,7 @@ enum Loaded {
 }
 
 fn load(path: &Path, shown: &str) -> Loaded {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_scenario_text(path) {
         Ok(t) => t,
         Err(e) => {
             return Loaded::Broken {
