@@ -71,6 +71,21 @@ pub struct Truth {
     pub root_cause_service: String,
     #[serde(default)]
     pub fault: String,
+    /// The dataset's family of the fault when `fault` is a specific injection (PetShop's
+    /// `errors`, `delay`): what the fault type is scored against.
+    #[serde(default)]
+    pub fault_class: Option<String>,
+}
+
+impl Truth {
+    /// The label the fault type is scored against: `fault_class`, else `fault`.
+    pub fn fault_label(&self) -> Option<&str> {
+        self.fault_class
+            .as_deref()
+            .or(Some(self.fault.as_str()))
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -147,23 +147,44 @@ pub(super) fn fault_of(
     "unknown".into()
 }
 
+/// Every fault type the offline analyst names, with how a sentence says it. A plan acts on
+/// the type (roll back, scale out, restart, fail over), so the types are kinds of fix as much as
+/// kinds of failure.
+pub const FAULT_TYPES: &[(&str, &str)] = &[
+    ("bad_deploy", "a faulty deployment"),
+    ("config_change", "a configuration / feature-flag change"),
+    ("code_error", "errors thrown by the service's own code"),
+    ("cpu_saturation", "CPU saturation"),
+    ("memory_leak", "a memory leak (OOM kills and restarts)"),
+    (
+        "network_delay",
+        "added latency (network delay or a slow path)",
+    ),
+    ("dependency_outage", "a dependency outage"),
+    ("certificate_expiry", "an expired TLS certificate"),
+    ("disk_full", "a full disk"),
+    ("dns_resolution_failure", "DNS resolution failures"),
+    ("dynamodb_throttling", "DynamoDB write throttling"),
+    ("throttling", "throttling"),
+    (
+        "noisy_neighbour",
+        "a noisy neighbour starving shared resources",
+    ),
+    ("cache_eviction", "cache evictions (memory limit reached)"),
+    ("connection_pool_exhaustion", "connection pool exhaustion"),
+    (
+        "retry_storm",
+        "a retry storm (overload from callers' retries)",
+    ),
+    ("resource_exhaustion", "resource exhaustion"),
+    ("crash", "crashes"),
+    ("unknown", "an unidentified fault"),
+];
+
+/// How a sentence names `fault`.
 pub fn fault_phrase(fault: &str) -> &'static str {
-    match fault {
-        "bad_deploy" => "a faulty deployment",
-        "config_change" => "a configuration / feature-flag change",
-        "certificate_expiry" => "an expired TLS certificate",
-        "disk_full" => "a full disk",
-        "dns_resolution_failure" => "DNS resolution failures",
-        "dynamodb_throttling" => "DynamoDB write throttling",
-        "throttling" => "throttling",
-        "noisy_neighbour" => "a noisy neighbour starving shared resources",
-        "cache_eviction" => "cache evictions (memory limit reached)",
-        "memory_leak" => "a memory leak (OOM kills and restarts)",
-        "connection_pool_exhaustion" => "connection pool exhaustion",
-        "retry_storm" => "a retry storm (overload from callers' retries)",
-        "dependency_outage" => "a dependency outage",
-        "resource_exhaustion" => "resource exhaustion",
-        "crash" => "crashes",
-        _ => "an unidentified fault",
-    }
+    FAULT_TYPES
+        .iter()
+        .find(|(f, _)| *f == fault)
+        .map_or("an unidentified fault", |(_, p)| p)
 }

@@ -42,7 +42,7 @@ use crate::analyst::symptoms::AlertSymptoms;
 use crate::analyst::text::clean;
 use crate::domain::*;
 
-pub use fault::fault_phrase;
+pub use fault::{fault_phrase, FAULT_TYPES};
 
 /// What the alert is about: slowness or failures (`None` when both or neither).
 fn alert_symptom(alert: &Alert) -> Option<metrics::SymptomClass> {
