@@ -35,6 +35,10 @@ step "lint"
 # --all-features: the optional AWS evidence of the `iras` command is linted and tested too.
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "dependency lines"
+# The engine stays IRAS-free and core stays free of SDKs, HTTP and databases.
+bash scripts/check-deps.sh
+
 step "AWS deployment shape"
 # cfn-lint, sam validate --lint and statelint over template.yaml and statemachine.asl.json.
 bash scripts/validate-aws.sh

@@ -12,7 +12,9 @@ pub mod logs;
 pub mod loki;
 pub mod pagerduty;
 pub mod prometheus;
+pub mod runner;
 pub mod slack;
+pub mod sns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +27,9 @@ pub use github::{GithubConfig, GithubDeployments, RepoMapping};
 pub use loki::{LokiConfig, LokiSource};
 pub use pagerduty::{PagerDutyConfig, PagerDutyPager};
 pub use prometheus::{PrometheusConfig, PrometheusSource, Signal};
+pub use runner::{RunnerConfig, RunnerExecutor};
 pub use slack::{SlackConfig, SlackNotifier};
+pub use sns::HttpsSnsTransport;
 
 /// The services to read for a query: the ones named, else the alert's own. Metric and log
 /// backends cannot be asked for "everything", so with neither there is nothing to read.
@@ -153,12 +157,7 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn nothing_set_builds_nothing_and_says_what_falls_back() {

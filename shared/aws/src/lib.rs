@@ -10,6 +10,8 @@ pub mod deploys;
 mod dynamo;
 mod events;
 mod evidence;
+#[cfg(feature = "remediation")]
+pub mod remediation;
 mod sfn;
 
 pub use aws_config::SdkConfig;
@@ -20,6 +22,8 @@ pub use deploys::{CodeDeployConfig, CodeDeployDeployments, EcsConfig, EcsDeploym
 pub use dynamo::{fit_attempt, DynamoStore, PostMortemQuery, MAX_ATTEMPT_BYTES};
 pub use events::{detail_type, EventBridgePublisher, EVENT_SOURCE};
 pub use evidence::{aws_evidence_from_vars, ServiceMap};
+#[cfg(feature = "remediation")]
+pub use remediation::{AwsExecutor, EcsSettle};
 pub use sfn::{SfnCallbacks, SfnStarter};
 
 use aws_config::{BehaviorVersion, Region};

@@ -15,18 +15,20 @@ pub enum Stage {
     Plan,
     RequestApproval,
     Remediate,
+    Verify,
     Escalate,
     PostMortem,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Triage,
         Stage::GatherContext,
         Stage::Rca,
         Stage::Plan,
         Stage::RequestApproval,
         Stage::Remediate,
+        Stage::Verify,
         Stage::Escalate,
         Stage::PostMortem,
     ];
@@ -40,6 +42,7 @@ impl Stage {
             Stage::Plan => "Plan",
             Stage::RequestApproval => "RequestApproval",
             Stage::Remediate => "Remediate",
+            Stage::Verify => "Verify",
             Stage::Escalate => "Escalate",
             Stage::PostMortem => "PostMortem",
         }
@@ -59,6 +62,7 @@ impl Stage {
             Stage::Plan => "plan",
             Stage::RequestApproval => "request-approval",
             Stage::Remediate => "remediate",
+            Stage::Verify => "verify",
             Stage::Escalate => "escalate",
             Stage::PostMortem => "postmortem",
         }
@@ -84,6 +88,7 @@ pub async fn handle(deps: &Deps, stage: Stage, payload: Value) -> Result<Value, 
             out(stages::request_approval(deps, &parse(stage, payload)?).await?)
         }
         Stage::Remediate => out(stages::remediate(deps, &parse(stage, payload)?).await?),
+        Stage::Verify => out(stages::verify(deps, &parse(stage, payload)?).await?),
         Stage::Escalate => out(stages::escalate(deps, &parse(stage, payload)?).await?),
         Stage::PostMortem => out(stages::postmortem(deps, &parse(stage, payload)?).await?),
     }

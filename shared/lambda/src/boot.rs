@@ -6,7 +6,8 @@ use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
 use iras_aws::{DynamoStore, EventBridgePublisher, SdkConfig, SfnCallbacks, SfnStarter};
-use iras_core::config::{ApprovalLinks, ConfigError, EnvVars};
+use iras_core::config::{ApprovalLinks, ConfigError, EnvVars, ExecutorKind};
+use iras_core::executor::DryRunExecutor;
 use iras_core::ports::*;
 use iras_core::stages::Deps;
 use iras_core::{IncidentId, PipelineConfig};
@@ -40,6 +41,8 @@ pub enum BootError {
     },
     #[error("{SCENARIOS_DIR}: {0}")]
     Scenarios(String),
+    #[error("REMEDIATION_EXECUTOR: {0}")]
+    Executor(String),
 }
 
 /// What the environment says about this function, secrets already resolved.
@@ -112,7 +115,7 @@ impl Settings {
 /// `settings`: the LLM analyst when `LLM_PROVIDER` names one (the offline analyst otherwise,
 /// and as its fallback); Prometheus, Loki, Elasticsearch and GitHub evidence, Slack and
 /// PagerDuty when configured, else log lines in CloudWatch Logs; scenario evidence only for
-/// the kinds no backend provides; and always the dry-run executor.
+/// the kinds no backend provides; and the executor `REMEDIATION_EXECUTOR` names.
 pub fn build_deps(
     settings: &Settings,
     store: Arc<dyn IncidentStore>,
@@ -149,13 +152,94 @@ pub fn build_deps(
     }
     let analyst = iras_llm::analyst_from_env(&settings.vars)?;
     tracing::info!(analyst = %analyst.name(), "configured");
+    let executor = executor(settings)?;
+    tracing::info!(executor = %executor.name(), policy = %config.policy.origin, "configured");
     Ok(Deps::builder(store)
         .analyst(analyst)
         .integrations(integrations)
+        .executor(executor)
         .config(config)
         .events(events)
         .build())
 }
+
+/// `REMEDIATION_EXECUTOR`: dry-run (the default), aws (the AWS SDK; runner actions go to the
+/// runner when one is configured) or runner (`REMEDIATION_RUNNER_URL` and its secret).
+pub fn executor(settings: &Settings) -> Result<Arc<dyn Executor>, BootError> {
+    let runner = iras_adapters::RunnerConfig::from_vars(&settings.vars)?
+        .map(|c| {
+            iras_adapters::RunnerExecutor::new(c)
+                .map(|r| Arc::new(r) as Arc<dyn Executor>)
+                .map_err(|e| BootError::Executor(format!("runner client: {e}")))
+        })
+        .transpose()?;
+    match settings.pipeline.executor {
+        ExecutorKind::DryRun => Ok(Arc::new(DryRunExecutor)),
+        ExecutorKind::Runner => runner.ok_or(BootError::Missing {
+            var: iras_adapters::runner::RUNNER_URL,
+            why: "REMEDIATION_EXECUTOR=runner: where is the runner?",
+        }),
+        ExecutorKind::Aws => aws_executor(settings, runner),
+    }
+}
+
+#[cfg(feature = "remediation")]
+fn aws_executor(
+    settings: &Settings,
+    runner: Option<Arc<dyn Executor>>,
+) -> Result<Arc<dyn Executor>, BootError> {
+    let Some(sdk) = &settings.aws else {
+        return Err(BootError::Executor(
+            "REMEDIATION_EXECUTOR=aws needs the AWS SDK configuration".into(),
+        ));
+    };
+    let mut e = iras_aws::AwsExecutor::new(sdk, settings.pipeline.policy.clone());
+    if let Some(r) = runner {
+        e = e.with_runner(r);
+    }
+    Ok(Arc::new(e))
+}
+
+/// Only the remediate function is built with the AWS executor; the others never run a step.
+#[cfg(not(feature = "remediation"))]
+fn aws_executor(
+    _settings: &Settings,
+    _runner: Option<Arc<dyn Executor>>,
+) -> Result<Arc<dyn Executor>, BootError> {
+    Ok(Arc::new(NotThisFunction))
+}
+
+/// Stands in for the AWS executor in functions that never remediate: refuses every call.
+#[cfg(not(feature = "remediation"))]
+struct NotThisFunction;
+
+#[cfg(not(feature = "remediation"))]
+#[async_trait]
+impl Executor for NotThisFunction {
+    fn name(&self) -> String {
+        "aws".into()
+    }
+    async fn observe(&self, _: &StepCall<'_>) -> Result<iras_core::ResourceState, ExecError> {
+        Err(ExecError::Refused(NOT_HERE.into()))
+    }
+    async fn apply(
+        &self,
+        _: &StepCall<'_>,
+        _: &iras_core::ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(NOT_HERE.into()))
+    }
+    async fn restore(
+        &self,
+        _: &StepCall<'_>,
+        _: &iras_core::ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(NOT_HERE.into()))
+    }
+}
+
+#[cfg(not(feature = "remediation"))]
+const NOT_HERE: &str = "this function is built without the AWS executor: only remediate runs steps";
 
 /// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
 pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootError> {
@@ -226,6 +310,15 @@ pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
     )))
 }
 
+/// Completes waiting approval tasks (Step Functions `SendTaskSuccess`): the ingest function
+/// ends a wait when the source recovers and `AUTO_CANCEL_ON_RECOVERY` is on.
+pub async fn callbacks_from_env() -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    let loaded = load().await?;
+    Ok(Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(
+        &loaded.sdk,
+    ))))
+}
+
 /// What the router needs on Lambda. A function without `STATE_MACHINE_ARN` (approval-callback)
 /// cannot start pipelines; completing approvals is limited by the function's IAM role.
 pub async fn app_from_env() -> Result<Arc<App>, BootError> {
@@ -239,7 +332,20 @@ pub async fn app_from_env() -> Result<Arc<App>, BootError> {
         deps,
         starter,
         callbacks: Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(&loaded.sdk))),
-        http: http_config(&loaded.vars)?,
+        http: HttpConfig {
+            // SNS signing certificates and subscription confirmations over HTTPS.
+            sns_transport: Some(Arc::new(
+                iras_adapters::HttpsSnsTransport::new(EnvVars(&loaded.vars).timeout()?).map_err(
+                    |e| {
+                        BootError::Config(ConfigError {
+                            name: "INTEGRATION_TIMEOUT_SECONDS".into(),
+                            problem: e,
+                        })
+                    },
+                )?,
+            )),
+            ..http_config(&loaded.vars)?
+        },
         // Lambda itself is the runtime: if this code runs, it is up.
         runtime_health: Arc::new(|| Ok(())),
     }))
@@ -264,12 +370,7 @@ mod tests {
     use iras_core::analyst::OfflineAnalyst;
     use iras_core::testing::MemoryStore;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn a_function_without_a_table_refuses_to_start_and_says_which_variable() {

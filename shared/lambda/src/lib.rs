@@ -11,15 +11,15 @@ pub mod secrets;
 use std::sync::Arc;
 
 use iras_core::handler;
-use iras_core::ports::PipelineStarter;
+use iras_core::ports::{PipelineStarter, TaskCallbacks};
 use iras_core::stages::{Deps, StageError};
 use iras_http::App;
 use lambda_runtime::service_fn;
 use serde_json::Value;
 
 pub use boot::{
-    app_from_env, build_deps, deps_from_env, http_config, starter_from_env, BootError, Settings,
-    PUBLIC_URL, SCENARIOS_DIR,
+    app_from_env, build_deps, callbacks_from_env, deps_from_env, http_config, starter_from_env,
+    BootError, Settings, PUBLIC_URL, SCENARIOS_DIR,
 };
 pub use iras_core::handler::Stage;
 pub use lambda_runtime::{Diagnostic, Error, LambdaEvent};
@@ -62,10 +62,14 @@ pub async fn run_stage(deps: &Deps, stage: Stage) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event| stage_handler(deps, stage, event))).await
 }
 
-/// Serves the `ingest` function: EventBridge alerts in, incidents opened and pipelines started.
-pub async fn run_ingest(deps: &Deps, starter: &dyn PipelineStarter) -> Result<(), Error> {
+/// Serves the `ingest` function: EventBridge and SNS alerts in, through their lifecycle.
+pub async fn run_ingest(
+    deps: &Deps,
+    starter: &dyn PipelineStarter,
+    callbacks: &dyn TaskCallbacks,
+) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event| {
-        ingest::handle(deps, starter, event)
+        ingest::handle(deps, starter, callbacks, event)
     }))
     .await
 }

@@ -17,6 +17,7 @@ async fn ingest_sample(
     ingest::handle(
         &w.deps,
         w.starter.as_ref(),
+        w.callbacks.as_ref(),
         lambda_event(sample(name, SAMPLE_ID)),
     )
     .await
@@ -51,7 +52,7 @@ async fn an_alert_on_the_iras_bus_goes_from_ingest_to_resolved_through_every_fun
     let w = world();
     let opened = ingest_sample(&w, "ingest-iras-alert").await.unwrap();
     assert!(!opened.deduplicated);
-    let id = opened.incident_id.clone();
+    let id = opened.incident_id.clone().expect("an incident opened");
     assert_eq!(*w.starter.started.lock().unwrap(), vec![id.clone()]);
     assert!(w
         .events
@@ -84,6 +85,10 @@ async fn an_alert_on_the_iras_bus_goes_from_ingest_to_resolved_through_every_fun
 
     let remediation = run_stage(&w, Stage::Remediate, &id).await;
     assert_eq!(remediation["outcome"], json!("applied"), "{remediation}");
+    // The dry-run executor changed nothing: no wait, and Verify says there is nothing to verify.
+    assert_eq!(remediation["verify_after_seconds"], json!(0));
+    let verified = run_stage(&w, Stage::Verify, &id).await;
+    assert_eq!(verified["outcome"], json!("skipped"), "{verified}");
     let postmortem = run_stage(&w, Stage::PostMortem, &id).await;
     assert_eq!(postmortem["outcome"], json!("resolved"));
     let done = w.store.get_incident(&id).await.unwrap().unwrap();
@@ -96,7 +101,8 @@ async fn a_stage_failure_pages_someone_and_the_postmortem_says_escalated() {
     let id = ingest_sample(&w, "ingest-iras-alert")
         .await
         .unwrap()
-        .incident_id;
+        .incident_id
+        .expect("an incident opened");
     run_stage(&w, Stage::Triage, &id).await;
     let escalated = run_stage(&w, Stage::Escalate, &id).await;
     assert_eq!(escalated["reason"], json!("stage_failure"));
@@ -123,7 +129,8 @@ async fn an_unapproved_plan_fails_remediate_under_the_name_the_state_machine_mat
     let id = ingest_sample(&w, "ingest-iras-alert")
         .await
         .unwrap()
-        .incident_id;
+        .incident_id
+        .expect("an incident opened");
     for stage in [Stage::Triage, Stage::GatherContext, Stage::Rca, Stage::Plan] {
         run_stage(&w, stage, &id).await;
     }
@@ -166,7 +173,7 @@ async fn a_cloudwatch_alarm_opens_one_incident_per_alarm_and_starts_its_pipeline
     let first = ingest_sample(&w, "ingest").await.unwrap();
     let incident = w
         .store
-        .get_incident(&first.incident_id)
+        .get_incident(first.incident_id.as_ref().unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -182,7 +189,7 @@ async fn a_cloudwatch_alarm_opens_one_incident_per_alarm_and_starts_its_pipeline
     assert_eq!(alert.timestamp.to_rfc3339(), "2026-03-02T03:04:40+00:00");
     assert_eq!(
         incident.fingerprint,
-        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:payment-service-5xx-rate"
+        "cloudwatch:arn:aws:cloudwatch:us-east-1:123456789012:alarm:payment-service-5xx-rate"
     );
     // The alarm's own detail stays on the record for the investigator.
     assert_eq!(
@@ -196,24 +203,34 @@ async fn a_cloudwatch_alarm_opens_one_incident_per_alarm_and_starts_its_pipeline
     assert_eq!(again.incident_id, first.incident_id);
     assert_eq!(w.incident_count().await, 1);
     let started = w.starter.started.lock().unwrap().clone();
-    assert_eq!(started, vec![first.incident_id.clone(), first.incident_id]);
+    let first_id = first.incident_id.unwrap();
+    // Not triaged yet: the repeat starts it again (idempotent), which heals a failed start.
+    assert_eq!(started, vec![first_id.clone(), first_id]);
 }
 
 #[tokio::test]
-async fn an_alarm_that_is_not_going_into_alarm_opens_nothing() {
+async fn an_alarm_going_back_to_ok_records_nothing_when_no_incident_had_it() {
     let w = world();
-    let mut ok_to_ok = sample("ingest", SAMPLE_ID);
-    ok_to_ok["detail"]["state"]["value"] = json!("OK");
-    let d = ingest::handle(&w.deps, w.starter.as_ref(), lambda_event(ok_to_ok))
-        .await
-        .unwrap_err();
-    assert_eq!(d.error_type, "AlarmNotFiring");
-    assert!(
-        d.error_message.contains("payment-service-5xx-rate"),
-        "{}",
-        d.error_message
+    let mut alarm_to_ok = sample("ingest", SAMPLE_ID);
+    let detail = alarm_to_ok["detail"].as_object_mut().unwrap();
+    let (state, previous) = (detail["state"].clone(), detail["previousState"].clone());
+    detail.insert("state".into(), previous);
+    detail.insert("previousState".into(), state);
+    let out = ingest::handle(
+        &w.deps,
+        w.starter.as_ref(),
+        w.callbacks.as_ref(),
+        lambda_event(alarm_to_ok),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.outcome, "unmatched");
+    assert_eq!(out.incident_id, None);
+    assert_eq!(
+        w.incident_count().await,
+        0,
+        "a recovery never opens an incident"
     );
-    assert_eq!(w.incident_count().await, 0);
     assert!(w.starter.started.lock().unwrap().is_empty());
 }
 
@@ -231,16 +248,26 @@ async fn an_event_iras_does_not_know_is_refused_by_name_and_writes_nothing() {
         "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"],
         "detail": {"instance-id": "i-abcd1111", "state": "stopped"}
     });
-    let d = ingest::handle(&w.deps, w.starter.as_ref(), lambda_event(ec2))
-        .await
-        .unwrap_err();
+    let d = ingest::handle(
+        &w.deps,
+        w.starter.as_ref(),
+        w.callbacks.as_ref(),
+        lambda_event(ec2),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(d.error_type, "UnknownEvent");
     assert!(d.error_message.contains("aws.ec2"), "{}", d.error_message);
 
     let not_eventbridge = json!({"incident_id": SAMPLE_ID});
-    let d = ingest::handle(&w.deps, w.starter.as_ref(), lambda_event(not_eventbridge))
-        .await
-        .unwrap_err();
+    let d = ingest::handle(
+        &w.deps,
+        w.starter.as_ref(),
+        w.callbacks.as_ref(),
+        lambda_event(not_eventbridge),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(d.error_type, "InvalidInput");
     assert_eq!(w.incident_count().await, 0);
     assert!(w.events.0.lock().unwrap().is_empty());
@@ -286,4 +313,18 @@ async fn an_approval_without_the_api_key_completes_no_task() {
     let (status, body) = w.http(&forged).await;
     assert_eq!(status, 401, "{body}");
     assert!(w.callbacks.successes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_sns_sample_event_opens_one_incident_for_its_alarm() {
+    let w = world();
+    let out = ingest_sample(&w, "ingest-sns").await.unwrap();
+    assert_eq!(out.outcome, "opened");
+    let id = out.incident_id.expect("an incident opened");
+    let incident = w.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        incident.fingerprint,
+        "cloudwatch:arn:aws:cloudwatch:REGION:ACCOUNT_NUMBER:alarm:EXAMPLE"
+    );
+    assert_eq!(*w.starter.started.lock().unwrap(), vec![id]);
 }
