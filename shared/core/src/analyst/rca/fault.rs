@@ -2,6 +2,7 @@
 
 use super::features::Features;
 use super::Analysis;
+use crate::analyst::logs::ServiceLogs;
 use crate::analyst::metrics::{self, MetricKind};
 use crate::analyst::text::is_flag_deployment;
 
@@ -126,6 +127,9 @@ pub(super) fn fault_of(
     {
         return "dependency_outage".into();
     }
+    if let Some(kind) = kind_of_own_signal(f, a.findings.services.get(svc)) {
+        return kind.into();
+    }
     if has(&[
         "cpu",
         "saturat",
@@ -145,6 +149,32 @@ pub(super) fn fault_of(
         return "config_change".into();
     }
     "unknown".into()
+}
+
+/// When no word names the fault, the kind of the service's own strongest signals does: its CPU
+/// use rising among them (the service is busy, not waiting), else requests failing in it (its
+/// own code throws), else only time added (a slow path or a slow network). A deviation that is
+/// only a symptom of something else was discounted before the ranking, so the first
+/// candidate's own signals are read as what happened to it.
+fn kind_of_own_signal(f: &Features, logs: Option<&ServiceLogs>) -> Option<&'static str> {
+    let strongest = f.devs.iter().take(2).map(|(_, d)| d);
+    let cpu_rising = strongest.clone().any(|d| {
+        let t = metrics::tokens(&d.anomaly.metric);
+        t.iter().any(|w| w == "cpu") && d.anomaly.current > d.anomaly.baseline
+    });
+    if cpu_rising {
+        return Some("cpu_saturation");
+    }
+    let failing = f.devs.iter().any(|(_, d)| {
+        metrics::symptom_class(&d.anomaly.metric) == Some(metrics::SymptomClass::Failure)
+    }) || logs.is_some_and(|l| !l.new_templates.is_empty() && l.errors_after > 0);
+    if failing {
+        return Some("code_error");
+    }
+    let slower = strongest.clone().any(|d| {
+        metrics::symptom_class(&d.anomaly.metric) == Some(metrics::SymptomClass::Slowness)
+    });
+    slower.then_some("network_delay")
 }
 
 /// Every fault type the offline analyst names, with how a sentence says it. A plan acts on
