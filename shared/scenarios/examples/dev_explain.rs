@@ -66,7 +66,22 @@ fn main() {
                     let rel = |t: Option<chrono::DateTime<chrono::Utc>>| {
                         t.map(|t| (t - inv.alert.timestamp).num_seconds())
                     };
-                    println!("   dev {:<22} {:<22} score {:>7.1} onset {:?} pers {:.2} past {:?} recent {:?} last {:?}", m.service, m.name, d.anomaly.score, rel(d.anomaly.onset), d.persistence, d.past.map(|(s, t)| (s.round(), rel(Some(t)))), d.recent.map(|(s, t)| (s.round(), rel(Some(t)))), m.points.iter().rev().take(4).map(|p| p.1.map(|v| (v * 1000.0).round() / 1000.0)).collect::<Vec<_>>());
+                    let last: Vec<Option<f64>> = m
+                        .points
+                        .iter()
+                        .rev()
+                        .take(4)
+                        .map(|p| p.1.map(|v| (v * 1000.0).round() / 1000.0))
+                        .collect();
+                    println!(
+                        "   dev {:<22} {:<22} score {:>7.1} onset {:?} pers {:.2} last {:?}",
+                        m.service,
+                        m.name,
+                        d.anomaly.score,
+                        rel(d.anomaly.onset),
+                        d.persistence,
+                        last
+                    );
                 }
             }
         }
