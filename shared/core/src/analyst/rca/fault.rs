@@ -157,8 +157,8 @@ pub(super) fn fault_of(
 /// only a symptom of something else was discounted before the ranking, so the first
 /// candidate's own signals are read as what happened to it.
 fn kind_of_own_signal(f: &Features, logs: Option<&ServiceLogs>) -> Option<&'static str> {
-    let strongest = f.devs.iter().take(2).map(|(_, d)| d);
-    let cpu_rising = strongest.clone().any(|d| {
+    let strongest = || f.devs.iter().take(2).map(|(_, d)| d);
+    let cpu_rising = strongest().any(|d| {
         let t = metrics::tokens(&d.anomaly.metric);
         t.iter().any(|w| w == "cpu") && d.anomaly.current > d.anomaly.baseline
     });
@@ -171,7 +171,7 @@ fn kind_of_own_signal(f: &Features, logs: Option<&ServiceLogs>) -> Option<&'stat
     if failing {
         return Some("code_error");
     }
-    let slower = strongest.clone().any(|d| {
+    let slower = strongest().any(|d| {
         metrics::symptom_class(&d.anomaly.metric) == Some(metrics::SymptomClass::Slowness)
     });
     slower.then_some("network_delay")

@@ -211,7 +211,7 @@ pub(super) fn propagate(
             continue;
         }
         let mut best: (f64, Option<String>) = (0.0, None);
-        for (c, depth) in walk(&graph, s, 3, Direction::Down, &anomalous) {
+        for (c, depth) in walk(graph, s, 3, Direction::Down, &anomalous) {
             let x = explanation(&c, s) * 0.9f64.powi(depth as i32 - 1);
             if x > best.0 {
                 best = (x, Some(c));
@@ -246,7 +246,7 @@ pub(super) fn propagate(
                     alert_explained = alert_explained.max(*strength);
                 }
             }
-            let reached = walk(&graph, origin, 4, Direction::Up, &anomalous);
+            let reached = walk(graph, origin, 4, Direction::Up, &anomalous);
             for (u, depth) in &reached {
                 if u == s {
                     continue;
