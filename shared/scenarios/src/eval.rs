@@ -11,12 +11,19 @@
 //! evidence counts as a miss, never skipped. `confidently_wrong` is the share of scenarios
 //! whose first candidate is wrong while the confidence clears the pipeline's threshold: the
 //! answers that would have gone to a remediation plan instead of a person.
+//!
+//! Confidence is read as the probability that the first candidate is right, and checked as
+//! such: a reliability table (confidence bins, and the share right in each), the expected
+//! calibration error (ECE: the bins' gaps between confidence and accuracy, weighted by their
+//! size), **coverage** (the share of incidents at or above the threshold, which IRAS would act
+//! on) and **would-act precision** (AC@1 among those). Where a scenario names its fault, the
+//! hypothesis' fault type is scored through the table in [`crate::faults`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use iras_core::analyst::text::clean;
@@ -25,7 +32,8 @@ use iras_core::memory::MemoryStore;
 use iras_core::stages::{self, AttemptInput, Deps, IncidentRef};
 use iras_core::*;
 
-use crate::scenario::{Scenario, FORMAT};
+use crate::faults::fault_matches;
+use crate::scenario::{is_scenario_file, read_scenario_text, Scenario, FORMAT};
 
 /// How many candidates a case keeps (Avg@5 needs five).
 pub const TOP_K: usize = 5;
@@ -118,6 +126,13 @@ pub struct CaseResult {
     pub would_escalate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// The dataset's fault label (`truth.fault_class`, else `truth.fault`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth_fault: Option<String>,
+    /// Whether `fault` is an IRAS fault type the label maps to ([`crate::faults`]); `None`
+    /// when there is no label or the table does not know it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_correct: Option<bool>,
     /// Why the scenario could not be ranked (it then counts as a miss).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -145,6 +160,8 @@ impl CaseResult {
             confidence: 0.0,
             would_escalate: true,
             fault: None,
+            truth_fault: None,
+            fault_correct: None,
             error: Some(error),
         }
     }
@@ -166,6 +183,65 @@ pub struct Summary {
     pub errors: usize,
     /// Share of scenarios whose confidence is below the threshold.
     pub escalated: f64,
+    /// Scenarios at or above the threshold: IRAS would act on them.
+    pub would_act: usize,
+    /// `would_act` as a share of all scenarios.
+    pub coverage: f64,
+    /// AC@1 among the scenarios IRAS would act on (`None` when it would act on none).
+    pub would_act_precision: Option<f64>,
+    /// Expected calibration error over [`RELIABILITY_BINS`] equal confidence bins.
+    pub ece: f64,
+    /// The non-empty confidence bins, lowest first.
+    pub reliability: Vec<ReliabilityBin>,
+    /// Scenarios whose fault label the table knows.
+    pub fault_scored: usize,
+    /// Share of those whose fault type is right (`None` when none is scored).
+    pub fault_accuracy: Option<f64>,
+}
+
+/// Confidence bins of the reliability table: [0, 0.1), [0.1, 0.2), ... [0.9, 1].
+pub const RELIABILITY_BINS: usize = 10;
+
+/// One bin of the reliability table: how often the first candidate is right at that confidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReliabilityBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub n: usize,
+    /// Mean confidence of the bin's scenarios.
+    pub confidence: f64,
+    /// Share of them whose first candidate is right.
+    pub accuracy: f64,
+}
+
+/// The reliability table and its expected calibration error.
+pub fn reliability(cases: &[CaseResult]) -> (Vec<ReliabilityBin>, f64) {
+    let mut bins: Vec<(usize, f64, usize)> = vec![(0, 0.0, 0); RELIABILITY_BINS];
+    for c in cases {
+        let i = ((c.confidence.clamp(0.0, 1.0) * RELIABILITY_BINS as f64) as usize)
+            .min(RELIABILITY_BINS - 1);
+        bins[i].0 += 1;
+        bins[i].1 += c.confidence;
+        bins[i].2 += usize::from(c.hit_at(1));
+    }
+    let total = cases.len().max(1) as f64;
+    let mut ece = 0.0;
+    let mut out = Vec::new();
+    for (i, (n, conf, hits)) in bins.into_iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let (confidence, accuracy) = (conf / n as f64, hits as f64 / n as f64);
+        ece += n as f64 / total * (confidence - accuracy).abs();
+        out.push(ReliabilityBin {
+            lo: i as f64 / RELIABILITY_BINS as f64,
+            hi: (i + 1) as f64 / RELIABILITY_BINS as f64,
+            n,
+            confidence,
+            accuracy,
+        });
+    }
+    (out, ece)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -199,6 +275,9 @@ pub fn summarize(cases: &[CaseResult], analyst: &str, threshold: f64) -> Summary
             cases.iter().filter(|c| pred(c)).count() as f64 / n as f64
         }
     };
+    let acting: Vec<&CaseResult> = cases.iter().filter(|c| !c.would_escalate).collect();
+    let scored: Vec<bool> = cases.iter().filter_map(|c| c.fault_correct).collect();
+    let (reliability, ece) = reliability(cases);
     Summary {
         n,
         ac1: ac_at(cases, 1),
@@ -210,10 +289,20 @@ pub fn summarize(cases: &[CaseResult], analyst: &str, threshold: f64) -> Summary
         ac_at: (1..=5).map(|k| ac_at(cases, k)).collect(),
         errors: cases.iter().filter(|c| c.error.is_some()).count(),
         escalated: share(&|c| c.would_escalate),
+        would_act: acting.len(),
+        coverage: share(&|c| !c.would_escalate),
+        would_act_precision: (!acting.is_empty())
+            .then(|| acting.iter().filter(|c| c.hit_at(1)).count() as f64 / acting.len() as f64),
+        ece,
+        reliability,
+        fault_scored: scored.len(),
+        fault_accuracy: (!scored.is_empty())
+            .then(|| scored.iter().filter(|r| **r).count() as f64 / scored.len() as f64),
     }
 }
 
-/// Every `*.json` file under `path` (recursively, sorted), or `path` itself if it is a file.
+/// Every `*.json` and `*.json.gz` file under `path` (recursively, sorted), or `path` itself if
+/// it is a file.
 pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, EvalError> {
     let io = |p: &Path, source| EvalError::Io {
         path: p.display().to_string(),
@@ -230,7 +319,7 @@ pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, EvalError> {
             let p = e.map_err(|e| io(&d, e))?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
+            } else if is_scenario_file(&p) {
                 files.push(p);
             }
         }
@@ -253,7 +342,7 @@ enum Loaded {
 }
 
 fn load(path: &Path, shown: &str) -> Loaded {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_scenario_text(path) {
         Ok(t) => t,
         Err(e) => {
             return Loaded::Broken {
@@ -263,8 +352,12 @@ fn load(path: &Path, shown: &str) -> Loaded {
             }
         }
     };
-    let raw: Value = match serde_json::from_str(&text) {
+    // Only the fields that decide what the file is: a full `Value` of a large scenario costs as
+    // much as the scenario itself.
+    let head: Head = match serde_json::from_str(&text) {
         Ok(v) => v,
+        // Valid JSON that is no object (an array) is some other file.
+        Err(_) if serde_json::from_str::<Value>(&text).is_ok() => return Loaded::Other,
         Err(e) => {
             return Loaded::Broken {
                 id: shown.to_string(),
@@ -273,24 +366,35 @@ fn load(path: &Path, shown: &str) -> Loaded {
             }
         }
     };
-    if raw.get("format").and_then(Value::as_str) != Some(FORMAT) {
+    if head.format.as_ref().and_then(Value::as_str) != Some(FORMAT) {
         return Loaded::Other;
     }
     match Scenario::parse(&text, shown) {
         Ok(s) => Loaded::Scenario(Box::new(s)),
         Err(e) => Loaded::Broken {
-            id: raw
-                .get("id")
+            id: head
+                .id
+                .as_ref()
                 .and_then(Value::as_str)
                 .unwrap_or(shown)
                 .to_string(),
-            truth: raw
-                .pointer("/truth/root_cause_service")
+            truth: head
+                .truth
+                .as_ref()
+                .and_then(|t| t.get("root_cause_service"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
             error: e.to_string(),
         },
     }
+}
+
+/// The head of a JSON file under the eval's directory; every other field is skipped unread.
+#[derive(Deserialize)]
+struct Head {
+    format: Option<Value>,
+    id: Option<Value>,
+    truth: Option<Value>,
 }
 
 /// Evaluates every scenario under `path` with `analyst`. `progress(done, total)` is called
@@ -344,7 +448,11 @@ pub async fn evaluate_scenario(
     analyst: Arc<dyn Analyst>,
     config: &PipelineConfig,
 ) -> CaseResult {
-    let truth = scenario.truth.take().map(|t| t.root_cause_service);
+    let taken = scenario.truth.take();
+    let truth_fault = taken
+        .as_ref()
+        .and_then(|t| t.fault_label().map(str::to_string));
+    let truth = taken.map(|t| t.root_cause_service);
     let id = scenario.id.clone();
     let threshold = config.rca_confidence_threshold;
     let investigation = match gather(scenario, analyst, config).await {
@@ -388,6 +496,10 @@ pub async fn evaluate_scenario(
         confidence: h.confidence,
         would_escalate: h.confidence < threshold,
         fault: Some(h.fault.clone()).filter(|f| !f.is_empty()),
+        fault_correct: truth_fault
+            .as_deref()
+            .and_then(|label| fault_matches(label, &h.fault)),
+        truth_fault,
         error: None,
     }
 }
@@ -583,6 +695,29 @@ impl EvalReport {
             }
         ));
         out.push_str(&format!(
+            "would act (confidence >= {:.2}): {} of {} (coverage {:.3}), precision {}  ·  ECE {:.3}\n",
+            s.threshold,
+            s.would_act,
+            s.n,
+            s.coverage,
+            s.would_act_precision
+                .map_or_else(|| "-".to_string(), |p| format!("{p:.3}")),
+            s.ece
+        ));
+        if let Some(acc) = s.fault_accuracy {
+            out.push_str(&format!(
+                "fault type right: {:.3} of {} scenarios with a known fault label\n",
+                acc, s.fault_scored
+            ));
+        }
+        out.push_str("reliability (confidence bin: scenarios, mean confidence, share right):\n");
+        for b in &s.reliability {
+            out.push_str(&format!(
+                "  {:.1}-{:.1}  {:>4}  {:.2}  {:.3}\n",
+                b.lo, b.hi, b.n, b.confidence, b.accuracy
+            ));
+        }
+        out.push_str(&format!(
             "AC@k: {}\n",
             s.ac_at
                 .iter()
@@ -677,6 +812,8 @@ mod tests {
             confidence,
             would_escalate: confidence < 0.7,
             fault: None,
+            truth_fault: None,
+            fault_correct: None,
             error: None,
         }
     }

@@ -4,6 +4,7 @@
 //! `iras-core` stays free of it.
 
 pub mod eval;
+pub mod faults;
 mod scenario;
 
 pub use scenario::*;

@@ -1,5 +1,6 @@
 //! `iras-scenario/1`: one incident frozen in time, and evidence sources that serve it.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,6 +12,46 @@ use serde_json::Value;
 use iras_core::*;
 
 pub const FORMAT: &str = "iras-scenario/1";
+
+/// A decompressed scenario larger than this is refused: a small `.gz` can expand without bound.
+const MAX_SCENARIO_BYTES: u64 = 512 * 1024 * 1024;
+
+/// A scenario file by its name: `*.json`, or `*.json.gz` for larger sets kept compressed.
+pub fn is_scenario_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    name.ends_with(".json") || name.ends_with(".json.gz")
+}
+
+/// The text of a scenario file, gunzipped when its name ends in `.gz`.
+pub fn read_scenario_text(path: &Path) -> std::io::Result<String> {
+    let file = std::fs::File::open(path)?;
+    let gz = path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("gz"));
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut text = String::new();
+    reader
+        .by_ref()
+        .take(MAX_SCENARIO_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB once decompressed",
+                MAX_SCENARIO_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(text)
+}
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -33,6 +74,21 @@ pub struct Truth {
     pub root_cause_service: String,
     #[serde(default)]
     pub fault: String,
+    /// The dataset's family of the fault when `fault` is a specific injection (PetShop's
+    /// `errors`, `delay`): what the fault type is scored against.
+    #[serde(default)]
+    pub fault_class: Option<String>,
+}
+
+impl Truth {
+    /// The label the fault type is scored against: `fault_class`, else `fault`.
+    pub fn fault_label(&self) -> Option<&str> {
+        self.fault_class
+            .as_deref()
+            .or(Some(self.fault.as_str()))
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +174,7 @@ fn parse_time(s: &str) -> Option<Timestamp> {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = read_scenario_text(path).map_err(|source| ScenarioError::Read {
             path: shown.clone(),
             source,
         })?;
@@ -366,7 +422,7 @@ impl ScenarioLibrary {
         }
     }
 
-    /// Every `*.json` under `dir`, recursively. A file that is not a valid scenario is an error
+    /// Every `*.json` and `*.json.gz` under `dir`, recursively. A file that is not a valid scenario is an error
     /// naming it: a library that silently dropped files would answer with the wrong evidence.
     pub fn load_dir(dir: &Path) -> Result<Self, ScenarioError> {
         let mut files = Vec::new();
@@ -380,7 +436,7 @@ impl ScenarioLibrary {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "json") {
+                } else if is_scenario_file(&p) {
                     files.push(p);
                 }
             }
@@ -492,6 +548,33 @@ mod tests {
         assert!(s.metrics.iter().any(|m| m.name == "error_rate"));
         assert!(s.logs.iter().any(|l| l.level == LogLevel::Error));
         assert!(s.deployments.iter().any(|d| d.version == "v2.3.1"));
+    }
+
+    #[test]
+    fn a_gzipped_scenario_reads_as_its_json_and_a_corrupt_one_is_a_clear_error() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("demo.json.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(DEMO_SCENARIO.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        assert!(is_scenario_file(&gz) && is_scenario_file(Path::new("a/B.JSON")));
+        assert!(!is_scenario_file(Path::new("notes.gz")));
+        let s = Scenario::load(&gz).unwrap();
+        assert_eq!(s.alert.service.as_deref(), Some("payment-service"));
+        assert_eq!(
+            s.metrics.len(),
+            Scenario::parse(DEMO_SCENARIO, "d").unwrap().metrics.len()
+        );
+        let lib = ScenarioLibrary::load_dir(dir.path()).unwrap();
+        assert_eq!(lib.len(), 1, "the library finds .json.gz files too");
+        let bad = dir.path().join("bad.json.gz");
+        std::fs::write(&bad, b"not gzip at all").unwrap();
+        let e = Scenario::load(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.json.gz"), "{e}");
     }
 
     #[test]

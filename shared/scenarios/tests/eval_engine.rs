@@ -23,6 +23,8 @@ fn case(rank: Option<usize>, confidence: f64, threshold: f64) -> CaseResult {
         confidence,
         would_escalate: confidence < threshold,
         fault: None,
+        truth_fault: None,
+        fault_correct: None,
         error: None,
     }
 }
@@ -52,6 +54,59 @@ fn ac_at_k_and_avg5_follow_the_rcaeval_convention() {
     assert!(near(s.escalated, 0.6));
     assert_eq!(s.ac_at.len(), 5);
     assert_eq!(eval::ac_at(&[], 1), 0.0);
+}
+
+#[test]
+fn confidence_is_scored_as_a_probability_of_being_right() {
+    let cases = vec![
+        case(Some(1), 0.9, 0.7),
+        case(Some(2), 0.95, 0.7),
+        case(Some(3), 0.2, 0.7),
+        case(None, 0.1, 0.7),
+        case(Some(5), 0.5, 0.7),
+    ];
+    let s = eval::summarize(&cases, "offline", 0.7);
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    // Two clear the threshold, one of them right.
+    assert_eq!(s.would_act, 2);
+    assert!(near(s.coverage, 0.4) && near(s.would_act_precision.unwrap(), 0.5));
+    // Bins 0.1, 0.2, 0.5 hold one miss each; bin 0.9 holds a hit and a miss at 0.925 mean.
+    let bins: Vec<(f64, usize)> = s.reliability.iter().map(|b| (b.lo, b.n)).collect();
+    assert_eq!(bins, vec![(0.1, 1), (0.2, 1), (0.5, 1), (0.9, 2)]);
+    let top = s.reliability.last().unwrap();
+    assert!(near(top.confidence, 0.925) && near(top.accuracy, 0.5));
+    // ECE = (0.1 + 0.2 + 0.5 + 2 x 0.425) / 5
+    assert!(near(s.ece, 0.33), "{}", s.ece);
+    // Nobody above the threshold: no precision to speak of, rather than a fake 0 or 1.
+    let shy = eval::summarize(&[case(Some(1), 0.3, 0.7)], "offline", 0.7);
+    assert_eq!(shy.would_act_precision, None);
+    assert!(near(shy.ece, 0.7));
+}
+
+#[test]
+fn fault_accuracy_counts_only_scenarios_whose_label_the_table_knows() {
+    let mut right = case(Some(1), 0.9, 0.7);
+    right.fault_correct = Some(true);
+    let mut wrong = case(Some(1), 0.9, 0.7);
+    wrong.fault_correct = Some(false);
+    let unlabelled = case(Some(1), 0.9, 0.7);
+    let s = eval::summarize(&[right, wrong.clone(), unlabelled], "offline", 0.7);
+    assert_eq!(s.fault_scored, 2);
+    assert_eq!(s.fault_accuracy, Some(0.5));
+    assert_eq!(
+        eval::summarize(&[case(None, 0.1, 0.7)], "o", 0.7).fault_accuracy,
+        None
+    );
+    let doc = serde_json::to_value(&s).unwrap();
+    for key in [
+        "coverage",
+        "would_act_precision",
+        "ece",
+        "reliability",
+        "fault_accuracy",
+    ] {
+        assert!(doc.get(key).is_some(), "summary.{key}");
+    }
 }
 
 fn scenario_json(truth: &str, fault: &str) -> Value {
@@ -178,6 +233,12 @@ async fn a_truth_the_evidence_points_at_is_found() {
     .await;
     assert_eq!(c.rank, Some(1), "{c:?}");
     assert!(c.hit_at(1));
+    // The fault label is carried and scored: no deployment in the evidence, so not a bad deploy.
+    assert_eq!(c.truth_fault.as_deref(), Some("bad_deploy"));
+    assert_eq!(
+        c.fault_correct,
+        Some(c.fault.as_deref() == Some("bad_deploy"))
+    );
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -264,6 +325,12 @@ async fn unrankable_scenarios_are_misses_and_other_json_is_ignored() {
     let text = r.render_text();
     assert!(
         text.contains("AC@1 0.250") && text.contains("miss (error:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("would act (confidence >= 0.70)")
+            && text.contains("ECE")
+            && text.contains("reliability"),
         "{text}"
     );
 

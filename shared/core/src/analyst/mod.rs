@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod plan;
 pub mod postmortem;
 pub mod rca;
+pub mod symptoms;
 pub mod text;
 pub mod triage;
 

@@ -40,9 +40,11 @@ fn remedy_for(fault: &str) -> Remedy {
         "dependency_outage" => Remedy::FailOver,
         "dynamodb_throttling" => Remedy::Capacity,
         "memory_leak" | "crash" => Remedy::Restart,
-        "connection_pool_exhaustion" | "retry_storm" | "resource_exhaustion" | "throttling" => {
-            Remedy::ScaleOut
-        }
+        "connection_pool_exhaustion"
+        | "retry_storm"
+        | "resource_exhaustion"
+        | "cpu_saturation"
+        | "throttling" => Remedy::ScaleOut,
         "noisy_neighbour" => Remedy::Pause,
         _ => Remedy::Manual,
     }

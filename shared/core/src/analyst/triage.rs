@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::symptoms::AlertSymptoms;
 use crate::domain::{Alert, Severity, TriageResult};
 
 /// Fields whose text describes the problem (bounded: an alert can carry anything).
@@ -189,44 +190,9 @@ pub(crate) fn tag(alert: &Alert, key: &str) -> Option<String> {
 
 pub fn triage(alert: &Alert) -> TriageResult {
     let text = alert_text(alert);
-    let w = words(&text);
-    let has = |list: &[&str]| w.iter().any(|t| list.contains(t));
-    let phrase = |p: &str| text.contains(p);
-
-    let about_errors = has(&[
-        "error",
-        "errors",
-        "5xx",
-        "500",
-        "503",
-        "failure",
-        "failures",
-        "failing",
-        "exception",
-        "exceptions",
-    ]) || phrase("error rate")
-        || phrase("5xxerror");
-    let about_latency = has(&[
-        "latency", "slow", "p99", "p95", "duration", "timeout", "timeouts", "timing",
-    ]);
-    let about_outage = has(&[
-        "down",
-        "outage",
-        "unavailable",
-        "unreachable",
-        "unhealthy",
-        "crashloop",
-        "crashloopbackoff",
-    ]) || phrase("availability")
-        || phrase("no healthy");
-    let about_expiry = has(&[
-        "expired",
-        "expiry",
-        "expires",
-        "expiring",
-        "certificate",
-        "cert",
-    ]);
+    let said = AlertSymptoms::read(&text);
+    let (about_errors, about_latency, about_outage, about_expiry) =
+        (said.errors, said.slowness, said.outage, said.expiry);
     let service = alert
         .service
         .clone()
