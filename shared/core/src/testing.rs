@@ -11,6 +11,9 @@ use crate::domain::*;
 use crate::ports::*;
 
 pub use crate::memory::MemoryStore;
+pub use port_log::PortLog;
+
+mod port_log;
 
 /// Runs commands "successfully" but fails the chosen step (0-based), and counts every call.
 #[derive(Default)]

@@ -1,19 +1,25 @@
-//! Cold start: read the environment once, read the secrets it names, build core's ports.
+//! Cold start: read the environment once, read the secrets it names, build core's ports:
+//! those the function calls ([`Function::ports`]), and only those.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
+#[cfg(feature = "http")]
 use async_trait::async_trait;
-use iras_aws::{DynamoStore, EventBridgePublisher, SdkConfig, SfnCallbacks, SfnStarter};
+use iras_aws::{DynamoStore, SdkConfig};
 use iras_core::config::{ApprovalLinks, ConfigError, EnvVars};
+use iras_core::handler::Port;
 use iras_core::ports::*;
 use iras_core::stages::Deps;
-use iras_core::{IncidentId, PipelineConfig};
+#[cfg(feature = "http")]
+use iras_core::IncidentId;
+use iras_core::PipelineConfig;
+#[cfg(feature = "http")]
 use iras_http::{App, HttpConfig};
-use iras_scenarios::ScenarioLibrary;
 use tokio::sync::OnceCell;
 
+use crate::function::{self, Function};
 use crate::secrets::{self, SsmParameters};
 
 /// Base URL of the approval pages (the HTTP API's URL); links are signed with
@@ -40,6 +46,12 @@ pub enum BootError {
     },
     #[error("{SCENARIOS_DIR}: {0}")]
     Scenarios(String),
+    /// Its stand-in would change what the function does (a page as a log line): refuse instead.
+    #[error(
+        "this function calls the {port} port, but was built without iras-lambda's `{feature}` \
+         feature: enable it in the function's Cargo.toml"
+    )]
+    NotLinked { port: Port, feature: &'static str },
 }
 
 /// What the environment says about this function, secrets already resolved.
@@ -56,6 +68,15 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     /// The whole environment, secrets resolved: the integrations and the LLM analyst read
     /// their own variables from it. Never logged.
+    #[cfg_attr(
+        not(any(
+            feature = "analyst",
+            feature = "evidence",
+            feature = "notifier",
+            feature = "pager"
+        )),
+        allow(dead_code)
+    )]
     vars: HashMap<String, String>,
     /// The AWS SDK configuration, for the CloudWatch, ECS and CodeDeploy evidence sources;
     /// without it ([`Settings::with_aws`]) those sources are not built.
@@ -108,16 +129,38 @@ impl Settings {
     }
 }
 
-/// Core's ports for one function: the store and event bus given, and the rest from
-/// `settings`: the LLM analyst when `LLM_PROVIDER` names one (the offline analyst otherwise,
-/// and as its fallback); Prometheus, Loki, Elasticsearch and GitHub evidence, Slack and
-/// PagerDuty when configured, else log lines in CloudWatch Logs; scenario evidence only for
-/// the kinds no backend provides; and always the dry-run executor.
+/// Refuses a port whose adapter this build does not link.
+fn require(port: Port) -> Result<(), BootError> {
+    match function::linked(port) {
+        true => Ok(()),
+        false => Err(not_linked(port)),
+    }
+}
+
+fn not_linked(port: Port) -> BootError {
+    BootError::NotLinked {
+        port,
+        feature: function::feature(port).unwrap_or("?"),
+    }
+}
+
+/// Core's ports for a function that calls `ports`: the store given, the event bus given if it
+/// publishes, and from `settings`: the LLM analyst when `LLM_PROVIDER` names one (the offline
+/// analyst otherwise, and as its fallback); Prometheus, Loki, Elasticsearch and GitHub
+/// evidence, else log lines in CloudWatch Logs; Slack and PagerDuty when configured; scenario
+/// evidence only for the kinds no backend provides; and always the dry-run executor. A port
+/// it does not call keeps core's default, so a function behaves the same whatever else the
+/// build links; one it calls but the build lacks is an error.
 pub fn build_deps(
     settings: &Settings,
+    ports: &[Port],
     store: Arc<dyn IncidentStore>,
     events: Arc<dyn EventPublisher>,
 ) -> Result<Deps, BootError> {
+    for &port in ports {
+        require(port)?;
+    }
+    let calls = |port: Port| ports.contains(&port);
     let mut config = settings.pipeline.clone();
     config.approval_links = match (&settings.public_url, &settings.approval_signing_key) {
         (Some(base_url), Some(key)) => Some(ApprovalLinks {
@@ -135,29 +178,47 @@ pub fn build_deps(
             None
         }
     };
-    let mut integrations = iras_adapters::integrations_from_env(&settings.vars)?;
-    if let Some(sdk) = &settings.aws {
-        integrations.merge(iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?);
+    let mut deps = Deps::builder(store).config(config);
+    if calls(Port::Events) {
+        deps = deps.events(events);
+    }
+    #[allow(unused_mut)]
+    let mut integrations = Integrations::default();
+    #[cfg(feature = "evidence")]
+    if calls(Port::Evidence) {
+        integrations.merge(iras_adapters::evidence_from_env(&settings.vars)?);
+        if let Some(sdk) = &settings.aws {
+            integrations.merge(iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?);
+        }
+        if let Some(dir) = &settings.scenarios_dir {
+            let library = iras_scenarios::ScenarioLibrary::load_dir(dir)
+                .map_err(|e| BootError::Scenarios(e.to_string()))?;
+            integrations.evidence = integrations.evidence.or_stand_in(Arc::new(library));
+        }
+    }
+    #[cfg(feature = "notifier")]
+    if calls(Port::Notifier) {
+        integrations.merge(iras_adapters::slack_from_env(&settings.vars)?);
+    }
+    #[cfg(feature = "pager")]
+    if calls(Port::Pager) {
+        integrations.merge(iras_adapters::pagerduty_from_env(&settings.vars)?);
     }
     for note in &integrations.notes {
         tracing::info!(integration = %note, "configured");
     }
-    if let Some(dir) = &settings.scenarios_dir {
-        let library =
-            ScenarioLibrary::load_dir(dir).map_err(|e| BootError::Scenarios(e.to_string()))?;
-        integrations.evidence = integrations.evidence.or_stand_in(Arc::new(library));
+    deps = deps.integrations(integrations);
+    #[cfg(feature = "analyst")]
+    if calls(Port::Analyst) {
+        let analyst = iras_llm::analyst_from_env(&settings.vars)?;
+        tracing::info!(analyst = %analyst.name(), "configured");
+        deps = deps.analyst(analyst);
     }
-    let analyst = iras_llm::analyst_from_env(&settings.vars)?;
-    tracing::info!(analyst = %analyst.name(), "configured");
-    Ok(Deps::builder(store)
-        .analyst(analyst)
-        .integrations(integrations)
-        .config(config)
-        .events(events)
-        .build())
+    Ok(deps.build())
 }
 
 /// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
+#[cfg(feature = "http")]
 pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootError> {
     Ok(HttpConfig::from_vars(vars)?)
 }
@@ -165,6 +226,7 @@ pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootErr
 /// Loaded once per process, whatever the function asks for first.
 struct Loaded {
     sdk: SdkConfig,
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     vars: HashMap<String, String>,
     settings: Settings,
 }
@@ -190,26 +252,51 @@ async fn load() -> Result<&'static Loaded, BootError> {
         .await
 }
 
-/// Core's ports for this function, from its environment: `TABLE_NAME` (DynamoDB),
-/// `EVENT_BUS_NAME` (lifecycle events; none when unset), `SCENARIOS_DIR`, the pipeline
-/// variables, and the approval links from `IRAS_PUBLIC_URL` and `APPROVAL_SIGNING_KEY`.
-pub async fn deps_from_env() -> Result<Deps, BootError> {
+/// Core's ports for `function`, from its environment: `TABLE_NAME` (DynamoDB),
+/// `EVENT_BUS_NAME` (lifecycle events, for a function that publishes them; none when unset),
+/// `SCENARIOS_DIR`, the pipeline variables, and the approval links from `IRAS_PUBLIC_URL` and
+/// `APPROVAL_SIGNING_KEY`.
+pub async fn deps_from_env(function: Function) -> Result<Deps, BootError> {
     let loaded = load().await?;
+    tracing::info!(%function, ports = ?function.ports(), "building");
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&loaded.sdk),
         &loaded.settings.table_name,
     );
-    let events: Arc<dyn EventPublisher> = match &loaded.settings.event_bus_name {
-        Some(bus) => Arc::new(EventBridgePublisher::new(
-            aws_sdk_eventbridge::Client::new(&loaded.sdk),
-            bus,
-        )),
-        None => Arc::new(NoEvents),
-    };
-    build_deps(&loaded.settings, Arc::new(store), events)
+    build_deps(
+        &loaded.settings,
+        function.ports(),
+        Arc::new(store),
+        events_from_env(loaded, function)?,
+    )
+}
+
+/// EventBridge on `EVENT_BUS_NAME` for a function that publishes; nothing otherwise.
+fn events_from_env(
+    loaded: &Loaded,
+    function: Function,
+) -> Result<Arc<dyn EventPublisher>, BootError> {
+    match &loaded.settings.event_bus_name {
+        Some(bus) if function.calls(Port::Events) => event_bridge(loaded, bus),
+        _ => Ok(Arc::new(NoEvents)),
+    }
+}
+
+#[cfg(feature = "events")]
+fn event_bridge(loaded: &Loaded, bus: &str) -> Result<Arc<dyn EventPublisher>, BootError> {
+    Ok(Arc::new(iras_aws::EventBridgePublisher::new(
+        aws_sdk_eventbridge::Client::new(&loaded.sdk),
+        bus,
+    )))
+}
+
+#[cfg(not(feature = "events"))]
+fn event_bridge(_: &Loaded, _: &str) -> Result<Arc<dyn EventPublisher>, BootError> {
+    Err(not_linked(Port::Events))
 }
 
 /// Step Functions `StartExecution` on `STATE_MACHINE_ARN` (required).
+#[cfg(feature = "starter")]
 pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
     let loaded = load().await?;
     let arn = loaded
@@ -220,41 +307,95 @@ pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
             var: iras_aws::env::STATE_MACHINE_ARN,
             why: "which state machine runs the pipeline?",
         })?;
-    Ok(Arc::new(SfnStarter::new(
+    Ok(Arc::new(iras_aws::SfnStarter::new(
         aws_sdk_sfn::Client::new(&loaded.sdk),
         arn,
     )))
 }
 
-/// What the router needs on Lambda. A function without `STATE_MACHINE_ARN` (approval-callback)
-/// cannot start pipelines; completing approvals is limited by the function's IAM role.
-pub async fn app_from_env() -> Result<Arc<App>, BootError> {
+/// What the router needs on Lambda for `function` (api or approval-callback): a starter if it
+/// starts pipelines (and `STATE_MACHINE_ARN` is set), task callbacks if it completes
+/// approvals. A route needing one it lacks answers that this function does not do that.
+#[cfg(feature = "http")]
+pub async fn app_from_env(function: Function) -> Result<Arc<App>, BootError> {
     let loaded = load().await?;
-    let deps = Arc::new(deps_from_env().await?);
-    let starter: Arc<dyn PipelineStarter> = match loaded.settings.state_machine_arn {
-        Some(_) => starter_from_env().await?,
-        None => Arc::new(NoStarter),
+    let deps = Arc::new(deps_from_env(function).await?);
+    let starter = match &loaded.settings.state_machine_arn {
+        Some(_) if function.calls(Port::Starter) => sfn_starter().await?,
+        _ => Arc::new(Unable(function)),
+    };
+    let callbacks = match function.calls(Port::Callbacks) {
+        true => sfn_callbacks(loaded)?,
+        false => Arc::new(Unable(function)),
     };
     Ok(Arc::new(App {
         deps,
         starter,
-        callbacks: Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(&loaded.sdk))),
+        callbacks,
         http: http_config(&loaded.vars)?,
         // Lambda itself is the runtime: if this code runs, it is up.
         runtime_health: Arc::new(|| Ok(())),
     }))
 }
 
-/// For a function that serves the router but does not ingest alerts.
-struct NoStarter;
+#[cfg(all(feature = "http", feature = "starter"))]
+async fn sfn_starter() -> Result<Arc<dyn PipelineStarter>, BootError> {
+    starter_from_env().await
+}
 
+#[cfg(all(feature = "http", not(feature = "starter")))]
+async fn sfn_starter() -> Result<Arc<dyn PipelineStarter>, BootError> {
+    Err(not_linked(Port::Starter))
+}
+
+#[cfg(all(feature = "http", feature = "callbacks"))]
+fn sfn_callbacks(loaded: &Loaded) -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    Ok(Arc::new(iras_aws::SfnCallbacks::new(
+        aws_sdk_sfn::Client::new(&loaded.sdk),
+    )))
+}
+
+#[cfg(all(feature = "http", not(feature = "callbacks")))]
+fn sfn_callbacks(_: &Loaded) -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    Err(not_linked(Port::Callbacks))
+}
+
+/// Stands in for the starter or the callbacks of an HTTP function that does not call them:
+/// the router's other function does (the template routes each path to one of them).
+#[cfg(feature = "http")]
+struct Unable(Function);
+
+#[cfg(feature = "http")]
 #[async_trait]
-impl PipelineStarter for NoStarter {
+impl PipelineStarter for Unable {
     async fn start(&self, id: &IncidentId) -> Result<(), StartError> {
         Err(StartError(format!(
-            "this function has no {}: {id} must be started by the api or ingest function",
+            "the {} function starts no pipelines ({} unset or not its job): {id} must be \
+             started by the api or ingest function",
+            self.0,
             iras_aws::env::STATE_MACHINE_ARN
         )))
+    }
+}
+
+#[cfg(feature = "http")]
+#[async_trait]
+impl TaskCallbacks for Unable {
+    async fn send_task_success(&self, _: &str, _: serde_json::Value) -> Result<(), CallbackError> {
+        Err(self.completes_no_tasks())
+    }
+    async fn send_task_failure(&self, _: &str, _: &str, _: &str) -> Result<(), CallbackError> {
+        Err(self.completes_no_tasks())
+    }
+}
+
+#[cfg(feature = "http")]
+impl Unable {
+    fn completes_no_tasks(&self) -> CallbackError {
+        CallbackError::Unavailable(format!(
+            "the {} function completes no approvals: the approval-callback function does",
+            self.0
+        ))
     }
 }
 
@@ -262,6 +403,7 @@ impl PipelineStarter for NoStarter {
 mod tests {
     use super::*;
     use iras_core::analyst::OfflineAnalyst;
+    use iras_core::handler::Stage;
     use iras_core::testing::MemoryStore;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -298,13 +440,13 @@ mod tests {
         ];
         let store = || Arc::new(MemoryStore::default()) as Arc<dyn IncidentStore>;
         let without_key = Settings::from_vars(&vars(&base)).unwrap();
-        let deps = build_deps(&without_key, store(), Arc::new(NoEvents)).unwrap();
+        let deps = build_deps(&without_key, &Port::ALL, store(), Arc::new(NoEvents)).unwrap();
         assert!(deps.config.approval_links.is_none());
 
         let mut with_key = vars(&base);
         with_key.insert(secrets::APPROVAL_SIGNING_KEY.into(), "k".into());
         let settings = Settings::from_vars(&with_key).unwrap();
-        let deps = build_deps(&settings, store(), Arc::new(NoEvents)).unwrap();
+        let deps = build_deps(&settings, &Port::ALL, store(), Arc::new(NoEvents)).unwrap();
         let links = deps.config.approval_links.expect("links");
         assert_eq!(
             links.base_url,
@@ -318,6 +460,7 @@ mod tests {
         let settings = Settings::from_vars(&vars(&[("TABLE_NAME", "incidents")])).unwrap();
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )
@@ -348,6 +491,7 @@ mod tests {
         .unwrap();
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )
@@ -362,6 +506,47 @@ mod tests {
             !shown.contains("xoxb-1") && !shown.contains("sk-ant-test"),
             "{shown}"
         );
+    }
+
+    /// A function gets the adapters of its own ports only, whatever else its build links or its
+    /// environment configures: the same binary behaves as its stage expects.
+    #[test]
+    fn each_function_builds_only_the_ports_it_calls() {
+        let settings = Settings::from_vars(&vars(&[
+            ("TABLE_NAME", "incidents"),
+            ("SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SLACK_ONCALL_CHANNEL_ID", "C0ONCALL"),
+            (
+                "PAGERDUTY_INTEGRATION_KEY",
+                "R0UTING0KEY0000000000000000000000",
+            ),
+            ("PROMETHEUS_BASE_URL", "http://prometheus.internal:9090"),
+            ("LLM_PROVIDER", "anthropic"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ]))
+        .unwrap();
+        let deps = |function: Function| {
+            let store = Arc::new(MemoryStore::default());
+            build_deps(&settings, function.ports(), store, Arc::new(NoEvents)).unwrap()
+        };
+        let offline = OfflineAnalyst::default().name();
+
+        let triage = deps(Function::Stage(Stage::Triage));
+        assert_ne!(triage.analyst.name(), offline);
+        assert_eq!(triage.notifier.name(), "log");
+        assert_eq!(triage.pager.name(), "log");
+        assert!(triage.evidence.is_empty());
+
+        let escalate = deps(Function::Stage(Stage::Escalate));
+        assert_eq!(escalate.analyst.name(), offline);
+        assert_eq!(escalate.notifier.name(), "slack");
+        assert_eq!(escalate.pager.name(), "pagerduty");
+        assert!(escalate.evidence.is_empty());
+
+        let gather = deps(Function::Stage(Stage::GatherContext));
+        let metrics: Vec<String> = gather.evidence.metrics.iter().map(|m| m.name()).collect();
+        assert_eq!(metrics, ["prometheus"]);
+        assert_eq!(gather.notifier.name(), "log");
     }
 
     /// On AWS most users' logs, metrics and deployments are in CloudWatch, ECS and CodeDeploy.
@@ -380,6 +565,7 @@ mod tests {
         .with_aws(sdk);
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )
@@ -408,6 +594,7 @@ mod tests {
         .unwrap();
         let e = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )

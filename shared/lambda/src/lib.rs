@@ -3,25 +3,33 @@
 //! core ([`stage_handler`], [`ingest::handle`]) or to the one HTTP router ([`run_http`]), and
 //! turns a stage's error into a Lambda [`Diagnostic`] whose `error_type` is the name the state
 //! machine's `Retry`/`Catch` match. Business rules live in `iras-core`.
+//!
+//! Each function links only the adapters of the ports it calls ([`Function::ports`]): one
+//! feature of this crate per port, enabled in `functions/<f>/Cargo.toml`.
 
 mod boot;
+pub mod function;
 pub mod ingest;
 pub mod secrets;
 
+#[cfg(feature = "http")]
 use std::sync::Arc;
 
 use iras_core::handler;
 use iras_core::ports::PipelineStarter;
 use iras_core::stages::{Deps, StageError};
+#[cfg(feature = "http")]
 use iras_http::App;
 use lambda_runtime::service_fn;
 use serde_json::Value;
 
-pub use boot::{
-    app_from_env, build_deps, deps_from_env, http_config, starter_from_env, BootError, Settings,
-    PUBLIC_URL, SCENARIOS_DIR,
-};
-pub use iras_core::handler::Stage;
+#[cfg(feature = "starter")]
+pub use boot::starter_from_env;
+#[cfg(feature = "http")]
+pub use boot::{app_from_env, http_config};
+pub use boot::{build_deps, deps_from_env, BootError, Settings, PUBLIC_URL, SCENARIOS_DIR};
+pub use function::Function;
+pub use iras_core::handler::{Port, Stage};
 pub use lambda_runtime::{Diagnostic, Error, LambdaEvent};
 
 /// A stage error on its way out of a Lambda. (The orphan rule forbids `From<StageError> for
@@ -71,6 +79,7 @@ pub async fn run_ingest(deps: &Deps, starter: &dyn PipelineStarter) -> Result<()
 }
 
 /// Serves the one HTTP router (webhook, incidents, approvals, health) behind API Gateway.
+#[cfg(feature = "http")]
 pub async fn run_http(app: Arc<App>) -> Result<(), Error> {
     lambda_http::run(iras_http::router(app)).await
 }
