@@ -35,6 +35,10 @@ step "lint"
 # --all-features: the optional AWS evidence of the `iras` command is linted and tested too.
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "dependency lines"
+# The engine stays IRAS-free and core stays free of SDKs, HTTP and databases.
+bash scripts/check-deps.sh
+
 step "each function alone"
 # Built in its own folder as sam build does, each function gets only its own features: code
 # that needs an adapter its features do not link fails here, not in a deploy.

@@ -75,9 +75,8 @@ impl Harness {
             .ingest(self.scenario.alert.clone())
             .await
             .expect("ingest")
-            .incident()
             .incident_id
-            .clone()
+            .expect("an incident")
     }
 
     pub async fn wait_awaiting_approval(&self, id: &IncidentId) -> Incident {

@@ -13,25 +13,29 @@ use iras_tests::*;
 use sfn_local::{FunctionError, LambdaFunction};
 
 fn rollback_plan(steps: usize) -> RemediationPlan {
-    let cmds = [
-        "kubectl rollout undo deployment/payment-service -n shop",
-        "kubectl scale deployment/payment-service -n shop --replicas=8",
-        "kubectl rollout status deployment/payment-service -n shop",
-    ];
-    let rollbacks = [
-        "kubectl rollout undo deployment/payment-service -n shop",
-        "kubectl scale deployment/payment-service -n shop --replicas=4",
-        "kubectl rollout status deployment/payment-service -n shop",
+    let runner = |operation: &str, params: &[(&str, &str)]| Action::Runner {
+        operation: operation.into(),
+        target: "shop/deployment/payment-service".into(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let actions = [
+        runner("kubernetes.rollout_undo", &[]),
+        runner("kubernetes.scale", &[("replicas", "8")]),
+        runner("kubernetes.rollout_status", &[]),
     ];
     RemediationPlan {
         summary: "roll back, scale out, verify".into(),
         steps: (0..steps)
-            .map(|i| RemediationStep {
-                description: format!("step {}", i + 1),
-                command: cmds[i].into(),
-                rollback_command: rollbacks[i].into(),
-                risk_level: RiskLevel::Medium,
-                estimated_duration_seconds: 60,
+            .map(|i| {
+                RemediationStep::new(
+                    format!("step {}", i + 1),
+                    actions[i].clone(),
+                    RiskLevel::Medium,
+                    60,
+                )
             })
             .collect(),
         reversible: true,
@@ -40,6 +44,7 @@ fn rollback_plan(steps: usize) -> RemediationPlan {
         policy: vec![],
         safety_notes: vec![],
         analyst: "scripted".into(),
+        required_approvers: 1,
     }
 }
 
@@ -275,9 +280,8 @@ async fn a_runtime_killed_while_waiting_for_approval_resumes_and_applies_each_st
         .ingest(scenario.alert.clone())
         .await
         .unwrap()
-        .incident()
         .incident_id
-        .clone();
+        .expect("an incident");
     let waiting = p1
         .wait_for_status(&id, IncidentStatus::AwaitingApproval, WAIT)
         .await
@@ -410,13 +414,15 @@ async fn lifecycle_events_leave_in_the_order_the_incident_lived_them() {
         let mut alert = h.scenario.alert.clone();
         alert.title = "High error rate on payment-service, again".into();
         alert.fields.remove("fingerprint");
+        if let Some(o) = alert.origin.as_mut() {
+            o.key = None;
+        }
         h.pipeline
             .ingest(alert)
             .await
             .unwrap()
-            .incident()
             .incident_id
-            .clone()
+            .expect("an incident")
     };
     h.wait_awaiting_approval(&id).await;
     h.decide(&id, Decision::Rejected).await;

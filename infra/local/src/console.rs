@@ -50,14 +50,17 @@ impl Notifier for Console {
             plan.summary
         );
         for (i, s) in plan.steps.iter().enumerate() {
+            let shown = s.text();
             text.push_str(&format!(
-                "  │ {}. [{}] {}\n  │    run:      {}\n  │    rollback: {}\n",
+                "  │ {}. [{}] {}\n  │    run:      {}\n  │    change:   {}: {}\n  │    rollback: {}\n",
                 i + 1,
                 s.risk_level.as_str(),
                 s.description,
-                s.command,
+                shown.cli,
+                shown.resource,
+                shown.change,
                 if s.has_rollback() {
-                    s.rollback_command.as_str()
+                    shown.rollback.as_str()
                 } else {
                     "(none: irreversible)"
                 }

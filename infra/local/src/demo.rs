@@ -58,6 +58,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     if let Some(w) = window {
         config.approval_timeout_override_seconds = Some(w.as_secs().max(1));
     }
+    // The demo never changes anything, whatever the environment says.
+    config.executor = iras_core::config::ExecutorKind::DryRun;
 
     // Replayed as if the alert fired now, so durations and windows read naturally.
     let original_time = scenario.alert.timestamp;
@@ -86,7 +88,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
         .ingest(scenario.alert.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let id = ingested.incident().incident_id.clone();
+    let id = ingested
+        .incident_id
+        .clone()
+        .ok_or_else(|| "the scenario's alert opened no incident".to_string())?;
     eprintln!("incident {id} opened; execution started under the same name\n");
 
     let mut decided = false;
@@ -167,6 +172,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
     if let Some(e) = &incident.escalation {
         eprintln!("escalated: {} — {}", e.reason.as_str(), e.detail);
     }
+    eprintln!(
+        "executor: {} — the demo changes nothing; set REMEDIATION_EXECUTOR with `iras serve` to act for real",
+        pipeline.deps.executor.name()
+    );
     // The post-mortem is the demo's product: on stdout (`iras demo > pm.md`), progress on stderr.
     match pipeline
         .store

@@ -10,6 +10,7 @@ pub mod local;
 pub mod ops;
 pub mod progress;
 pub mod serve;
+pub mod server;
 pub mod store;
 
 /// The analyst the environment asks for (`LLM_PROVIDER`): a model with the offline analyst as
@@ -29,6 +30,47 @@ pub async fn integrations_from_env() -> Result<iras_core::Integrations, String> 
         eprintln!("  {note}");
     }
     Ok(integrations)
+}
+
+/// The executor `REMEDIATION_EXECUTOR` names for `iras serve`: dry-run (the default), runner
+/// (`REMEDIATION_RUNNER_URL` and `REMEDIATION_RUNNER_SECRET`), or aws (a build with
+/// `--features remediation`; runner actions then go to the runner when one is configured).
+pub async fn executor_from_vars(
+    vars: &std::collections::HashMap<String, String>,
+    config: &iras_core::PipelineConfig,
+) -> Result<std::sync::Arc<dyn iras_core::Executor>, String> {
+    use iras_core::config::ExecutorKind;
+    use std::sync::Arc;
+    let runner: Option<Arc<dyn iras_core::Executor>> =
+        match iras_adapters::RunnerConfig::from_vars(vars).map_err(|e| e.to_string())? {
+            Some(c) => Some(Arc::new(iras_adapters::RunnerExecutor::new(c)?)),
+            None => None,
+        };
+    match config.executor {
+        ExecutorKind::DryRun => Ok(Arc::new(iras_core::executor::DryRunExecutor)),
+        ExecutorKind::Runner => runner.ok_or_else(|| {
+            "REMEDIATION_EXECUTOR=runner, but REMEDIATION_RUNNER_URL is not set".to_string()
+        }),
+        #[cfg(feature = "remediation")]
+        ExecutorKind::Aws => {
+            let env = iras_core::config::EnvVars(vars);
+            let region = env
+                .get("AWS_REGION")
+                .or_else(|| env.get("AWS_DEFAULT_REGION"));
+            let sdk = iras_aws::aws_config_with(region, env.get("AWS_ENDPOINT_URL")).await;
+            let mut e = iras_aws::AwsExecutor::new(&sdk, config.policy.clone());
+            if let Some(r) = runner {
+                e = e.with_runner(r);
+            }
+            Ok(Arc::new(e))
+        }
+        #[cfg(not(feature = "remediation"))]
+        ExecutorKind::Aws => Err(
+            "REMEDIATION_EXECUTOR=aws, but this build of iras has no AWS executor: build it with \
+             `--features remediation`"
+                .into(),
+        ),
+    }
 }
 
 /// The variables that configure the AWS evidence sources (`iras_aws::aws_evidence_from_vars`).
@@ -73,14 +115,8 @@ pub async fn integrations_from_vars(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[cfg(feature = "aws")]
     #[tokio::test]

@@ -244,12 +244,17 @@ impl LocalPipeline {
     /// it instead) and starts its execution, named after the incident: the webhook's
     /// [`stages::open_and_start`].
     pub async fn ingest(&self, alert: Alert) -> Result<stages::Ingested, LocalError> {
-        stages::open_and_start(&self.deps, &LocalStarter(self.runtime.clone()), alert)
-            .await
-            .map_err(|e| match e {
-                stages::IngestFailure::NotRecorded(e) => LocalError::Stage(e),
-                started => LocalError::Runtime(started.to_string()),
-            })
+        stages::open_and_start(
+            &self.deps,
+            &LocalStarter(self.runtime.clone()),
+            &RuntimeCallbacks(self.runtime.clone()),
+            alert,
+        )
+        .await
+        .map_err(|e| match e {
+            stages::IngestFailure::NotRecorded(e) => LocalError::Stage(e),
+            started => LocalError::Runtime(started.to_string()),
+        })
     }
 
     /// Starts (idempotently: the execution name is the incident id) the incident's pipeline.

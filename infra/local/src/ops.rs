@@ -163,14 +163,17 @@ pub async fn show(data: &Path, id: &str, json_out: bool) -> Result<(), String> {
     if let Some(p) = &inc.plan {
         println!("plan: {}", p.summary);
         for (i, s) in p.steps.iter().enumerate() {
+            let shown = s.text();
             println!(
-                "  {}. [{}] {}\n     run:      {}\n     rollback: {}",
+                "  {}. [{}] {}\n     run:      {}\n     change:   {}: {}\n     rollback: {}",
                 i + 1,
                 s.risk_level.as_str(),
                 s.description,
-                s.command,
+                shown.cli,
+                shown.resource,
+                shown.change,
                 if s.has_rollback() {
-                    s.rollback_command.as_str()
+                    shown.rollback.as_str()
                 } else {
                     "(none: irreversible)"
                 }
@@ -233,6 +236,7 @@ pub async fn decide(
     let verb = match decision {
         Decision::Approved => "approve",
         Decision::Rejected => "reject",
+        Decision::Recovered => return Err("only the source can end a wait as recovered".into()),
     };
     let response = reqwest::Client::new()
         .post(format!("{url}/incidents/{id}/{verb}"))

@@ -13,6 +13,8 @@ use iras_http::{App, HttpConfig};
 use iras_scenarios::{Scenario, ScenarioLibrary, DEMO_SCENARIO};
 
 use crate::local::{LocalOptions, LocalPipeline, LocalStarter, RuntimeCallbacks};
+use crate::server::ServerLimits;
+use iras_core::config::EnvVars;
 
 pub struct ServeOptions {
     pub addr: SocketAddr,
@@ -78,9 +80,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .map(|k| k.trim().to_string())
         .filter(|k| !k.is_empty())
         .collect();
-    let webhook_secret = std::env::var("WEBHOOK_SECRET")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
+    // WEBHOOK_SECRET(_<SOURCE>), WEBHOOK_BODY_LIMIT_BYTES, ALERT_SERVICE_LABELS.
+    let from_env = HttpConfig::from_env().map_err(|e| e.to_string())?;
+    let timeout = iras_core::config::EnvVars(&std::env::vars().collect())
+        .timeout()
+        .map_err(|e| e.to_string())?;
+    let sns = iras_adapters::HttpsSnsTransport::new(timeout)?;
 
     let library = match &opts.scenarios {
         Some(dir) => ScenarioLibrary::load_dir(dir).map_err(|e| e.to_string())?,
@@ -98,6 +103,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| format!("http://{local}"));
 
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let limits = ServerLimits::from_vars(EnvVars(&vars)).map_err(|e| e.to_string())?;
     let mut config = PipelineConfig::from_env().map_err(|e| e.to_string())?;
     config.approval_links = Some(ApprovalLinks {
         base_url: base_url.clone(),
@@ -108,6 +115,14 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     options.integrations = Some(crate::integrations_from_env().await?);
     options.analyst = Some(crate::analyst_from_env()?);
     options.config = config.clone();
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let executor = crate::executor_from_vars(&vars, &config).await?;
+    eprintln!(
+        "  executor: {} (policy: {})",
+        executor.name(),
+        config.policy.origin
+    );
+    options.executor = Some(executor);
     options.quiet = false;
     let pipeline = LocalPipeline::open(options)
         .await
@@ -120,10 +135,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         starter: Arc::new(LocalStarter(runtime.clone())),
         callbacks: Arc::new(RuntimeCallbacks(runtime.clone())),
         http: HttpConfig {
-            webhook_secret,
             api_keys,
             approval_signing_key: signing_key.as_bytes().to_vec(),
-            body_limit_bytes: 256 * 1024,
+            sns_transport: Some(Arc::new(sns)),
+            ..from_env
         },
         runtime_health: Arc::new(move || health_runtime.health()),
     });
@@ -156,8 +171,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     announce_pending(&pipeline, &config).await;
     println!("listening {base_url}");
 
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    crate::server::serve(listener, router, limits, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     eprintln!(

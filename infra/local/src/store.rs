@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use iras_core::ports::{IncidentPage, IncidentQuery, IncidentStore, StoreError};
+use iras_core::ports::{
+    FingerprintMatch, IncidentPage, IncidentQuery, IncidentStore, StoreError, UnreadableIncident,
+    MAX_ALERT_SAMPLES,
+};
 use iras_core::*;
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
@@ -15,12 +18,14 @@ pub struct SqliteStore {
 }
 
 /// The tables this store owns (the data directory tells them from the engine's).
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 7] = [
     "incidents",
     "open_fingerprints",
     "attempts",
     "steps",
     "postmortems",
+    "alert_repeats",
+    "alert_samples",
 ];
 
 /// Migration 1: the schema exactly as it was before it was versioned, so a store written then
@@ -65,9 +70,67 @@ CREATE TABLE IF NOT EXISTS postmortems (
 );
 "#;
 
+/// Migration 2: repeats counted beside the record (a storm updates a small row, never the
+/// incident's body), the close time the reopen cool-down counts from, and an index to find the
+/// newest incident of a fingerprint without decoding any body.
+const SCHEMA_V2: &str = r#"
+ALTER TABLE incidents ADD COLUMN closed_at TEXT;
+CREATE INDEX incidents_by_fingerprint ON incidents(fingerprint, id);
+CREATE TABLE alert_repeats (
+    incident_id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    recurrences INTEGER NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE alert_samples (
+    incident_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (incident_id, seq)
+);
+"#;
+
 /// The schema's history, oldest first; the file's `user_version` counts those applied.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(SCHEMA_V1)])
+    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2)])
+}
+
+/// Times in the repeat tables: fixed width, so SQLite's `min`/`max` on text order them.
+fn time_text(t: Timestamp) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn parse_time_text(s: &str) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(corrupt)
+}
+
+/// The counters of a row joined from `alert_repeats` (columns `count`..`last_seen`).
+fn repeats_from(
+    count: Option<i64>,
+    recurrences: Option<i64>,
+    first: Option<String>,
+    last: Option<String>,
+) -> Result<AlertRepeats, StoreError> {
+    let Some(count) = count else {
+        return Ok(AlertRepeats::default());
+    };
+    Ok(AlertRepeats {
+        count: count as u64,
+        recurrences: recurrences.unwrap_or(0) as u64,
+        first_seen: first.as_deref().map(parse_time_text).transpose()?,
+        last_seen: last.as_deref().map(parse_time_text).transpose()?,
+        samples: Vec::new(),
+    })
+}
+
+/// What the store writes as the body: never the repeats, which live beside it.
+fn record_body(incident: &Incident) -> Result<String, StoreError> {
+    let mut stored = incident.clone();
+    stored.repeats = AlertRepeats::default();
+    encode(&stored)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -159,12 +222,55 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(corrupt)
 }
 
+/// The repeat counters of an incident, with its samples when `samples`.
+fn read_repeats(c: &Connection, id: &str, samples: bool) -> Result<AlertRepeats, StoreError> {
+    let row: Option<(i64, i64, String, String)> = c
+        .query_row(
+            "SELECT count, recurrences, first_seen, last_seen FROM alert_repeats
+             WHERE incident_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((count, rec, first, last)) = row else {
+        return Ok(AlertRepeats::default());
+    };
+    let mut repeats = repeats_from(Some(count), Some(rec), Some(first), Some(last))?;
+    if samples {
+        let mut stmt = c
+            .prepare("SELECT body FROM alert_samples WHERE incident_id = ?1 ORDER BY seq")
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(unavailable)?;
+        for b in rows {
+            repeats.samples.push(decode(&b.map_err(unavailable)?)?);
+        }
+    }
+    Ok(repeats)
+}
+
+/// The incident with its repeats, or `None`.
+fn read_incident(c: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+    let body: Option<String> = c
+        .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(unavailable)?;
+    let Some(body) = body else { return Ok(None) };
+    let mut incident: Incident = decode(&body)?;
+    incident.repeats = read_repeats(c, id, true)?;
+    Ok(Some(incident))
+}
+
 #[async_trait]
 impl IncidentStore for SqliteStore {
     async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
         let mut stored = incident.clone();
         stored.version = 1;
-        let body = encode(&stored)?;
+        let body = record_body(&stored)?;
         self.with(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -193,14 +299,16 @@ impl IncidentStore for SqliteStore {
             }
             let n = tx
                 .execute(
-                    "INSERT INTO incidents (id, status, severity, fingerprint, version, body)
-                     VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT(id) DO NOTHING",
+                    "INSERT INTO incidents (id, status, severity, fingerprint, version, body,
+                       closed_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6) ON CONFLICT(id) DO NOTHING",
                     params![
                         stored.incident_id.as_str(),
                         stored.status.as_str(),
                         stored.severity.map(|s| s.as_str()),
                         stored.fingerprint,
-                        body
+                        body,
+                        stored.closed_at.map(time_text)
                     ],
                 )
                 .map_err(unavailable)?;
@@ -220,14 +328,14 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
-        self.body("SELECT body FROM incidents WHERE id = ?1", id.0.clone())
-            .await
+        let id = id.0.clone();
+        self.with(move |c| read_incident(c, &id)).await
     }
 
     async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
         let mut stored = incident.clone();
         stored.version = incident.version + 1;
-        let body = encode(&stored)?;
+        let body = record_body(&stored)?;
         let expected = incident.version as i64;
         self.with(move |c| {
             let tx = c
@@ -236,7 +344,7 @@ impl IncidentStore for SqliteStore {
             let n = tx
                 .execute(
                     "UPDATE incidents SET status = ?2, severity = ?3, version = ?4, body = ?5,
-                       approval_id = ?7
+                       approval_id = ?7, closed_at = ?8
                      WHERE id = ?1 AND version = ?6",
                     params![
                         stored.incident_id.as_str(),
@@ -245,7 +353,8 @@ impl IncidentStore for SqliteStore {
                         stored.version as i64,
                         body,
                         expected,
-                        stored.approval.as_ref().map(|a| a.approval_id.as_str())
+                        stored.approval.as_ref().map(|a| a.approval_id.as_str()),
+                        stored.closed_at.map(time_text)
                     ],
                 )
                 .map_err(unavailable)?;
@@ -257,6 +366,7 @@ impl IncidentStore for SqliteStore {
                     )
                     .map_err(unavailable)?;
                 }
+                stored.repeats = read_repeats(&tx, stored.incident_id.as_str(), true)?;
                 tx.commit().map_err(unavailable)?;
                 return Ok(stored);
             }
@@ -282,11 +392,12 @@ impl IncidentStore for SqliteStore {
             let limit = if q.limit == 0 { 50 } else { q.limit.min(500) };
             let mut stmt = c
                 .prepare(
-                    "SELECT body FROM incidents
-                     WHERE (?1 IS NULL OR status = ?1)
-                       AND (?2 IS NULL OR severity = ?2)
-                       AND (?3 IS NULL OR id < ?3)
-                     ORDER BY id DESC LIMIT ?4",
+                    "SELECT i.id, i.body, r.count, r.recurrences, r.first_seen, r.last_seen
+                     FROM incidents i LEFT JOIN alert_repeats r ON r.incident_id = i.id
+                     WHERE (?1 IS NULL OR i.status = ?1)
+                       AND (?2 IS NULL OR i.severity = ?2)
+                       AND (?3 IS NULL OR i.id < ?3)
+                     ORDER BY i.id DESC LIMIT ?4",
                 )
                 .map_err(unavailable)?;
             let rows = stmt
@@ -297,29 +408,133 @@ impl IncidentStore for SqliteStore {
                         q.cursor,
                         (limit + 1) as i64
                     ],
-                    |r| r.get::<_, String>(0),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                        ))
+                    },
                 )
                 .map_err(unavailable)?;
+            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+            let more = rows.len() > limit;
             let mut incidents = Vec::new();
-            for body in rows {
-                incidents.push(decode::<Incident>(&body.map_err(unavailable)?)?);
+            let mut unreadable = Vec::new();
+            let mut next = None;
+            for (id, body, count, rec, first, last) in rows.into_iter().take(limit) {
+                next = Some(id.clone());
+                // One record that cannot be read must not hide every other one.
+                match decode::<Incident>(&body)
+                    .and_then(|i| Ok((i, repeats_from(count, rec, first, last)?)))
+                {
+                    Ok((mut i, repeats)) => {
+                        i.repeats = repeats;
+                        incidents.push(i);
+                    }
+                    Err(e) => unreadable.push(UnreadableIncident {
+                        incident_id: IncidentId(id),
+                        error: e.to_string(),
+                    }),
+                }
             }
-            let next = if incidents.len() > limit {
-                incidents.truncate(limit);
-                incidents.last().map(|i| i.incident_id.0.clone())
-            } else {
-                None
-            };
-            Ok(IncidentPage { incidents, next })
+            let next = next.filter(|_| more);
+            Ok(IncidentPage {
+                incidents,
+                next,
+                unreadable,
+            })
         })
         .await
     }
 
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
-        self.body(
-            "SELECT body FROM incidents WHERE approval_id = ?1",
-            approval_id.to_string(),
-        )
+        let approval_id = approval_id.to_string();
+        self.with(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM incidents WHERE approval_id = ?1",
+                    [approval_id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            match id {
+                Some(id) => read_incident(c, &id),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn latest_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError> {
+        let fingerprint = fingerprint.to_string();
+        self.with(move |c| {
+            let row: Option<(String, String, Option<String>)> = c
+                .query_row(
+                    "SELECT id, status, closed_at FROM incidents WHERE fingerprint = ?1
+                     ORDER BY id DESC LIMIT 1",
+                    [fingerprint.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let Some((id, status, closed_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(FingerprintMatch {
+                incident_id: IncidentId(id),
+                status: IncidentStatus::parse(&status)
+                    .ok_or_else(|| corrupt(format!("unknown status {status}")))?,
+                closed_at: closed_at.as_deref().map(parse_time_text).transpose()?,
+            }))
+        })
+        .await
+    }
+
+    async fn record_repeat(
+        &self,
+        id: &IncidentId,
+        repeat: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError> {
+        let (id, at, recurrence) = (id.0.clone(), time_text(repeat.at), repeat.recurrence);
+        let sample = encode(&repeat.sample)?;
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let count: i64 = tx
+                .query_row(
+                    "INSERT INTO alert_repeats (incident_id, count, recurrences, first_seen, last_seen)
+                     SELECT ?1, 1, ?2, ?3, ?3 WHERE EXISTS (SELECT 1 FROM incidents WHERE id = ?1)
+                     ON CONFLICT(incident_id) DO UPDATE SET count = count + 1,
+                       recurrences = recurrences + excluded.recurrences,
+                       first_seen = min(first_seen, excluded.first_seen),
+                       last_seen = max(last_seen, excluded.last_seen)
+                     RETURNING count",
+                    params![id, recurrence as i64, at],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            if count as u64 <= MAX_ALERT_SAMPLES {
+                tx.execute(
+                    "INSERT OR IGNORE INTO alert_samples (incident_id, seq, body) VALUES (?1, ?2, ?3)",
+                    params![id, count, sample],
+                )
+                .map_err(unavailable)?;
+            }
+            let repeats = read_repeats(&tx, &id, false)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(repeats)
+        })
         .await
     }
 
@@ -441,6 +656,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("iras.db")).unwrap();
         store_contract::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_read_is_reported_alone_and_breaks_no_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("iras.db")).unwrap();
+        let alert = |t: &str| {
+            Alert::from_json(serde_json::json!({"title": t, "timestamp": "2024-03-12T14:07:30Z"}))
+                .unwrap()
+        };
+        let good = Incident::open(
+            IncidentId::generate(),
+            alert("good"),
+            alert("good").timestamp,
+        );
+        let bad = Incident::open(IncidentId::generate(), alert("bad"), alert("bad").timestamp);
+        store.create_incident(&good).await.unwrap();
+        store.create_incident(&bad).await.unwrap();
+        // What an older IRAS could write: a `service` that is not a string.
+        let bad_id = bad.incident_id.to_string();
+        store
+            .with(move |c| {
+                c.execute(
+                    "UPDATE incidents SET body = json_set(body, '$.alert.service', 42) WHERE id = ?1",
+                    [bad_id],
+                )
+                .map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        let page = store
+            .list_incidents(&IncidentQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.incidents.len(), 1);
+        assert_eq!(page.incidents[0].incident_id, good.incident_id);
+        assert_eq!(page.unreadable.len(), 1);
+        assert_eq!(page.unreadable[0].incident_id, bad.incident_id);
+        assert!(matches!(
+            store.get_incident(&bad.incident_id).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(store
+            .get_incident(&good.incident_id)
+            .await
+            .unwrap()
+            .is_some());
+        // The fingerprint index still answers for it: a repeat never needs its body.
+        let m = store
+            .latest_with_fingerprint(&bad.fingerprint)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.incident_id, bad.incident_id);
     }
 
     #[tokio::test]

@@ -40,7 +40,19 @@ fn demo_approves_and_resolves_the_payment_incident() {
         "the token never leaves the store"
     );
     assert_eq!(v["postmortem"]["outcome"], "resolved");
-    assert!(!v["steps"].as_array().unwrap().is_empty());
+    let steps = v["steps"].as_array().unwrap();
+    assert!(!steps.is_empty());
+    // The plan is typed actions, and the dry-run executor ran them: nothing was changed.
+    assert_eq!(v["plan"]["steps"][0]["action"]["type"], "runner");
+    assert_eq!(
+        v["plan"]["steps"][0]["action"]["operation"],
+        "kubernetes.rollout_undo"
+    );
+    assert!(
+        steps.iter().all(|s| s["executor"] == "dry-run"),
+        "{steps:?}"
+    );
+    assert_eq!(v["verification"]["outcome"], "skipped");
     // Progress is on stderr, one line per state, so a person can follow it.
     let err = String::from_utf8_lossy(&out.stderr);
     for state in [
@@ -50,10 +62,15 @@ fn demo_approves_and_resolves_the_payment_incident() {
         "Plan",
         "RequestApproval",
         "Remediate",
+        "Verify",
         "PostMortem",
     ] {
         assert!(err.contains(state), "no progress line for {state}:\n{err}");
     }
+    assert!(
+        err.contains("executor: dry-run"),
+        "the demo says which executor ran:\n{err}"
+    );
 }
 
 /// `iras demo > pm.md` keeps the post-mortem; what a person follows live stays on the terminal.
@@ -185,7 +202,10 @@ async fn demo_pages_through_a_configured_pagerduty() {
         .filter(|e| e["event_action"] == "trigger")
         .collect();
     assert_eq!(triggers.len(), 1, "{events:?}");
-    assert_eq!(triggers[0]["dedup_key"], v["incident_id"]);
+    // Keyed by the source's alert (its fingerprint), so re-pages of it collapse in PagerDuty.
+    let key = triggers[0]["dedup_key"].as_str().unwrap();
+    assert!(key.starts_with("iras-") && key.len() == 37, "{key}");
+    assert_ne!(triggers[0]["dedup_key"], v["incident_id"]);
     assert_eq!(
         triggers[0]["routing_key"],
         "R0UTINGKEY0000000000000000000000"

@@ -69,7 +69,7 @@ async fn an_approval_waiting_in_a_pre_split_data_directory_survives_the_upgrade(
     assert!(tables(&files.executions)
         .iter()
         .all(|t| t.starts_with("asl_")));
-    assert_eq!(user_version(&files.incidents), 1);
+    assert_eq!(user_version(&files.incidents), 2);
     assert_eq!(user_version(&files.executions), 1);
 
     // Opening again is a no-op, and the waiting execution takes the decision.
@@ -92,11 +92,32 @@ async fn an_approval_waiting_in_a_pre_split_data_directory_survives_the_upgrade(
         .await
         .unwrap();
     let done = pipeline.incident(&id).await.unwrap().unwrap();
+    // The plan the previous IRAS recorded is shell commands, not typed actions: it still reads
+    // and displays, but it never runs; the incident is escalated instead.
+    let plan = done.plan.as_ref().unwrap();
+    assert!(plan.steps[0].action.is_none());
+    assert!(
+        plan.steps[0].text().cli.starts_with("kubectl rollout undo"),
+        "{plan:?}"
+    );
     assert_eq!(
         done.status,
-        IncidentStatus::Resolved,
+        IncidentStatus::Escalated,
         "{:#?}",
         done.timeline
+    );
+    assert!(
+        done.escalation
+            .as_ref()
+            .unwrap()
+            .detail
+            .contains("not a typed action"),
+        "{:#?}",
+        done.escalation
+    );
+    assert!(
+        pipeline.store.steps(&id).await.unwrap().is_empty(),
+        "nothing ran"
     );
     assert!(pipeline.store.postmortem(&id).await.unwrap().is_some());
 }

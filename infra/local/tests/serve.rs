@@ -18,6 +18,11 @@ struct Server {
 impl Server {
     /// Starts `iras serve` on a free port of 127.0.0.1 with `data` as its store.
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set.
+    fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
         let stderr = data.with_extension(format!("stderr-{}", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -30,6 +35,8 @@ impl Server {
             .env_remove("APPROVAL_API_KEY")
             .env_remove("WEBHOOK_SECRET")
             .env_remove("IRAS_PUBLIC_URL")
+            .env_remove("WEBHOOK_BODY_LIMIT_BYTES")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -490,4 +497,60 @@ async fn a_person_approves_in_the_browser_and_a_second_click_is_refused() {
         done["approval"]["decision"]["approver"],
         "alice (browser test)"
     );
+}
+
+#[tokio::test]
+async fn serve_honours_the_body_limit_and_the_per_source_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[
+            ("WEBHOOK_BODY_LIMIT_BYTES", "2048"),
+            ("WEBHOOK_SECRET_ALERTMANAGER", "am-secret"),
+        ],
+    );
+    let c = client();
+    let mut big = payment_alert("High error rate on payment-service");
+    big["blob"] = json!("x".repeat(4096));
+    let r = c
+        .post(format!("{}/webhook/alert", server.url))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("2048"));
+    // A small alert still goes in; the Alertmanager route wants its own secret.
+    post_alert(
+        &c,
+        &server.url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    let am = json!({"version": "4", "status": "firing", "receiver": "iras", "groupKey": "{}:{}",
+                    "alerts": [{"status": "firing", "labels": {"alertname": "Down"},
+                                "startsAt": chrono::Utc::now().to_rfc3339()}]});
+    let refused = c
+        .post(format!("{}/webhook/alertmanager", server.url))
+        .json(&am)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let accepted = c
+        .post(format!("{}/webhook/alertmanager", server.url))
+        .bearer_auth("am-secret")
+        .json(&am)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202, "{}", accepted.text().await.unwrap());
+    let form = c
+        .post(format!("{}/webhook/alert", server.url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("title=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
 }

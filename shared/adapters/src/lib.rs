@@ -3,12 +3,18 @@
 //! port, is built from environment variables, and turns every failure (an error status, a
 //! timeout, a malformed answer) into the port's error so the stage records it and goes on.
 //!
-//! Each kind is behind a feature (`evidence`, `slack`, `pagerduty`), so a function links only
-//! the integrations its stage calls.
+//! Each kind is behind a feature (`evidence`, `slack`, `pagerduty`, `runner`, `sns`), so a
+//! function links only the integrations its stage calls.
 
 // A build with some kinds leaves helpers of the others unused; the full build still checks.
 #![cfg_attr(
-    not(all(feature = "evidence", feature = "slack", feature = "pagerduty")),
+    not(all(
+        feature = "evidence",
+        feature = "slack",
+        feature = "pagerduty",
+        feature = "runner",
+        feature = "sns"
+    )),
     allow(dead_code)
 )]
 
@@ -27,8 +33,12 @@ pub mod loki;
 pub mod pagerduty;
 #[cfg(feature = "evidence")]
 pub mod prometheus;
+#[cfg(feature = "runner")]
+pub mod runner;
 #[cfg(feature = "slack")]
 pub mod slack;
+#[cfg(feature = "sns")]
+pub mod sns;
 
 use std::collections::HashMap;
 #[cfg(any(feature = "evidence", feature = "slack", feature = "pagerduty"))]
@@ -49,8 +59,12 @@ pub use loki::{LokiConfig, LokiSource};
 pub use pagerduty::{PagerDutyConfig, PagerDutyPager};
 #[cfg(feature = "evidence")]
 pub use prometheus::{PrometheusConfig, PrometheusSource, Signal};
+#[cfg(feature = "runner")]
+pub use runner::{RunnerConfig, RunnerExecutor};
 #[cfg(feature = "slack")]
 pub use slack::{SlackConfig, SlackNotifier};
+#[cfg(feature = "sns")]
+pub use sns::HttpsSnsTransport;
 
 /// The services to read for a query: the ones named, else the alert's own. Metric and log
 /// backends cannot be asked for "everything", so with neither there is nothing to read.
@@ -211,12 +225,7 @@ pub fn pagerduty_from_env(vars: &HashMap<String, String>) -> Result<Integrations
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn nothing_set_builds_nothing_and_says_what_falls_back() {

@@ -1,6 +1,7 @@
 //! Paging through PagerDuty's Events API v2 (`POST /v2/enqueue`): `trigger` on escalation
-//! and `resolve` after, both keyed by the incident id as `dedup_key`, so a retried escalation
-//! is still one page.
+//! and `resolve` after, both keyed by [`Incident::page_key`] (derived from the source's own
+//! alert key) as `dedup_key`: a retried escalation is one page, and so is the same alert
+//! escalated again by a later IRAS incident while the first page is open.
 
 use std::time::Duration;
 
@@ -136,13 +137,18 @@ impl PagerDutyPager {
             json!({
                 "summary": p.summary,
                 "blocked_by_policy": p.blocked_by_policy,
-                "steps": p.steps.iter().enumerate().map(|(i, s)| json!({
-                    "step": i + 1,
-                    "description": s.description,
-                    "command": s.command,
-                    "rollback": if s.has_rollback() { s.rollback_command.as_str() } else { "(none: irreversible)" },
-                    "risk": s.risk_level.as_str(),
-                })).collect::<Vec<_>>(),
+                "steps": p.steps.iter().enumerate().map(|(i, s)| {
+                    let text = s.text();
+                    json!({
+                        "step": i + 1,
+                        "description": s.description,
+                        "command": text.cli,
+                        "resource": text.resource,
+                        "change": text.change,
+                        "rollback": if s.has_rollback() { text.rollback } else { "(none: irreversible)".into() },
+                        "risk": s.risk_level.as_str(),
+                    })
+                }).collect::<Vec<_>>(),
             })
         });
         let decision = incident
@@ -158,17 +164,29 @@ impl PagerDutyPager {
                     "comment": d.comment,
                 })
             });
+        let origin = incident.alert.origin.as_ref();
+        // The affected service, else the host the source named.
+        let source = incident
+            .service
+            .clone()
+            .or_else(|| origin.and_then(|o| o.host.clone()))
+            .unwrap_or_else(|| "iras".into());
+        let component = origin
+            .and_then(|o| o.component.clone())
+            .or_else(|| incident.service.clone());
+        let group = origin.and_then(|o| o.group.clone());
         let mut event = json!({
             "routing_key": self.config.routing_key,
             "event_action": "trigger",
-            "dedup_key": incident.incident_id.as_str(),
+            "dedup_key": incident.page_key(),
             "client": "IRAS",
             "payload": {
                 "summary": summary,
-                "source": incident.service.as_deref().unwrap_or("iras"),
+                "source": source,
                 "severity": pagerduty_severity(incident.severity),
                 "timestamp": escalation.escalated_at.to_rfc3339(),
-                "component": incident.service,
+                "component": component,
+                "group": group,
                 "class": escalation.reason.as_str(),
                 "custom_details": {
                     "incident_id": incident.incident_id.as_str(),
@@ -183,12 +201,24 @@ impl PagerDutyPager {
                     "approval": decision,
                     "rca_attempts": incident.rca_attempts,
                     "link": link,
+                    "alert_source": origin.map(|o| o.source.as_str()),
+                    "alert_key": origin.and_then(|o| o.key.as_deref()),
+                    "repeats": incident.repeats.count,
+                    "recurrences": incident.repeats.recurrences,
                 },
             },
         });
-        if let Some(link) = link {
+        let mut links: Vec<Value> = Vec::new();
+        if let Some(link) = &link {
             event["client_url"] = json!(link);
-            event["links"] = json!([{"href": link, "text": "Incident in IRAS"}]);
+            links.push(json!({"href": link, "text": "Incident in IRAS"}));
+        }
+        // The source's own links: generator, runbook, dashboard, ...
+        for l in incident.alert.links() {
+            links.push(json!({"href": l.href, "text": l.kind}));
+        }
+        if !links.is_empty() {
+            event["links"] = Value::Array(links);
         }
         event
     }
@@ -256,7 +286,7 @@ impl Pager for PagerDutyPager {
         let event = json!({
             "routing_key": self.config.routing_key,
             "event_action": "resolve",
-            "dedup_key": incident.incident_id.as_str(),
+            "dedup_key": incident.page_key(),
         });
         self.enqueue(&event, "resolve")
             .await

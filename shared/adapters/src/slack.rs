@@ -141,6 +141,7 @@ fn decision_line(incident: &Incident) -> Option<String> {
     let (icon, verb) = match d.decision {
         Decision::Approved => (":white_check_mark:", "Approved"),
         Decision::Rejected => (":x:", "Rejected"),
+        Decision::Recovered => (":large_green_circle:", "Ended: the source recovered"),
     };
     Some(format!(
         "{icon} *{verb}* by {} via {} at {}{}",
@@ -213,7 +214,7 @@ pub fn approval_blocks(
             text.push_str("\n:warning: Not every step can be rolled back.");
         }
         if plan.blocked_by_policy {
-            text.push_str("\n:no_entry: Some commands are outside the remediation policy: the plan will not run.");
+            text.push_str("\n:no_entry: Some actions are outside the remediation policy: the plan will not run.");
         }
         for note in plan.safety_notes.iter().take(5) {
             text.push_str(&format!("\n_{}_", md(note, 300)));
@@ -225,17 +226,20 @@ pub fn approval_blocks(
                 Some(v) => format!(":no_entry: policy blocks: {}", md(&v.reason, 300)),
                 None => "policy: not checked".to_string(),
             };
+            let shown = step.text();
             let rollback = if step.has_rollback() {
-                format!("`{}`", md(&step.rollback_command, 800))
+                md(&shown.rollback, 800)
             } else {
                 "_none: this step cannot be undone_".to_string()
             };
             blocks.push(section(format!(
-                "*{}. {}*\nrisk *{}* · {verdict}\n*Run:* `{}`\n*Rollback:* {rollback}",
+                "*{}. {}*\nrisk *{}* · {verdict}\n*Run:* `{}`\n*Resource:* {}\n*Change:* {}\n*Rollback:* {rollback}",
                 i + 1,
                 md(&step.description, 300),
                 step.risk_level.as_str(),
-                md(&step.command, 800),
+                md(&shown.cli, 800),
+                md(&shown.resource, 300),
+                md(&shown.change, 300),
             )));
         }
         if plan.steps.len() > STEPS_SHOWN {

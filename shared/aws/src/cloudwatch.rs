@@ -961,12 +961,7 @@ mod tests {
         assert!(row_to_line(&[f("@timestamp", "soon"), f("@message", "x")], "p").is_err());
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn metric_specs_take_presets_and_custom_signals() {

@@ -7,7 +7,15 @@
 //! - `INC#<id>`, `STEP#<phase>#<step, 10 digits>`: one remediation step, with `seq`, its claim
 //!   order, taken from the counter item `INC#<id>`, `STEPSEQ`.
 //! - `INC#<id>`, `POSTMORTEM`: the post-mortem, with `severity`, `outcome`, `duration_seconds`.
+//! - `INC#<id>`, `META#REPEATS`: the alert's repeat counters (`count`, `recurrences`,
+//!   `first_seen`, `last_seen`), updated in place: a storm never rewrites the incident's item,
+//!   and one counter update costs one write unit whatever the incident's size.
+//! - `INC#<id>`, `META#SAMPLE#<n, 10 digits>`: the first repeats' bodies, one item each.
 //! - `FP#<fingerprint>`, `DEDUP`: the open incident holding an alert fingerprint, with `ttl`.
+//! - `FP#<fingerprint>`, `LATEST`: the newest incident created with it, open or closed.
+//!
+//! The META item also carries `closed_at` once the incident is final. Reading an incident is
+//! one query on `PK` with `SK` beginning `META`: the record, its counters and samples.
 //!
 //! Indexes: `by_status` (`status`, `id`), `by_severity` (`severity`, `id`), `by_created`
 //! (`entity`, `id`), `by_approval` (`approval_id`, keys only) and `postmortems_by_outcome`
@@ -29,7 +37,10 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
-use iras_core::ports::{IncidentPage, IncidentQuery, IncidentStore, StoreError};
+use iras_core::ports::{
+    FingerprintMatch, IncidentPage, IncidentQuery, IncidentStore, StoreError, UnreadableIncident,
+    MAX_ALERT_SAMPLES,
+};
 use iras_core::*;
 use sha2::{Digest, Sha256};
 
@@ -41,6 +52,9 @@ const META: &str = "META";
 const POSTMORTEM: &str = "POSTMORTEM";
 const DEDUP: &str = "DEDUP";
 const STEPSEQ: &str = "STEPSEQ";
+const REPEATS: &str = "META#REPEATS";
+const SAMPLE_PREFIX: &str = "META#SAMPLE#";
+const LATEST: &str = "LATEST";
 const ATTEMPT_PREFIX: &str = "ATTEMPT#";
 const STEP_PREFIX: &str = "STEP#";
 const ENTITY_INCIDENT: &str = "incident";
@@ -115,6 +129,7 @@ fn outcome_key(o: PostMortemOutcome) -> &'static str {
     match o {
         PostMortemOutcome::Resolved => "resolved",
         PostMortemOutcome::Escalated => "escalated",
+        PostMortemOutcome::Recovered => "recovered",
     }
 }
 
@@ -124,6 +139,35 @@ fn key(pk: String, sk: &str) -> Item {
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(corrupt)
+}
+
+/// Fixed-width UTC text, so stored times compare as strings and read back exactly.
+fn time_text(t: Timestamp) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn time_attr(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> {
+    string_attr(item, name)
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(corrupt)
+        })
+        .transpose()
+}
+
+fn repeats_from(item: &Item) -> Result<AlertRepeats, StoreError> {
+    Ok(AlertRepeats {
+        count: number_attr(item, "count").unwrap_or(0) as u64,
+        recurrences: number_attr(item, "recurrences").unwrap_or(0) as u64,
+        first_seen: time_attr(item, "first_seen")?,
+        last_seen: time_attr(item, "last_seen")?,
+        samples: Vec::new(),
+    })
+}
+
+fn sample_sk(n: u64) -> String {
+    format!("{SAMPLE_PREFIX}{n:010}")
 }
 
 fn decode_body<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
@@ -320,8 +364,14 @@ impl DynamoStore {
         let mut item = key(inc_pk(&incident.incident_id), META);
         item.insert("id".into(), s(incident.incident_id.as_str()));
         item.insert("entity".into(), s(ENTITY_INCIDENT));
-        item.insert("body".into(), s(encode(incident)?));
+        // The repeats live in their own items, never in the record.
+        let mut record = incident.clone();
+        record.repeats = AlertRepeats::default();
+        item.insert("body".into(), s(encode(&record)?));
         item.insert("status".into(), s(incident.status.as_str()));
+        if let Some(closed) = incident.closed_at {
+            item.insert("closed_at".into(), s(time_text(closed)));
+        }
         item.insert("version".into(), n(incident.version));
         item.insert("fingerprint".into(), s(&incident.fingerprint));
         if let Some(sev) = incident.severity {
@@ -510,6 +560,57 @@ impl DynamoStore {
         }
     }
 
+    /// The repeat counters of the given incidents (those with any), by id.
+    async fn repeat_counters<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, AlertRepeats>, StoreError> {
+        let keys: Vec<Item> = ids
+            .filter(|id| !id.is_empty())
+            .map(|id| key(format!("INC#{id}"), REPEATS))
+            .collect();
+        let mut found = HashMap::new();
+        // BatchGetItem reads at most 100 keys a call.
+        for chunk in keys.chunks(100) {
+            let mut pending = Some(
+                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(unavailable)?,
+            );
+            for try_no in 0..TRANSACTION_TRIES {
+                let Some(request) = pending.take() else { break };
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_unavailable(&e))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    if let Some(id) =
+                        string_attr(&item, "PK").and_then(|pk| pk.strip_prefix("INC#"))
+                    {
+                        found.insert(id.to_string(), repeats_from(&item)?);
+                    }
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys().is_empty());
+                if pending.is_some() {
+                    backoff(try_no).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Post-mortems by outcome, severity and minimum duration, longest first: "which P1s took
     /// over an hour", "every escalated incident".
     pub async fn list_postmortems(
@@ -519,7 +620,11 @@ impl DynamoStore {
         let limit = if q.limit == 0 { 50 } else { q.limit.min(500) };
         let outcomes: Vec<PostMortemOutcome> = match q.outcome {
             Some(o) => vec![o],
-            None => vec![PostMortemOutcome::Resolved, PostMortemOutcome::Escalated],
+            None => vec![
+                PostMortemOutcome::Resolved,
+                PostMortemOutcome::Escalated,
+                PostMortemOutcome::Recovered,
+            ],
         };
         let mut found = Vec::new();
         for outcome in outcomes {
@@ -694,6 +799,10 @@ impl IncidentStore for DynamoStore {
                     .map_err(unavailable)?;
                 tx = tx.transact_items(TransactWriteItem::builder().put(take).build());
             }
+            let mut latest = key(fingerprint_pk(&stored.fingerprint), LATEST);
+            latest.insert("incident_id".into(), s(&id));
+            let latest = self.put(latest).build().map_err(unavailable)?;
+            tx = tx.transact_items(TransactWriteItem::builder().put(latest).build());
             let e = match tx.send().await.map_err(SdkError::into_service_error) {
                 Ok(_) => return Ok(()),
                 Err(TransactWriteItemsError::TransactionCanceledException(e)) => e,
@@ -734,10 +843,22 @@ impl IncidentStore for DynamoStore {
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
-        self.get_item(inc_pk(id), META)
-            .await?
-            .map(|item| decode_body(&item))
-            .transpose()
+        // The record, its repeat counters and samples: every item whose key begins `META`.
+        let items = self.query_prefix(id, META).await?;
+        let Some(meta) = items.iter().find(|i| string_attr(i, "SK") == Some(META)) else {
+            return Ok(None);
+        };
+        let mut incident: Incident = decode_body(meta)?;
+        if let Some(r) = items.iter().find(|i| string_attr(i, "SK") == Some(REPEATS)) {
+            incident.repeats = repeats_from(r)?;
+        }
+        for sample in items
+            .iter()
+            .filter(|i| string_attr(i, "SK").is_some_and(|k| k.starts_with(SAMPLE_PREFIX)))
+        {
+            incident.repeats.samples.push(decode_body(sample)?);
+        }
+        Ok(Some(incident))
     }
 
     async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
@@ -801,7 +922,9 @@ impl IncidentStore for DynamoStore {
             };
             let out = query.send().await.map_err(|e| sdk_unavailable(&e))?;
             for item in out.items.unwrap_or_default() {
-                incidents.push(decode_body::<Incident>(&item)?);
+                let id = string_attr(&item, "id").unwrap_or_default().to_string();
+                // One record that cannot be read must not hide every other one.
+                incidents.push((id, decode_body::<Incident>(&item)));
             }
             start = out.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
@@ -810,11 +933,32 @@ impl IncidentStore for DynamoStore {
         }
         let next = if incidents.len() > limit {
             incidents.truncate(limit);
-            incidents.last().map(|i| i.incident_id.0.clone())
+            incidents.last().map(|(id, _)| id.clone())
         } else {
             None
         };
-        Ok(IncidentPage { incidents, next })
+        let counters = self
+            .repeat_counters(incidents.iter().map(|(id, _)| id.as_str()))
+            .await?;
+        let mut page = IncidentPage {
+            next,
+            ..IncidentPage::default()
+        };
+        for (id, decoded) in incidents {
+            match decoded {
+                Ok(mut i) => {
+                    if let Some(r) = counters.get(&id) {
+                        i.repeats = r.clone();
+                    }
+                    page.incidents.push(i);
+                }
+                Err(e) => page.unreadable.push(UnreadableIncident {
+                    incident_id: IncidentId(id),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(page)
     }
 
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
@@ -850,6 +994,87 @@ impl IncidentStore for DynamoStore {
             }
         }
         Ok(None)
+    }
+
+    async fn latest_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError> {
+        let Some(latest) = self.get_item(fingerprint_pk(fingerprint), LATEST).await? else {
+            return Ok(None);
+        };
+        let Some(id) = string_attr(&latest, "incident_id") else {
+            return Err(corrupt(format!(
+                "the latest of {fingerprint} names no incident"
+            )));
+        };
+        let id = IncidentId(id.to_string());
+        // Only the indexed attributes: the record's body is never decoded for this.
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(inc_pk(&id), META)))
+            .projection_expression("#status, closed_at")
+            .expression_attribute_names("#status", "status")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_unavailable(&e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let status = string_attr(&item, "status")
+            .and_then(IncidentStatus::parse)
+            .ok_or_else(|| corrupt(format!("incident {id} has no readable status")))?;
+        Ok(Some(FingerprintMatch {
+            incident_id: id,
+            status,
+            closed_at: time_attr(&item, "closed_at")?,
+        }))
+    }
+
+    async fn record_repeat(
+        &self,
+        id: &IncidentId,
+        repeat: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError> {
+        let at = time_text(repeat.at);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(inc_pk(id), REPEATS)))
+            .update_expression(
+                "ADD #count :one, recurrences :rec \
+                 SET first_seen = if_not_exists(first_seen, :at), last_seen = :at",
+            )
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":rec", n(u8::from(repeat.recurrence)))
+            .expression_attribute_values(":at", s(&at))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_unavailable(&e))?;
+        let repeats = out
+            .attributes
+            .as_ref()
+            .map(repeats_from)
+            .transpose()?
+            .ok_or_else(|| corrupt("the repeat counter returned nothing"))?;
+        if repeats.count <= MAX_ALERT_SAMPLES {
+            let mut item = key(inc_pk(id), &sample_sk(repeats.count));
+            item.insert("body".into(), s(encode(&repeat.sample)?));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| sdk_unavailable(&e))?;
+        }
+        Ok(repeats)
     }
 
     async fn put_attempt(

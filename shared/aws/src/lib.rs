@@ -17,6 +17,8 @@ mod dynamo;
 mod events;
 #[cfg(feature = "evidence")]
 mod evidence;
+#[cfg(feature = "remediation")]
+pub mod remediation;
 #[cfg(feature = "sfn")]
 mod sfn;
 
@@ -32,6 +34,8 @@ pub use dynamo::{fit_attempt, DynamoStore, PostMortemQuery, MAX_ATTEMPT_BYTES};
 pub use events::{detail_type, EventBridgePublisher, EVENT_SOURCE};
 #[cfg(feature = "evidence")]
 pub use evidence::{aws_evidence_from_vars, ServiceMap};
+#[cfg(feature = "remediation")]
+pub use remediation::{AwsExecutor, EcsSettle};
 #[cfg(feature = "sfn")]
 pub use sfn::{SfnCallbacks, SfnStarter};
 

@@ -12,5 +12,11 @@ mod cloudwatch_evidence;
 mod dynamo_store;
 #[path = "moto/eventbridge.rs"]
 mod eventbridge;
+#[cfg(feature = "remediation")]
+#[path = "moto/remediation.rs"]
+mod remediation;
+#[cfg(feature = "remediation")]
+#[path = "moto/ssm_automation.rs"]
+mod ssm_automation;
 #[path = "moto/step_functions.rs"]
 mod step_functions;

@@ -27,6 +27,53 @@ pub struct PipelineConfig {
     pub deployment_lookback_hours: i64,
     /// Minutes after the alert still worth reading (what an investigator sees on arrival).
     pub evidence_horizon_minutes: i64,
+    /// `REOPEN_COOLDOWN_MINUTES`: an alert firing again this soon after its incident closed is
+    /// a recurrence of it (counted as a flap), not a new incident and a new page.
+    pub reopen_cooldown_minutes: i64,
+    /// `AUTO_CANCEL_ON_RECOVERY`: when the source recovers while a plan waits for approval,
+    /// the wait ends through the state machine (outcome `recovered`) instead of running on.
+    pub auto_cancel_on_recovery: bool,
+    /// `REMEDIATION_EXECUTOR`: which executor the remediate function uses. Every function
+    /// reads it, so the plan stage knows whether a plan would run for real.
+    pub executor: ExecutorKind,
+    /// `VERIFY_AFTER_SECONDS`: how long after the plan is applied the symptoms are read again.
+    pub verify_after_seconds: u64,
+    /// `VERIFY_ATTEMPTS`: how many reads before an applied plan that did not help is rolled back.
+    pub verify_attempts: u32,
+}
+
+/// Who carries out an approved plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Says what it would do and changes nothing (the default).
+    DryRun,
+    /// The AWS SDK (ECS, Lambda, CodeDeploy, Auto Scaling, DynamoDB, SSM); runner actions go
+    /// to the runner when one is configured.
+    Aws,
+    /// Every action is a signed call to the operator's runner.
+    Runner,
+}
+
+impl ExecutorKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dry-run" | "dryrun" | "dry_run" => Some(ExecutorKind::DryRun),
+            "aws" => Some(ExecutorKind::Aws),
+            "runner" => Some(ExecutorKind::Runner),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::DryRun => "dry-run",
+            ExecutorKind::Aws => "aws",
+            ExecutorKind::Runner => "runner",
+        }
+    }
+    /// True for the executors that change real systems.
+    pub fn for_real(self) -> bool {
+        self != ExecutorKind::DryRun
+    }
 }
 
 impl Default for PipelineConfig {
@@ -43,6 +90,11 @@ impl Default for PipelineConfig {
             evidence_lookback_minutes: 30,
             deployment_lookback_hours: 24,
             evidence_horizon_minutes: 15,
+            reopen_cooldown_minutes: 30,
+            auto_cancel_on_recovery: false,
+            executor: ExecutorKind::DryRun,
+            verify_after_seconds: 120,
+            verify_attempts: 3,
         }
     }
 }
@@ -147,12 +199,34 @@ impl PipelineConfig {
                 }
             };
         }
+        c.reopen_cooldown_minutes =
+            env.number("REOPEN_COOLDOWN_MINUTES", 30, (0, 7 * 24 * 60))? as i64;
+        if let Some(v) = get("AUTO_CANCEL_ON_RECOVERY") {
+            c.auto_cancel_on_recovery = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                other => {
+                    return Err(ConfigError {
+                        name: "AUTO_CANCEL_ON_RECOVERY".into(),
+                        problem: format!("`{other}` is not true or false"),
+                    })
+                }
+            };
+        }
         if let Some(v) = get("REMEDIATION_POLICY") {
-            c.policy = RemediationPolicy::parse(v).map_err(|e| ConfigError {
+            c.policy = RemediationPolicy::load(v).map_err(|e| ConfigError {
                 name: "REMEDIATION_POLICY".into(),
                 problem: e,
             })?;
         }
+        if let Some(v) = get("REMEDIATION_EXECUTOR") {
+            c.executor = ExecutorKind::parse(v).ok_or_else(|| ConfigError {
+                name: "REMEDIATION_EXECUTOR".into(),
+                problem: format!("`{v}` is not one of dry-run, aws, runner"),
+            })?;
+        }
+        c.verify_after_seconds = env.number("VERIFY_AFTER_SECONDS", 120, (0, 3600))?;
+        c.verify_attempts = env.number("VERIFY_ATTEMPTS", 3, (1, 20))? as u32;
         Ok(c)
     }
 }
@@ -226,12 +300,7 @@ impl<'a> EnvVars<'a> {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::vars;
 
     #[test]
     fn p0_gets_the_short_approval_window() {
@@ -260,5 +329,67 @@ mod tests {
         assert_eq!(c.rca_confidence_threshold, 0.9);
         assert_eq!(c.rca_max_attempts, 5);
         assert_eq!(c.approval_timeout_seconds(Severity::P0), 300);
+    }
+
+    #[test]
+    fn dry_run_is_the_default_executor_and_others_are_named() {
+        let c = PipelineConfig::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.executor, ExecutorKind::DryRun);
+        assert_eq!((c.verify_after_seconds, c.verify_attempts), (120, 3));
+        let c = PipelineConfig::from_vars(&vars(&[
+            ("REMEDIATION_EXECUTOR", "aws"),
+            ("VERIFY_AFTER_SECONDS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(c.executor, ExecutorKind::Aws);
+        assert_eq!(c.verify_after_seconds, 30);
+        let e = PipelineConfig::from_vars(&vars(&[("REMEDIATION_EXECUTOR", "ssh")])).unwrap_err();
+        assert_eq!(e.name, "REMEDIATION_EXECUTOR");
+    }
+
+    #[test]
+    fn the_policy_is_read_from_a_file_or_inline() {
+        let dir = std::env::temp_dir().join(format!("iras-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.yaml");
+        std::fs::write(
+            &path,
+            "rules:\n  - actions: [ssm_put_parameter]\n    resources: [\"/flags/*\"]\n",
+        )
+        .unwrap();
+        let c = PipelineConfig::from_vars(&vars(&[("REMEDIATION_POLICY", path.to_str().unwrap())]))
+            .unwrap();
+        assert!(c.policy.permits_real_execution);
+        assert_eq!(c.policy.rules.len(), 1);
+        let inline = PipelineConfig::from_vars(&vars(&[(
+            "REMEDIATION_POLICY",
+            r#"{"rules":[{"actions":["runner"],"resources":["shop/*"]}]}"#,
+        )]))
+        .unwrap();
+        assert_eq!(inline.policy.origin, "inline policy");
+        let e = PipelineConfig::from_vars(&vars(&[("REMEDIATION_POLICY", "/nonexistent.yaml")]))
+            .unwrap_err();
+        assert_eq!(e.name, "REMEDIATION_POLICY");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_lifecycle_variables_default_and_refuse_nonsense_by_name() {
+        let c = PipelineConfig::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.reopen_cooldown_minutes, 30);
+        assert!(!c.auto_cancel_on_recovery);
+        let c = PipelineConfig::from_vars(&vars(&[
+            ("REOPEN_COOLDOWN_MINUTES", "5"),
+            ("AUTO_CANCEL_ON_RECOVERY", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(c.reopen_cooldown_minutes, 5);
+        assert!(c.auto_cancel_on_recovery);
+        let e =
+            PipelineConfig::from_vars(&vars(&[("AUTO_CANCEL_ON_RECOVERY", "maybe")])).unwrap_err();
+        assert_eq!(e.name, "AUTO_CANCEL_ON_RECOVERY");
+        let e =
+            PipelineConfig::from_vars(&vars(&[("REOPEN_COOLDOWN_MINUTES", "soon")])).unwrap_err();
+        assert_eq!(e.name, "REOPEN_COOLDOWN_MINUTES");
     }
 }

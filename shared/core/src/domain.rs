@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::action::{Action, ActionText, CommandTargets, ResourceState, TableCapacity};
+
 pub type Timestamp = DateTime<Utc>;
 
 /// An incident id doubles as the Step Functions execution name, so it must stay within
@@ -39,6 +41,95 @@ impl fmt::Display for IncidentId {
     }
 }
 
+/// Where an alert stands at its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Firing: opens an incident, or repeats on the one it has.
+    #[default]
+    Firing,
+    /// The source says the problem is over: recorded, never opens an incident.
+    Resolved,
+    /// A person at the source took it: recorded, never opens an incident.
+    Acknowledged,
+    /// The source cannot tell (CloudWatch `INSUFFICIENT_DATA`): recorded, never opens one.
+    NoData,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::NoData => "no_data",
+        }
+    }
+}
+
+/// A link the source sent with the alert (`generator`, `runbook`, `dashboard`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertLink {
+    pub kind: String,
+    pub href: String,
+}
+
+/// What IRAS read from the source's own payload, by the parser of that source. Only parsers
+/// set it: a generic alert's `_iras` field is dropped at the door, so a sender cannot forge it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AlertOrigin {
+    /// `alertmanager`, `grafana`, `datadog`, `pagerduty`, `opsgenie`, `sentry`, `cloudwatch`,
+    /// `generic`.
+    pub source: String,
+    /// The source's own key for this alert (its dedup key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub state: AlertState,
+    /// The source's severity or priority through the documented table (README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The source's severity or priority as it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<AlertLink>,
+}
+
+/// The field name of [`Alert::origin`]: unlikely in a monitoring payload, and stripped from
+/// generic alerts at the door.
+pub const ORIGIN_FIELD: &str = "_iras";
+
+/// Nesting an alert may have: the stored record wraps it a few levels deeper, and serde_json
+/// refuses to read back more than 128.
+pub const MAX_ALERT_DEPTH: usize = 64;
+
+/// How deeply `v` nests (a scalar is 0, `{}` and `[]` are 1), without recursion.
+pub fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(m.values().map(|c| (c, d + 1)));
+            }
+            Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|c| (c, d + 1)));
+            }
+            _ => deepest = deepest.max(d),
+        }
+    }
+    deepest
+}
+
 /// An alert as a monitoring system sent it. `title` and `timestamp` are required; every other
 /// field is kept verbatim in `fields` and shown to the analyst as untrusted data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +138,8 @@ pub struct Alert {
     pub timestamp: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    #[serde(default, rename = "_iras", skip_serializing_if = "Option::is_none")]
+    pub origin: Option<AlertOrigin>,
     #[serde(flatten)]
     pub fields: Map<String, Value>,
 }
@@ -62,24 +155,42 @@ pub enum AlertError {
         field: &'static str,
         expected: &'static str,
     },
+    #[error("the alert nests {depth} levels deep; IRAS keeps at most {max}")]
+    TooDeep { depth: usize, max: usize },
 }
 
 impl AlertError {
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            AlertError::NotAnObject => None,
+            AlertError::NotAnObject | AlertError::TooDeep { .. } => None,
             AlertError::Missing(f) => Some(f),
             AlertError::Invalid { field, .. } => Some(field),
         }
     }
 }
 
+/// A sample kept of a repeat: past this size only its title, time and service are kept.
+pub const MAX_SAMPLE_BYTES: usize = 16 * 1024;
+
+/// The alert an incident's record keeps: the record must fit one DynamoDB item (400 KB) with
+/// everything the pipeline adds, whatever `WEBHOOK_BODY_LIMIT_BYTES` lets in.
+pub const MAX_ALERT_BYTES: usize = 128 * 1024;
+
 impl Alert {
     /// Validates a webhook body or scenario alert. Errors name the field so a sender can fix it.
     pub fn from_json(value: Value) -> Result<Alert, AlertError> {
+        let depth = json_depth(&value);
+        if depth > MAX_ALERT_DEPTH {
+            return Err(AlertError::TooDeep {
+                depth,
+                max: MAX_ALERT_DEPTH,
+            });
+        }
         let Value::Object(mut fields) = value else {
             return Err(AlertError::NotAnObject);
         };
+        // Only a parser may say where an alert comes from.
+        fields.remove(ORIGIN_FIELD);
         let title = match fields.remove("title") {
             None | Some(Value::Null) => return Err(AlertError::Missing("title")),
             Some(Value::String(s)) if !s.trim().is_empty() => s,
@@ -105,14 +216,17 @@ impl Alert {
                 })
             }
         };
+        // `service` is read back as a string: anything else would poison the stored record.
         let service = match fields.remove("service") {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-            Some(other) if !other.is_null() => {
-                // Keep a non-string `service` as an ordinary field rather than reject the alert.
-                fields.insert("service".into(), other);
-                None
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                return Err(AlertError::Invalid {
+                    field: "service",
+                    expected: "a string",
+                })
             }
-            _ => None,
         };
         let service = service.or_else(|| {
             fields
@@ -121,17 +235,56 @@ impl Alert {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         });
+        let state = match fields.get("status").and_then(Value::as_str) {
+            Some("resolved") => AlertState::Resolved,
+            Some("acknowledged") => AlertState::Acknowledged,
+            _ => AlertState::Firing,
+        };
+        let key = ["fingerprint", "dedup_key"].iter().find_map(|k| {
+            fields
+                .get(*k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        });
+        let word = ["severity", "priority"]
+            .iter()
+            .find_map(|k| text_of(fields.get(*k)));
         Ok(Alert {
             title,
             timestamp,
             service,
+            origin: Some(AlertOrigin {
+                source: "generic".into(),
+                key,
+                state,
+                // A flat alert's words are read by triage's own rules, as before.
+                severity: None,
+                source_severity: word,
+                ..AlertOrigin::default()
+            }),
             fields,
         })
     }
 
-    /// The source's own dedup key where it has one, else title + service.
+    /// Where the source says this alert stands (firing when it does not say).
+    pub fn state(&self) -> AlertState {
+        self.origin.as_ref().map(|o| o.state).unwrap_or_default()
+    }
+
+    /// The source's own dedup key where it has one, else title + service. Keys of the native
+    /// sources are namespaced by source, so two tools can never share an incident by accident.
     pub fn fingerprint(&self) -> String {
-        for key in ["fingerprint", "dedup_key", "groupKey"] {
+        if let Some(o) = &self.origin {
+            if let Some(k) = o.key.as_deref().filter(|k| !k.is_empty()) {
+                return match o.source.as_str() {
+                    // A generic alert's key is the sender's own, as before parsers existed.
+                    "generic" | "" => k.to_string(),
+                    source => format!("{source}:{k}"),
+                };
+            }
+        }
+        for key in ["fingerprint", "dedup_key"] {
             if let Some(v) = self.fields.get(key).and_then(Value::as_str) {
                 if !v.is_empty() {
                     return v.to_string();
@@ -143,6 +296,67 @@ impl Alert {
             self.service.as_deref().unwrap_or("-"),
             self.title.trim().to_lowercase()
         )
+    }
+
+    /// The links the source sent.
+    pub fn links(&self) -> &[AlertLink] {
+        self.origin
+            .as_ref()
+            .map(|o| o.links.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// A copy small enough to keep as a repeat's sample: over `max` bytes of JSON, only its
+    /// title, time, service and origin are kept.
+    pub fn sample(&self, max: usize) -> Alert {
+        let size = serde_json::to_vec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size <= max {
+            return self.clone();
+        }
+        let mut cut = self.clone();
+        cut.fields = Map::new();
+        cut.fields.insert(
+            "note".into(),
+            Value::String(format!("body of {size} bytes not kept")),
+        );
+        cut
+    }
+
+    /// The alert cut to at most `max` bytes of JSON for the incident's record: its largest
+    /// fields go first, and what went is said (`None` when nothing had to).
+    pub fn bounded(mut self, max: usize) -> (Alert, Option<String>) {
+        let size = |a: &Alert| serde_json::to_vec(a).map(|v| v.len()).unwrap_or(usize::MAX);
+        let total = size(&self);
+        if total <= max {
+            return (self, None);
+        }
+        let mut by_size: Vec<(usize, String)> = self
+            .fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0),
+                    k.clone(),
+                )
+            })
+            .collect();
+        by_size.sort_by(|a, b| b.cmp(a));
+        let mut dropped = Vec::new();
+        for (_, k) in by_size {
+            if size(&self) <= max {
+                break;
+            }
+            self.fields.remove(&k);
+            dropped.push(k);
+        }
+        let note = format!(
+            "the alert's {total} bytes were cut to fit the record's {} KB: fields {} not kept",
+            max / 1024,
+            dropped.join(", ")
+        );
+        (self, Some(note))
     }
 
     /// A field by name, as text, looking in `labels` and `annotations` too.
@@ -167,6 +381,40 @@ impl Alert {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
+    }
+}
+
+fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The documented table from a source's severity or priority to IRAS's P0–P3 (README,
+/// "Severity"). What it gives is a floor: triage may rate an incident more severe, never less.
+pub mod severity_table {
+    use super::Severity;
+
+    /// A severity word (`critical`, `warning`, Sentry's `fatal`, PagerDuty's `error`, ...) or a
+    /// priority (`P1`–`P5`, `sev1`); `None` for anything the table does not list.
+    pub fn from_source(value: &str) -> Option<Severity> {
+        let v = value.trim().to_ascii_lowercase();
+        let v = v.as_str();
+        Some(match v {
+            // Five-level priorities (Opsgenie, PagerDuty, Datadog): P1 is the worst.
+            "p1" | "sev0" | "sev-0" | "sev1" | "sev-1" | "emergency" | "disaster" => Severity::P0,
+            "p2" | "sev2" | "sev-2" | "critical" | "crit" | "fatal" | "page" | "high" => {
+                Severity::P1
+            }
+            "p3" | "sev3" | "sev-3" | "error" | "err" | "major" => Severity::P2,
+            "p4" | "p5" | "sev4" | "sev-4" | "warning" | "warn" | "medium" | "moderate"
+            | "minor" | "low" | "info" | "informational" | "debug" | "none" | "normal" => {
+                Severity::P3
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -438,17 +686,64 @@ impl RiskLevel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemediationStep {
     pub description: String,
+    /// What the step changes. `None` only in steps recorded by an IRAS older than typed
+    /// actions, which kept a shell command instead: those are shown, never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// The command an older IRAS recorded (display only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub command: String,
-    /// Blank when the step cannot be undone; the plan stage then forces approval.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rollback_command: String,
     pub risk_level: RiskLevel,
     pub estimated_duration_seconds: u64,
+    /// How long the executor waits for the resource to be stable; default from the estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 impl RemediationStep {
+    pub fn new(description: String, action: Action, risk: RiskLevel, seconds: u64) -> Self {
+        RemediationStep {
+            description,
+            action: Some(action),
+            command: String::new(),
+            rollback_command: String::new(),
+            risk_level: risk,
+            estimated_duration_seconds: seconds,
+            timeout_seconds: None,
+        }
+    }
+
+    /// True when the executor can restore what was live before this step.
     pub fn has_rollback(&self) -> bool {
-        !self.rollback_command.trim().is_empty()
+        self.action.as_ref().is_some_and(Action::reversible)
+    }
+
+    /// The wait for stability, bounded: twice the estimate, between one and fifteen minutes.
+    pub fn timeout(&self) -> std::time::Duration {
+        let s = self
+            .timeout_seconds
+            .unwrap_or(self.estimated_duration_seconds.saturating_mul(2))
+            .clamp(60, 900);
+        std::time::Duration::from_secs(s)
+    }
+
+    /// What a person reads: rendered from the action, or the recorded command of an old step.
+    pub fn text(&self) -> ActionText {
+        match &self.action {
+            Some(a) => a.render(),
+            None => ActionText {
+                cli: self.command.clone(),
+                resource: "recorded as a command by an earlier IRAS".into(),
+                change: "not a typed action: it cannot run".into(),
+                rollback: if self.rollback_command.trim().is_empty() {
+                    "none".into()
+                } else {
+                    self.rollback_command.clone()
+                },
+            },
+        }
     }
 }
 
@@ -477,6 +772,20 @@ pub struct RemediationPlan {
     pub safety_notes: Vec<String>,
     #[serde(default)]
     pub analyst: String,
+    /// How many distinct people must approve (from the policy); set by the plan stage.
+    #[serde(default = "one")]
+    pub required_approvers: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl RemediationPlan {
+    /// The hash the approval is bound to: see [`crate::action::actions_hash`].
+    pub fn actions_hash(&self) -> String {
+        crate::action::actions_hash(&self.steps)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -484,6 +793,8 @@ pub struct RemediationPlan {
 pub enum Decision {
     Approved,
     Rejected,
+    /// Nobody decided: the source recovered and `AUTO_CANCEL_ON_RECOVERY` ended the wait.
+    Recovered,
 }
 
 impl Decision {
@@ -491,6 +802,7 @@ impl Decision {
         match self {
             Decision::Approved => "approved",
             Decision::Rejected => "rejected",
+            Decision::Recovered => "recovered",
         }
     }
 }
@@ -504,6 +816,9 @@ pub struct ApprovalDecision {
     pub decided_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The plan this person saw and decided on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_hash: String,
 }
 
 /// The pending approval. The task token stays in the store: it is never serialised into
@@ -521,6 +836,16 @@ pub struct ApprovalRequest {
     /// stage — on AWS another Lambda — threads its updates under it and edits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_ref: Option<String>,
+    /// The hash of the plan's actions when approval was requested; Remediate runs only a plan
+    /// that still hashes to this.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_hash: String,
+    /// How many distinct people must approve before the plan runs.
+    #[serde(default = "one")]
+    pub required_approvers: u32,
+    /// Approvals so far, one per person, while more are needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalDecision>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,6 +859,12 @@ pub enum EscalationReason {
     /// The root cause is known but no safe automated action fits: a person must act.
     NoRemediation,
     StageFailure,
+    /// The plan was applied, the symptoms did not recover, and it was rolled back.
+    NotRecovered,
+    /// The plan was applied but no samples came back to tell whether it helped.
+    Unverified,
+    /// The stored plan no longer matches the one approved.
+    PlanChanged,
 }
 
 impl EscalationReason {
@@ -546,6 +877,9 @@ impl EscalationReason {
             EscalationReason::PolicyBlocked => "policy_blocked",
             EscalationReason::NoRemediation => "no_remediation",
             EscalationReason::StageFailure => "stage_failure",
+            EscalationReason::NotRecovered => "not_recovered",
+            EscalationReason::Unverified => "unverified",
+            EscalationReason::PlanChanged => "plan_changed",
         }
     }
     pub fn describe(self) -> &'static str {
@@ -565,6 +899,15 @@ impl EscalationReason {
                 "no safe automated remediation fits this root cause; manual action needed"
             }
             EscalationReason::StageFailure => "a pipeline stage kept failing",
+            EscalationReason::NotRecovered => {
+                "applied but did not help: the symptoms did not recover, so the plan was rolled back"
+            }
+            EscalationReason::Unverified => {
+                "applied, but recovery could not be verified: the symptom series returned no samples"
+            }
+            EscalationReason::PlanChanged => {
+                "the stored plan differs from the one approved: it was not run"
+            }
         }
     }
 }
@@ -594,15 +937,25 @@ pub enum StepStatus {
     Failed,
 }
 
-/// One command run (or that would have run, in dry-run) against the operator's systems.
+/// One action run (or that would have run, in dry-run) against the operator's systems.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub phase: StepPhase,
     /// Index of the plan step this applies or rolls back.
     pub step: usize,
+    /// The action's CLI equivalent, for people (older records: the command that ran).
     pub command: String,
     #[serde(default)]
     pub rollback_command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// What was live before the change, read and recorded before anything was changed;
+    /// rollback restores exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<ResourceState>,
+    /// What was live once the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ResourceState>,
     pub status: StepStatus,
     pub executor: String,
     pub started_at: Timestamp,
@@ -650,16 +1003,22 @@ pub struct Incident {
     pub service: Option<String>,
     pub fingerprint: String,
     pub alert: Alert,
-    /// Repeats of the same alert that arrived while this incident was open.
-    #[serde(default)]
-    pub repeat_alerts: Vec<Alert>,
-    /// How often the alert fired again, including repeats past the kept ones.
-    #[serde(default)]
-    pub repeat_count: u32,
+    /// What the source kept sending: counted beside the record by the store, never in it.
+    #[serde(default, skip_serializing_if = "AlertRepeats::is_empty")]
+    pub repeats: AlertRepeats,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Timestamp>,
+    /// When the incident reached a final status: the reopen cool-down counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Timestamp>,
+    /// When the source last said the problem was over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_recovered_at: Option<Timestamp>,
+    /// When a person acknowledged the alert at the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_acknowledged_at: Option<Timestamp>,
     /// Optimistic concurrency: every write must name the version it read.
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -678,6 +1037,9 @@ pub struct Incident {
     pub remediation: Option<RemediationOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// Whether the applied plan made the symptoms go away, with the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     #[serde(default)]
     pub timeline: Vec<TimelineEvent>,
     /// Every model call made for this incident (none with the offline analyst).
@@ -685,7 +1047,57 @@ pub struct Incident {
     pub llm_calls: Vec<crate::usage::LlmCall>,
 }
 
+/// Deliveries of an incident's alert after the one that opened it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AlertRepeats {
+    /// Every repeat, recurrences included.
+    pub count: u64,
+    /// Repeats that came within the cool-down after the incident closed (flaps).
+    #[serde(default)]
+    pub recurrences: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    /// The first few repeats as sent (each bounded by [`MAX_SAMPLE_BYTES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Alert>,
+}
+
+impl AlertRepeats {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// One more delivery of an incident's alert, for [`crate::ports::IncidentStore::record_repeat`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRepeat {
+    pub at: Timestamp,
+    /// It came after the incident closed, within the cool-down.
+    pub recurrence: bool,
+    /// Bounded by the caller ([`Alert::sample`]).
+    pub sample: Alert,
+}
+
 impl Incident {
+    /// The key PagerDuty deduplicates pages by: derived from the source's key, so pages for
+    /// the same alert collapse into one PagerDuty incident across IRAS incidents.
+    pub fn page_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.fingerprint.as_bytes());
+        format!("iras-{}", &hex::encode(digest)[..32])
+    }
+
+    /// The source has said the problem is over since it last fired.
+    pub fn source_recovered(&self) -> bool {
+        match (self.source_recovered_at, self.repeats.last_seen) {
+            (Some(r), Some(fired)) => r >= fired,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
     pub fn open(id: IncidentId, alert: Alert, now: Timestamp) -> Incident {
         let fingerprint = alert.fingerprint();
         Incident {
@@ -707,14 +1119,17 @@ impl Incident {
             approval: None,
             remediation: None,
             escalation: None,
+            verification: None,
             timeline: vec![TimelineEvent {
                 at: alert.timestamp,
                 key: "alert".into(),
                 stage: "alert".into(),
                 message: format!("alert fired: {}", alert.title),
             }],
-            repeat_alerts: Vec::new(),
-            repeat_count: 0,
+            repeats: AlertRepeats::default(),
+            closed_at: None,
+            source_recovered_at: None,
+            source_acknowledged_at: None,
             llm_calls: Vec::new(),
             alert,
         }
@@ -748,6 +1163,117 @@ impl Incident {
     }
 }
 
+/// How a verification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationOutcome {
+    /// Every symptom series is back near its baseline.
+    Recovered,
+    /// Samples came back and some series are still anomalous; more attempts follow.
+    Pending,
+    /// Still anomalous after the last attempt.
+    NotRecovered,
+    /// No samples for any symptom series after the last attempt.
+    Unverified,
+    /// Nothing was changed (dry-run), so there is nothing to verify.
+    Skipped,
+}
+
+impl VerificationOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerificationOutcome::Recovered => "recovered",
+            VerificationOutcome::Pending => "pending",
+            VerificationOutcome::NotRecovered => "not_recovered",
+            VerificationOutcome::Unverified => "unverified",
+            VerificationOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// One symptom series, read again after the plan was applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymptomCheck {
+    pub service: String,
+    pub metric: String,
+    #[serde(default)]
+    pub unit: String,
+    pub baseline: f64,
+    /// The anomalous value the investigation saw.
+    pub during_incident: f64,
+    /// The median of the samples since the change; `None` when no sample came back.
+    pub since_change: Option<f64>,
+    pub samples: usize,
+    pub recovered: bool,
+}
+
+impl SymptomCheck {
+    pub fn describe(&self) -> String {
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        };
+        match self.since_change {
+            Some(v) => format!(
+                "{} {}: {:.4}{unit} during the incident, {:.4}{unit} since the change ({} sample(s)), baseline {:.4}{unit}: {}",
+                self.service,
+                self.metric,
+                self.during_incident,
+                v,
+                self.samples,
+                self.baseline,
+                if self.recovered { "recovered" } else { "NOT recovered" }
+            ),
+            None => format!(
+                "{} {}: {:.4}{unit} during the incident, no sample since the change, baseline {:.4}{unit}",
+                self.service, self.metric, self.during_incident, self.baseline
+            ),
+        }
+    }
+}
+
+/// What the Verify stage found, attempt by attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub outcome: VerificationOutcome,
+    pub attempts: u32,
+    pub checks: Vec<SymptomCheck>,
+    pub checked_at: Timestamp,
+    #[serde(default)]
+    pub note: String,
+}
+
+impl Verification {
+    pub fn verified(&self) -> bool {
+        self.outcome == VerificationOutcome::Recovered
+    }
+
+    pub fn headline(&self) -> String {
+        let what = match self.outcome {
+            VerificationOutcome::Recovered => "verified: the symptoms recovered",
+            VerificationOutcome::Pending => "not yet verified",
+            VerificationOutcome::NotRecovered => "not verified: applied but did not help",
+            VerificationOutcome::Unverified => "not verified: no samples since the change",
+            VerificationOutcome::Skipped => "not verified: nothing was changed (dry-run)",
+        };
+        let mut s = format!("{what} (after {} check(s))", self.attempts);
+        if !self.note.is_empty() {
+            s.push_str(&format!("; {}", self.note));
+        }
+        s
+    }
+
+    /// The figures on one line, for an escalation or a timeline entry.
+    pub fn figures(&self) -> String {
+        self.checks
+            .iter()
+            .map(SymptomCheck::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Who did what, for the post-mortem's action list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionItem {
@@ -763,6 +1289,19 @@ pub struct ActionItem {
 pub enum PostMortemOutcome {
     Resolved,
     Escalated,
+    /// The source recovered while the plan waited for approval, and the wait was ended
+    /// (`AUTO_CANCEL_ON_RECOVERY`): nothing was applied.
+    Recovered,
+}
+
+impl PostMortemOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostMortemOutcome::Resolved => "resolved",
+            PostMortemOutcome::Escalated => "escalated",
+            PostMortemOutcome::Recovered => "recovered",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -791,6 +1330,9 @@ pub struct PostMortem {
     /// Model calls summed from the incident's records.
     #[serde(default)]
     pub llm_usage: crate::usage::LlmUsage,
+    /// Whether recovery was verified after the plan was applied, with the numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 impl PostMortem {
@@ -805,10 +1347,7 @@ impl PostMortem {
             "- **Severity**: {}",
             self.severity.map(|s| s.as_str()).unwrap_or("untriaged")
         );
-        let outcome = match self.outcome {
-            PostMortemOutcome::Resolved => "resolved",
-            PostMortemOutcome::Escalated => "escalated",
-        };
+        let outcome = self.outcome.as_str();
         let _ = writeln!(md, "- **Outcome**: {outcome}");
         let _ = writeln!(
             md,
@@ -834,6 +1373,12 @@ impl PostMortem {
         let _ = writeln!(md, "\n## Summary\n\n{}", self.summary);
         let _ = writeln!(md, "\n## Root cause\n\n{}", self.root_cause);
         let _ = writeln!(md, "\n## Resolution\n\n{}", self.resolution);
+        if let Some(v) = &self.verification {
+            let _ = writeln!(md, "\n## Verification\n\n{}", v.headline());
+            for c in &v.checks {
+                let _ = writeln!(md, "- {}", c.describe());
+            }
+        }
         let _ = writeln!(md, "\n## Timeline (UTC)\n");
         for e in &self.timeline {
             let _ = writeln!(
@@ -940,6 +1485,87 @@ mod tests {
     }
 
     #[test]
+    fn a_service_that_is_not_a_string_is_refused_naming_it() {
+        for service in [json!(42), json!({"name": "api"}), json!(["a"])] {
+            let e = Alert::from_json(
+                json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": service}),
+            )
+            .unwrap_err();
+            assert_eq!(e.field(), Some("service"));
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_store_reads_back_is_refused() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_ALERT_DEPTH {
+            deep = json!([deep]);
+        }
+        let e = Alert::from_json(
+            json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z", "deep": deep}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, AlertError::TooDeep { .. }), "{e}");
+        assert_eq!(json_depth(&json!({"a": [1, {"b": 2}]})), 3);
+        assert_eq!(json_depth(&json!(1)), 0);
+    }
+
+    #[test]
+    fn an_accepted_alert_always_reads_back_from_its_record() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": "s",
+            "_iras": {"source": "forged"}, "status": "resolved", "severity": "critical"
+        }))
+        .unwrap();
+        assert_eq!(a.state(), AlertState::Resolved);
+        assert_eq!(a.origin.as_ref().unwrap().source, "generic");
+        let back: Alert = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn an_alert_too_large_for_the_record_loses_its_largest_fields_and_says_so() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "service": "s",
+            "raw": "x".repeat(200_000), "labels": {"namespace": "shop"}
+        }))
+        .unwrap();
+        let (cut, note) = a.bounded(MAX_ALERT_BYTES);
+        assert!(serde_json::to_vec(&cut).unwrap().len() <= MAX_ALERT_BYTES);
+        assert!(cut.fields.get("raw").is_none());
+        assert_eq!(cut.text("namespace").as_deref(), Some("shop"));
+        assert!(note.unwrap().contains("raw"));
+        let small =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
+        assert_eq!(small.clone().bounded(MAX_ALERT_BYTES), (small, None));
+    }
+
+    #[test]
+    fn a_large_repeat_keeps_only_a_small_sample() {
+        let a = Alert::from_json(json!({
+            "title": "t", "timestamp": "2024-03-12T14:07:30Z", "blob": "x".repeat(100_000)
+        }))
+        .unwrap();
+        let s = a.sample(MAX_SAMPLE_BYTES);
+        assert!(serde_json::to_vec(&s).unwrap().len() < MAX_SAMPLE_BYTES);
+        assert_eq!(s.title, "t");
+        let small =
+            Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
+        assert_eq!(small.sample(MAX_SAMPLE_BYTES), small);
+    }
+
+    #[test]
+    fn the_severity_table_shifts_five_level_priorities_by_one() {
+        use severity_table::from_source;
+        assert_eq!(from_source("P1"), Some(Severity::P0));
+        assert_eq!(from_source("critical"), Some(Severity::P1));
+        assert_eq!(from_source("error"), Some(Severity::P2));
+        assert_eq!(from_source("warning"), Some(Severity::P3));
+        assert_eq!(from_source("P5"), Some(Severity::P3));
+        assert_eq!(from_source("whatever"), None);
+    }
+
+    #[test]
     fn redacted_incident_hides_the_task_token() {
         let alert =
             Alert::from_json(json!({"title": "t", "timestamp": "2024-03-12T14:07:30Z"})).unwrap();
@@ -952,9 +1578,42 @@ mod tests {
             expires_at: now,
             decision: None,
             message_ref: None,
+            plan_hash: String::new(),
+            required_approvers: 1,
+            approvals: vec![],
         });
         let shown = serde_json::to_string(&inc.redacted()).unwrap();
         assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn a_step_recorded_as_a_command_by_an_earlier_iras_still_reads_and_displays() {
+        let old_step: RemediationStep = serde_json::from_value(json!({
+            "description": "undo", "command": "kubectl rollout undo deployment/x -n shop",
+            "rollback_command": "kubectl rollout undo deployment/x -n shop",
+            "risk_level": "medium", "estimated_duration_seconds": 60
+        }))
+        .unwrap();
+        assert!(old_step.action.is_none());
+        assert_eq!(
+            old_step.text().cli,
+            "kubectl rollout undo deployment/x -n shop"
+        );
+        assert!(
+            !old_step.has_rollback(),
+            "an untyped step is never restored"
+        );
+        let old_record: StepRecord = serde_json::from_value(json!({
+            "phase": "apply", "step": 0, "command": "kubectl rollout undo deployment/x -n shop",
+            "status": "succeeded", "executor": "dry-run", "started_at": "2024-03-12T14:07:30Z"
+        }))
+        .unwrap();
+        assert!(old_record.prior.is_none() && old_record.action.is_none());
+        let old_plan: RemediationPlan = serde_json::from_value(json!({
+            "summary": "s", "steps": [], "reversible": false, "requires_human_approval": true
+        }))
+        .unwrap();
+        assert_eq!(old_plan.required_approvers, 1);
     }
 
     #[test]

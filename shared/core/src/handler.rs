@@ -75,18 +75,20 @@ pub enum Stage {
     Plan,
     RequestApproval,
     Remediate,
+    Verify,
     Escalate,
     PostMortem,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Triage,
         Stage::GatherContext,
         Stage::Rca,
         Stage::Plan,
         Stage::RequestApproval,
         Stage::Remediate,
+        Stage::Verify,
         Stage::Escalate,
         Stage::PostMortem,
     ];
@@ -100,6 +102,7 @@ impl Stage {
             Stage::Plan => "Plan",
             Stage::RequestApproval => "RequestApproval",
             Stage::Remediate => "Remediate",
+            Stage::Verify => "Verify",
             Stage::Escalate => "Escalate",
             Stage::PostMortem => "PostMortem",
         }
@@ -119,6 +122,7 @@ impl Stage {
             Stage::Plan => "plan",
             Stage::RequestApproval => "request-approval",
             Stage::Remediate => "remediate",
+            Stage::Verify => "verify",
             Stage::Escalate => "escalate",
             Stage::PostMortem => "postmortem",
         }
@@ -135,6 +139,8 @@ impl Stage {
             // The approval link goes to the on-call channel; `PlanAwaitingApproval` to the bus.
             Stage::RequestApproval => &[Store, Notifier, Events],
             Stage::Remediate => &[Store, Executor, Events],
+            // The symptom series again; the executor only by name (which one changed things).
+            Stage::Verify => &[Store, Evidence],
             Stage::Escalate => &[Store, Pager, Notifier, Events],
             // The pager too: a resolved incident closes the page it may have opened.
             Stage::PostMortem => &[Store, Analyst, Pager, Events],
@@ -161,6 +167,7 @@ pub async fn handle(deps: &Deps, stage: Stage, payload: Value) -> Result<Value, 
             out(stages::request_approval(deps, &parse(stage, payload)?).await?)
         }
         Stage::Remediate => out(stages::remediate(deps, &parse(stage, payload)?).await?),
+        Stage::Verify => out(stages::verify(deps, &parse(stage, payload)?).await?),
         Stage::Escalate => out(stages::escalate(deps, &parse(stage, payload)?).await?),
         Stage::PostMortem => out(stages::postmortem(deps, &parse(stage, payload)?).await?),
     }

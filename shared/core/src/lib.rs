@@ -1,6 +1,7 @@
 //! IRAS core: the incident's domain, the pipeline's stage logic, the offline analyst and the
 //! safety policy. Knows no transport: every effect goes through a port in [`ports`].
 
+pub mod action;
 pub mod analyst;
 pub mod config;
 pub mod domain;

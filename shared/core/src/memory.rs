@@ -21,6 +21,31 @@ struct Mem {
     attempts: HashMap<IncidentId, BTreeMap<u32, InvestigationAttempt>>,
     steps: HashMap<IncidentId, Vec<StepRecord>>,
     postmortems: HashMap<IncidentId, PostMortem>,
+    /// Kept beside the incidents, as the real stores keep them beside the record.
+    repeats: HashMap<IncidentId, AlertRepeats>,
+}
+
+impl Mem {
+    /// The incident as the store returns it: its repeats joined in (`samples`: with them).
+    fn joined(&self, incident: &Incident, samples: bool) -> Incident {
+        let mut i = incident.clone();
+        i.repeats = self
+            .repeats
+            .get(&incident.incident_id)
+            .cloned()
+            .unwrap_or_default();
+        if !samples {
+            i.repeats.samples.clear();
+        }
+        i
+    }
+}
+
+/// What the store writes: never the repeats, which live beside the record.
+fn record_of(incident: &Incident) -> Incident {
+    let mut stored = incident.clone();
+    stored.repeats = AlertRepeats::default();
+    stored
 }
 
 impl MemoryStore {
@@ -45,13 +70,14 @@ impl IncidentStore for MemoryStore {
         {
             return Err(StoreError::Duplicate(open.incident_id.clone()));
         }
-        let mut stored = incident.clone();
+        let mut stored = record_of(incident);
         stored.version = 1;
         m.incidents.insert(incident.incident_id.clone(), stored);
         Ok(())
     }
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
-        Ok(self.mem().incidents.get(id).cloned())
+        let m = self.mem();
+        Ok(m.incidents.get(id).map(|i| m.joined(i, true)))
     }
     async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
         let mut m = self.mem();
@@ -62,11 +88,11 @@ impl IncidentStore for MemoryStore {
         if current.version != incident.version {
             return Err(StoreError::Conflict(incident.incident_id.to_string()));
         }
-        let mut stored = incident.clone();
+        let mut stored = record_of(incident);
         stored.version += 1;
         m.incidents
             .insert(incident.incident_id.clone(), stored.clone());
-        Ok(stored)
+        Ok(m.joined(&stored, true))
     }
     async fn list_incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
         let m = self.mem();
@@ -81,21 +107,62 @@ impl IncidentStore for MemoryStore {
         let limit = if q.limit == 0 { 50 } else { q.limit };
         let next = (all.len() > limit).then(|| all[limit - 1].incident_id.0.clone());
         Ok(IncidentPage {
-            incidents: all.into_iter().take(limit).cloned().collect(),
+            incidents: all
+                .into_iter()
+                .take(limit)
+                .map(|i| m.joined(i, false))
+                .collect(),
             next,
+            unreadable: Vec::new(),
         })
     }
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
-        Ok(self
-            .mem()
-            .incidents
+        let m = self.mem();
+        Ok(m.incidents
             .values()
             .find(|i| {
                 i.approval
                     .as_ref()
                     .is_some_and(|a| a.approval_id == approval_id)
             })
-            .cloned())
+            .map(|i| m.joined(i, true)))
+    }
+    async fn latest_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError> {
+        Ok(self
+            .mem()
+            .incidents
+            .values()
+            .filter(|i| i.fingerprint == fingerprint)
+            .max_by(|a, b| a.incident_id.cmp(&b.incident_id))
+            .map(|i| FingerprintMatch {
+                incident_id: i.incident_id.clone(),
+                status: i.status,
+                closed_at: i.closed_at,
+            }))
+    }
+    async fn record_repeat(
+        &self,
+        id: &IncidentId,
+        repeat: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError> {
+        let mut m = self.mem();
+        if !m.incidents.contains_key(id) {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        let r = m.repeats.entry(id.clone()).or_default();
+        r.count += 1;
+        if repeat.recurrence {
+            r.recurrences += 1;
+        }
+        r.first_seen = Some(r.first_seen.map_or(repeat.at, |t| t.min(repeat.at)));
+        r.last_seen = Some(r.last_seen.map_or(repeat.at, |t| t.max(repeat.at)));
+        if r.count <= MAX_ALERT_SAMPLES {
+            r.samples.push(repeat.sample.clone());
+        }
+        Ok(r.clone())
     }
     async fn put_attempt(
         &self,

@@ -40,7 +40,28 @@ pub struct IncidentPage {
     /// Newest first.
     pub incidents: Vec<Incident>,
     pub next: Option<String>,
+    /// Records on this page that could not be decoded: reported, never allowed to break the
+    /// listing of the others.
+    pub unreadable: Vec<UnreadableIncident>,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableIncident {
+    pub incident_id: IncidentId,
+    pub error: String,
+}
+
+/// The newest incident that has (or had) a fingerprint, as the store's index knows it: no
+/// record body is decoded to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FingerprintMatch {
+    pub incident_id: IncidentId,
+    pub status: IncidentStatus,
+    pub closed_at: Option<Timestamp>,
+}
+
+/// Repeats whose body is kept as a sample; past this, only the counters move.
+pub const MAX_ALERT_SAMPLES: u64 = 10;
 
 #[async_trait]
 pub trait IncidentStore: Send + Sync {
@@ -55,6 +76,23 @@ pub trait IncidentStore: Send + Sync {
     async fn list_incidents(&self, query: &IncidentQuery) -> Result<IncidentPage, StoreError>;
     /// The incident whose approval request carries this approval id.
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError>;
+
+    /// The newest incident created with this fingerprint, open or closed.
+    async fn latest_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError>;
+    /// Counts one more delivery of the incident's alert beside its record, which it never
+    /// rewrites (nor changes the record's version): a storm costs a counter update per alert,
+    /// not a rewrite of a large record. Keeps `repeat.sample` while fewer than
+    /// [`MAX_ALERT_SAMPLES`] are kept. Returns the counters as they now are. `get_incident`
+    /// returns them in `Incident::repeats`; `list_incidents` returns the counters without the
+    /// samples.
+    async fn record_repeat(
+        &self,
+        id: &IncidentId,
+        repeat: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError>;
 
     /// Upsert by (incident, attempt): a retried gather or rca overwrites its own attempt.
     async fn put_attempt(
@@ -144,6 +182,9 @@ pub struct EvidenceQuery {
     pub window: EvidenceWindow,
     /// The incident's alert: what the evidence is for (a scenario library picks by it).
     pub alert: Alert,
+    /// Set by Verify: when the remediation was applied. Real backends need only the window;
+    /// a recorded incident (a scenario) replays what its series did after the fix from here.
+    pub since_change: Option<Timestamp>,
 }
 
 #[async_trait]
@@ -280,24 +321,83 @@ impl std::fmt::Debug for Integrations {
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum ExecError {
-    #[error("command failed: {0}")]
+    /// Nothing was changed: the executor will not run this action (policy, unsupported).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The change was not made, or failed outright.
+    #[error("failed: {0}")]
     Failed(String),
+    /// The change was made but the resource did not become stable in time: it is rolled back
+    /// with the others.
+    #[error("changed but not stable: {0}")]
+    NotStable(String),
     #[error("executor unavailable: {0}")]
     Unavailable(String),
 }
 
-/// Runs remediation commands against the operator's systems.
+impl ExecError {
+    /// True when the resource may have been changed and so must be restored too.
+    pub fn may_have_changed(&self) -> bool {
+        matches!(self, ExecError::NotStable(_))
+    }
+}
+
+/// One call to an executor: which incident, step and phase (together the idempotency key a
+/// runner deduplicates by), the action and how long to wait for the resource to settle.
+#[derive(Debug, Clone)]
+pub struct StepCall<'a> {
+    pub incident: &'a IncidentId,
+    pub step: usize,
+    pub phase: StepPhase,
+    pub action: &'a Action,
+    pub timeout: std::time::Duration,
+}
+
+impl StepCall<'_> {
+    /// `incident:step:phase`, the same on every retry of this call.
+    pub fn idempotency_key(&self) -> String {
+        let phase = match self.phase {
+            StepPhase::Apply => "apply",
+            StepPhase::Rollback => "rollback",
+        };
+        format!("{}:{}:{phase}", self.incident, self.step)
+    }
+}
+
+/// How a step ended on the resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// What is live now.
+    pub after: ResourceState,
+    pub output: String,
+}
+
+/// Runs typed remediation actions against the operator's systems. For each step the stage
+/// calls [`Executor::observe`] and records the answer before anything changes, then
+/// [`Executor::apply`]; a rollback calls [`Executor::restore`] with what was recorded.
+///
+/// Contract: `apply` and `restore` change the resource at most once per call key, even when
+/// called again after a crash (the AWS executor compares the live state with the target, the
+/// runner deduplicates by the idempotency key), and they return only once the resource is
+/// stable or the call's timeout has passed.
 #[async_trait]
 pub trait Executor: Send + Sync {
     fn name(&self) -> String;
-    /// `phase` and `step` identify the call so a runner can deduplicate it too.
-    async fn run(
+    /// False for the dry-run executor: nothing it does needs verifying.
+    fn changes_systems(&self) -> bool {
+        true
+    }
+    async fn observe(&self, call: &StepCall<'_>) -> Result<ResourceState, ExecError>;
+    async fn apply(
         &self,
-        incident: &IncidentId,
-        phase: StepPhase,
-        step: usize,
-        command: &str,
-    ) -> Result<String, ExecError>;
+        call: &StepCall<'_>,
+        prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError>;
+    async fn restore(
+        &self,
+        call: &StepCall<'_>,
+        prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError>;
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -326,7 +426,7 @@ pub trait Notifier: Send + Sync {
 #[async_trait]
 pub trait Pager: Send + Sync {
     fn name(&self) -> String;
-    /// Keyed by incident id: paging twice for one incident is one page.
+    /// Keyed by [`Incident::page_key`]: paging twice for one alert is one page.
     async fn page(&self, incident: &Incident, escalation: &Escalation) -> Result<(), NotifyError>;
     async fn resolve(&self, incident: &Incident) -> Result<(), NotifyError>;
 }

@@ -15,22 +15,33 @@ pub use port_log::PortLog;
 
 mod port_log;
 
-/// Runs commands "successfully" but fails the chosen step (0-based), and counts every call.
+/// Runs actions "successfully" but fails the chosen step (0-based), and counts every apply
+/// and restore (with the action's CLI text). It records a prior state of its own for each
+/// step, and hands back on restore the state it was given.
 #[derive(Default)]
 pub struct FailingExecutor {
     pub fail_apply_step: Option<usize>,
+    /// Claims to change real systems, so Verify reads the symptoms again afterwards.
+    pub real: bool,
     pub calls: Mutex<Vec<(StepPhase, usize, String)>>,
+    pub restored: Mutex<Vec<(usize, ResourceState)>>,
 }
 
 impl FailingExecutor {
     pub fn failing_at(step: usize) -> Self {
         FailingExecutor {
             fail_apply_step: Some(step),
-            calls: Mutex::new(Vec::new()),
+            ..Default::default()
         }
     }
     pub fn calls(&self) -> Vec<(StepPhase, usize, String)> {
         self.calls.lock().unwrap().clone()
+    }
+    /// The prior state this executor reports for a step.
+    pub fn prior_of(step: usize) -> ResourceState {
+        ResourceState::Runner {
+            state: serde_json::json!({"replicas": 4, "step": step}),
+        }
     }
 }
 
@@ -39,21 +50,50 @@ impl Executor for FailingExecutor {
     fn name(&self) -> String {
         "test".into()
     }
-    async fn run(
+    fn changes_systems(&self) -> bool {
+        self.real
+    }
+    async fn observe(&self, call: &StepCall<'_>) -> Result<ResourceState, ExecError> {
+        Ok(Self::prior_of(call.step))
+    }
+    async fn apply(
         &self,
-        _incident: &IncidentId,
-        phase: StepPhase,
-        step: usize,
-        command: &str,
-    ) -> Result<String, ExecError> {
+        call: &StepCall<'_>,
+        _prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        let cli = call.action.render().cli;
         self.calls
             .lock()
             .unwrap()
-            .push((phase, step, command.to_string()));
-        if phase == StepPhase::Apply && Some(step) == self.fail_apply_step {
-            return Err(ExecError::Failed(format!("exit status 1 from `{command}`")));
+            .push((StepPhase::Apply, call.step, cli.clone()));
+        if Some(call.step) == self.fail_apply_step {
+            return Err(ExecError::Failed(format!("exit status 1 from `{cli}`")));
         }
-        Ok(format!("ok: {command}"))
+        Ok(StepOutcome {
+            after: ResourceState::Runner {
+                state: serde_json::json!({"applied": call.step}),
+            },
+            output: format!("ok: {cli}"),
+        })
+    }
+    async fn restore(
+        &self,
+        call: &StepCall<'_>,
+        prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        let cli = call.action.render().cli;
+        self.calls
+            .lock()
+            .unwrap()
+            .push((StepPhase::Rollback, call.step, cli.clone()));
+        self.restored
+            .lock()
+            .unwrap()
+            .push((call.step, prior.clone()));
+        Ok(StepOutcome {
+            after: prior.clone(),
+            output: format!("restored: {}", prior.describe()),
+        })
     }
 }
 
@@ -62,6 +102,8 @@ impl Executor for FailingExecutor {
 pub struct RecordingPager {
     pub pages: Mutex<Vec<(IncidentId, EscalationReason)>>,
     pub resolved: Mutex<Vec<IncidentId>>,
+    /// Page keys paged and not yet resolved.
+    pub open_keys: Mutex<std::collections::HashSet<String>>,
     /// Fail this many times before succeeding.
     pub failures_left: AtomicUsize,
 }
@@ -80,13 +122,15 @@ impl Pager for RecordingPager {
             return Err(NotifyError::Failed("pager down".into()));
         }
         let mut pages = self.pages.lock().unwrap();
-        // Same dedup rule as PagerDuty's dedup_key: one page per incident.
-        if !pages.iter().any(|(id, _)| id == &incident.incident_id) {
+        let mut open = self.open_keys.lock().unwrap();
+        // PagerDuty's dedup rule: a trigger on a key whose alert is still open is no new page.
+        if open.insert(incident.page_key()) {
             pages.push((incident.incident_id.clone(), escalation.reason));
         }
         Ok(())
     }
     async fn resolve(&self, incident: &Incident) -> Result<(), NotifyError> {
+        self.open_keys.lock().unwrap().remove(&incident.page_key());
         self.resolved
             .lock()
             .unwrap()
@@ -316,8 +360,15 @@ pub mod store_contract {
         let rec = StepRecord {
             phase: StepPhase::Apply,
             step: 0,
-            command: "kubectl rollout undo deployment/x -n y".into(),
+            command: "aws ecs update-service --cluster shop --service x --desired-count 6".into(),
             rollback_command: String::new(),
+            action: Some(Action::EcsSetDesiredCount {
+                cluster: "shop".into(),
+                service: "x".into(),
+                desired_count: 6,
+            }),
+            prior: None,
+            after: None,
             status: StepStatus::Started,
             executor: "test".into(),
             started_at: inc.created_at,
@@ -331,13 +382,27 @@ pub mod store_contract {
             ..rec.clone()
         };
         assert!(store.claim_step(&inc.incident_id, &rollback).await.unwrap());
-        let mut done = rec.clone();
+        // The prior state is recorded on the claimed step before anything changes.
+        let mut with_prior = rec.clone();
+        with_prior.prior = Some(ResourceState::EcsService {
+            task_definition: "x:41".into(),
+            desired_count: 4,
+            primary_deployment: "ecs-svc/1".into(),
+        });
+        store
+            .finish_step(&inc.incident_id, &with_prior)
+            .await
+            .unwrap();
+        let mut done = with_prior.clone();
         done.status = StepStatus::Succeeded;
         done.ended_at = Some(inc.created_at);
         store.finish_step(&inc.incident_id, &done).await.unwrap();
         let steps = store.steps(&inc.incident_id).await.unwrap();
         assert_eq!(steps.len(), 2);
-        assert_eq!(steps[0].status, StepStatus::Succeeded);
+        assert_eq!(
+            steps[0], done,
+            "action and prior state read back as written"
+        );
         assert_eq!(steps[1].phase, StepPhase::Rollback);
     }
 
@@ -431,6 +496,7 @@ pub mod store_contract {
             written_at: inc.created_at,
             analyst: "offline".into(),
             llm_usage: Default::default(),
+            verification: None,
         };
         store.put_postmortem(&pm).await.unwrap();
         assert_eq!(store.postmortem(&inc.incident_id).await.unwrap(), Some(pm));
@@ -470,6 +536,9 @@ pub mod store_contract {
             decision: None,
             // Another process finds the approval message through this.
             message_ref: Some(r#"{"channel":"C1","ts":"1700000000.000100"}"#.into()),
+            plan_hash: "9f86d081884c7d65".into(),
+            required_approvers: 2,
+            approvals: vec![],
         });
         store.update_incident(&stored).await.unwrap();
         let found = store
@@ -486,6 +555,98 @@ pub mod store_contract {
             .is_none());
     }
 
+    pub async fn repeats_are_counted_beside_the_record(store: &dyn IncidentStore) {
+        let inc = sample_incident(30);
+        store.create_incident(&inc).await.unwrap();
+        let t0 = inc.created_at;
+        let mut last = AlertRepeats::default();
+        for n in 0..(MAX_ALERT_SAMPLES + 2) {
+            let mut sample = inc.alert.clone();
+            sample.title = format!("repeat {n}");
+            let repeat = AlertRepeat {
+                at: t0 + chrono::Duration::seconds(n as i64 + 1),
+                recurrence: n == 0,
+                sample,
+            };
+            last = store
+                .record_repeat(&inc.incident_id, &repeat)
+                .await
+                .unwrap();
+        }
+        assert_eq!(last.count, MAX_ALERT_SAMPLES + 2);
+        assert_eq!(last.recurrences, 1);
+        let got = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(got.version, 1, "a repeat never rewrites the record");
+        assert_eq!(got.repeats.count, MAX_ALERT_SAMPLES + 2);
+        assert_eq!(got.repeats.samples.len() as u64, MAX_ALERT_SAMPLES);
+        assert_eq!(got.repeats.samples[0].title, "repeat 0");
+        assert_eq!(
+            got.repeats.first_seen,
+            Some(t0 + chrono::Duration::seconds(1))
+        );
+        assert_eq!(
+            got.repeats.last_seen,
+            Some(t0 + chrono::Duration::seconds(MAX_ALERT_SAMPLES as i64 + 2))
+        );
+        // A stage writing the record it read does not wind the counters back.
+        let mut stale = got.clone();
+        stale.repeats = AlertRepeats::default();
+        stale.status = IncidentStatus::AwaitingApproval;
+        let written = store.update_incident(&stale).await.unwrap();
+        assert_eq!(written.version, 2);
+        let again = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(again.repeats.count, MAX_ALERT_SAMPLES + 2);
+        let listed = store
+            .list_incidents(&IncidentQuery {
+                status: Some(IncidentStatus::AwaitingApproval),
+                limit: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let row = listed
+            .incidents
+            .iter()
+            .find(|i| i.incident_id == inc.incident_id)
+            .expect("listed");
+        assert_eq!(
+            row.repeats.count,
+            MAX_ALERT_SAMPLES + 2,
+            "lists carry the counters"
+        );
+    }
+
+    pub async fn the_newest_incident_of_a_fingerprint_is_found_open_or_closed(
+        store: &dyn IncidentStore,
+    ) {
+        let first = sample_incident(31);
+        let fp = format!("contract:{}", first.incident_id);
+        let mut first = first;
+        first.fingerprint = fp.clone();
+        assert!(store.latest_with_fingerprint(&fp).await.unwrap().is_none());
+        store.create_incident(&first).await.unwrap();
+        let open = store.latest_with_fingerprint(&fp).await.unwrap().unwrap();
+        assert_eq!(open.incident_id, first.incident_id);
+        assert_eq!(open.status, IncidentStatus::Processing);
+        assert_eq!(open.closed_at, None);
+        let mut done = store
+            .get_incident(&first.incident_id)
+            .await
+            .unwrap()
+            .unwrap();
+        done.status = IncidentStatus::Escalated;
+        done.closed_at = Some(first.created_at + chrono::Duration::minutes(5));
+        store.update_incident(&done).await.unwrap();
+        let closed = store.latest_with_fingerprint(&fp).await.unwrap().unwrap();
+        assert_eq!(closed.status, IncidentStatus::Escalated);
+        assert_eq!(closed.closed_at, done.closed_at);
+        let mut second = sample_incident(32);
+        second.fingerprint = fp.clone();
+        store.create_incident(&second).await.unwrap();
+        let newest = store.latest_with_fingerprint(&fp).await.unwrap().unwrap();
+        assert_eq!(newest.incident_id, second.incident_id, "the newest wins");
+    }
+
     /// Every case, in order.
     pub async fn run_all(store: &dyn IncidentStore) {
         create_get_roundtrip(store).await;
@@ -497,7 +658,17 @@ pub mod store_contract {
         postmortem_roundtrip(store).await;
         an_open_fingerprint_is_taken_until_the_incident_ends(store).await;
         approvals_are_found_by_their_id(store).await;
+        repeats_are_counted_beside_the_record(store).await;
+        the_newest_incident_of_a_fingerprint_is_found_open_or_closed(store).await;
     }
+}
+
+/// An environment from `(name, value)` pairs, as the configuration readers take it.
+pub fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[cfg(test)]

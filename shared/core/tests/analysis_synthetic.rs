@@ -206,14 +206,12 @@ fn demo_plan_rolls_back_payment_service_within_policy() {
     let policy = RemediationPolicy::default();
     assert!(!p.steps.is_empty());
     assert_eq!(
-        p.steps[0].command,
-        "kubectl rollout undo deployment/payment-service -n shop"
+        p.steps[0].text().cli,
+        "runner kubernetes.rollout_undo shop/deployment/payment-service"
     );
+    assert!(p.steps[0].has_rollback());
     for step in &p.steps {
-        policy.check(&step.command).unwrap();
-        if step.has_rollback() {
-            policy.check(&step.rollback_command).unwrap();
-        }
+        policy.check(step.action.as_ref().unwrap()).unwrap();
     }
 }
 
@@ -226,15 +224,15 @@ fn every_plan_stays_within_the_default_policy() {
         let p = analyst::plan(&s.alert, &h, &ctx);
         println!("{:<40} {}", s.id, p.summary);
         for step in &p.steps {
-            println!("    {} | rollback: {}", step.command, step.rollback_command);
+            let text = step.text();
+            println!("    {} | rollback: {}", text.cli, text.rollback);
+            let action = step
+                .action
+                .as_ref()
+                .unwrap_or_else(|| panic!("{}: an untyped step", s.id));
             policy
-                .check(&step.command)
-                .unwrap_or_else(|e| panic!("{}: `{}` {e}", s.id, step.command));
-            if step.has_rollback() {
-                policy
-                    .check(&step.rollback_command)
-                    .unwrap_or_else(|e| panic!("{}: `{}` {e}", s.id, step.rollback_command));
-            }
+                .check(action)
+                .unwrap_or_else(|e| panic!("{}: `{}` {e}", s.id, text.cli));
         }
         assert!(!p.summary.is_empty());
     }
@@ -394,14 +392,9 @@ fn planted_instructions_in_logs_change_nothing() {
     let h2 = analyst::rca(&s.alert, &t2, &evil);
     let p2 = analyst::plan(&s.alert, &h2, &evil);
     assert_eq!(t1.severity, t2.severity);
-    let cmds = |p: &RemediationPlan| {
-        p.steps
-            .iter()
-            .map(|s| (s.command.clone(), s.rollback_command.clone()))
-            .collect::<Vec<_>>()
-    };
+    let cmds = |p: &RemediationPlan| p.steps.iter().map(|s| s.action.clone()).collect::<Vec<_>>();
     assert_eq!(cmds(&p1), cmds(&p2));
-    assert!(p2.steps.iter().all(|s| !s.command.contains("delete")));
+    assert!(p2.steps.iter().all(|s| !s.text().cli.contains("delete")));
 }
 
 #[test]

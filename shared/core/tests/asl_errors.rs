@@ -35,7 +35,25 @@ fn every_task_state_refuses_to_retry_exactly_the_non_retryable_stage_errors() {
         .map(str::to_string)
         .collect();
     let tasks = task_states();
-    assert_eq!(tasks.len(), 8, "one Task state per stage");
+    // One Task state per stage, and the rollback after an unhelpful plan (Remediate again).
+    let called: BTreeSet<String> = tasks
+        .iter()
+        .map(|(_, s)| {
+            s["Parameters"]["FunctionName"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let stages: BTreeSet<String> = iras_core::handler::Stage::ALL
+        .iter()
+        .map(|s| format!("${{{}}}", s.arn_placeholder()))
+        .collect();
+    assert_eq!(
+        called, stages,
+        "every stage's function is called, and only those"
+    );
+    assert_eq!(tasks.len(), stages.len() + 1);
     for (state, s) in tasks {
         let no_retry: Vec<BTreeSet<String>> = s["Retry"]
             .as_array()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use iras_core::analyst::OfflineAnalyst;
 use iras_core::handler::{handle, Port, Stage};
+use iras_core::policy::RemediationPolicy;
 use iras_core::stages::*;
 use iras_core::testing::*;
 use iras_core::*;
@@ -21,6 +22,7 @@ struct Fixture {
     pager: Arc<RecordingPager>,
     notifier: Arc<RecordingNotifier>,
     executor: Arc<FailingExecutor>,
+    clock: Arc<ManualClock>,
 }
 
 fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
@@ -30,13 +32,14 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
     let pager = Arc::new(RecordingPager::default());
     let notifier = Arc::new(RecordingNotifier::default());
     let executor = Arc::new(executor);
+    let clock = Arc::new(ManualClock::at(scenario.alert.timestamp));
     let deps = Deps::builder(store.clone())
         .analyst(analyst)
         .evidence(EvidenceSources::all_from(src))
         .notifier(notifier.clone())
         .pager(pager.clone())
         .executor(executor.clone())
-        .clock(Arc::new(ManualClock::at(scenario.alert.timestamp)))
+        .clock(clock.clone())
         .source_timeout(Duration::from_secs(5))
         .build();
     Fixture {
@@ -45,6 +48,7 @@ fn fixture(analyst: Arc<dyn Analyst>, executor: FailingExecutor) -> Fixture {
         pager,
         notifier,
         executor,
+        clock,
     }
 }
 
@@ -52,14 +56,32 @@ fn demo_alert() -> Alert {
     Scenario::parse(DEMO_SCENARIO, "demo").unwrap().alert
 }
 
-fn step(cmd: &str, rollback: &str, risk: RiskLevel) -> RemediationStep {
-    RemediationStep {
-        description: "step".into(),
-        command: cmd.into(),
-        rollback_command: rollback.into(),
-        risk_level: risk,
-        estimated_duration_seconds: 30,
+fn step(action: Action, risk: RiskLevel) -> RemediationStep {
+    RemediationStep::new("step".into(), action, risk, 30)
+}
+
+fn runner(operation: &str, params: &[(&str, &str)]) -> Action {
+    Action::Runner {
+        operation: operation.into(),
+        target: "shop/deployment/payment-service".into(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
+}
+
+fn undo() -> Action {
+    runner("kubernetes.rollout_undo", &[])
+}
+fn restart() -> Action {
+    runner("kubernetes.rollout_restart", &[])
+}
+fn status() -> Action {
+    runner("kubernetes.rollout_status", &[])
+}
+fn scale(n: &str) -> Action {
+    runner("kubernetes.scale", &[("replicas", n)])
 }
 
 fn lying_plan(steps: Vec<RemediationStep>) -> RemediationPlan {
@@ -72,21 +94,21 @@ fn lying_plan(steps: Vec<RemediationStep>) -> RemediationPlan {
         policy: vec![],
         safety_notes: vec![],
         analyst: "liar".into(),
+        required_approvers: 1,
     }
 }
 
 async fn open_incident(deps: &Deps, alert: Alert) -> Result<Incident, StageError> {
-    match ingest(deps, alert).await? {
-        Ingested::Opened(i) => Ok(i),
-        Ingested::Attached(i) => {
-            panic!("expected a new incident, got a repeat of {}", i.incident_id)
-        }
-    }
+    let ingested = ingest(deps, alert).await?;
+    assert_eq!(
+        ingested.outcome,
+        IngestOutcome::Opened,
+        "expected a new incident, got {:?}",
+        ingested.outcome
+    );
+    let id = ingested.incident_id.expect("an incident");
+    Ok(deps.store.get_incident(&id).await?.expect("stored"))
 }
-
-const UNDO: &str = "kubectl rollout undo deployment/payment-service -n shop";
-const RESTART: &str = "kubectl rollout restart deployment/payment-service -n shop";
-const STATUS: &str = "kubectl rollout status deployment/payment-service -n shop";
 
 /// Runs the stages up to a plan and returns the incident id.
 async fn through_plan(f: &Fixture) -> IncidentId {
@@ -130,16 +152,27 @@ async fn approve(f: &Fixture, id: &IncidentId) {
         &f.deps,
         &NullCallbacks(Mutex::new(vec![])),
         id,
-        DecisionRequest {
-            approval_id: None,
-            decision: Decision::Approved,
-            approver: "alice".into(),
-            channel: "cli".into(),
-            comment: None,
-        },
+        approval_by("alice"),
     )
     .await
     .unwrap();
+}
+
+fn approval_by(who: &str) -> DecisionRequest {
+    DecisionRequest {
+        approval_id: None,
+        decision: Decision::Approved,
+        approver: who.into(),
+        channel: "cli".into(),
+        comment: None,
+    }
+}
+
+fn remediate_input(id: &IncidentId) -> RemediateInput {
+    RemediateInput {
+        incident_id: id.clone(),
+        rollback: None,
+    }
 }
 
 fn approval_input(id: &IncidentId, token: &str) -> ApprovalInput {
@@ -155,7 +188,7 @@ fn scripted(plan: Option<RemediationPlan>) -> Arc<ScriptedAnalyst> {
 
 #[tokio::test]
 async fn a_high_risk_step_called_low_by_nobody_still_needs_approval() {
-    let liar = scripted(Some(lying_plan(vec![step(UNDO, UNDO, RiskLevel::High)])));
+    let liar = scripted(Some(lying_plan(vec![step(undo(), RiskLevel::High)])));
     let mut f = fixture(liar, FailingExecutor::default());
     f.deps.config.auto_approve_max_risk = Some(RiskLevel::Medium);
     let id = through_plan(&f).await;
@@ -165,8 +198,8 @@ async fn a_high_risk_step_called_low_by_nobody_still_needs_approval() {
 }
 
 #[tokio::test]
-async fn a_blank_rollback_makes_the_plan_irreversible_whatever_the_analyst_says() {
-    let liar = scripted(Some(lying_plan(vec![step(RESTART, "  ", RiskLevel::Low)])));
+async fn an_action_that_cannot_be_undone_makes_the_plan_irreversible_whatever_the_analyst_says() {
+    let liar = scripted(Some(lying_plan(vec![step(restart(), RiskLevel::Low)])));
     let mut f = fixture(liar, FailingExecutor::default());
     f.deps.config.auto_approve_max_risk = Some(RiskLevel::Medium);
     let id = through_plan(&f).await;
@@ -183,13 +216,17 @@ async fn a_blank_rollback_makes_the_plan_irreversible_whatever_the_analyst_says(
 }
 
 #[tokio::test]
-async fn a_command_outside_the_policy_blocks_the_plan_and_remediate_refuses_it() {
+async fn an_action_outside_the_policy_blocks_the_plan_and_remediate_refuses_it() {
     let liar = scripted(Some(lying_plan(vec![step(
-        "kubectl delete namespace shop",
-        UNDO,
+        runner("kubernetes.delete_namespace", &[]),
         RiskLevel::Low,
     )])));
-    let f = fixture(liar, FailingExecutor::default());
+    let mut f = fixture(liar, FailingExecutor::default());
+    f.deps.config.policy = RemediationPolicy::parse(
+        r#"{"rules":[{"actions":["runner"],"resources":["shop/deployment/checkout"]}]}"#,
+        "test policy",
+    )
+    .unwrap();
     let id = through_plan(&f).await;
     let plan = f
         .store
@@ -201,9 +238,7 @@ async fn a_command_outside_the_policy_blocks_the_plan_and_remediate_refuses_it()
         .unwrap();
     assert!(plan.blocked_by_policy);
     // Even if something routed a blocked plan to Remediate, nothing runs.
-    let err = remediate(&f.deps, &IncidentRef { incident_id: id })
-        .await
-        .unwrap_err();
+    let err = remediate(&f.deps, &remediate_input(&id)).await.unwrap_err();
     assert_eq!(err.name(), "PolicyViolation");
     assert!(f.executor.calls().is_empty());
 }
@@ -212,9 +247,7 @@ async fn a_command_outside_the_policy_blocks_the_plan_and_remediate_refuses_it()
 async fn remediate_refuses_a_plan_that_needs_approval_and_has_none() {
     let f = fixture(scripted(None), FailingExecutor::default());
     let id = through_plan(&f).await;
-    let err = remediate(&f.deps, &IncidentRef { incident_id: id })
-        .await
-        .unwrap_err();
+    let err = remediate(&f.deps, &remediate_input(&id)).await.unwrap_err();
     assert_eq!(err.name(), "ApprovalMissing");
     assert!(f.executor.calls().is_empty());
 }
@@ -222,40 +255,57 @@ async fn remediate_refuses_a_plan_that_needs_approval_and_has_none() {
 #[tokio::test]
 async fn remediate_invoked_twice_runs_each_step_once() {
     let plan = lying_plan(vec![
-        step(UNDO, UNDO, RiskLevel::Medium),
-        step(STATUS, STATUS, RiskLevel::Low),
+        step(undo(), RiskLevel::Medium),
+        step(status(), RiskLevel::Low),
     ]);
     let f = fixture(scripted(Some(plan)), FailingExecutor::default());
     let id = through_plan(&f).await;
     approve(&f, &id).await;
-    let r = IncidentRef {
-        incident_id: id.clone(),
-    };
+    let r = remediate_input(&id);
     let first = remediate(&f.deps, &r).await.unwrap();
     let second = remediate(&f.deps, &r).await.unwrap();
     assert_eq!(first.outcome, RemediationOutcome::Applied);
     assert_eq!(second.outcome, RemediationOutcome::Applied);
     assert_eq!(f.executor.calls().len(), 2);
+    // Each step's live state was recorded before it ran.
+    let steps = f.store.steps(&id).await.unwrap();
+    assert!(steps
+        .iter()
+        .all(|s| s.prior.is_some() && s.action.is_some()));
+    // Nothing real changed, so Verify resolves it without claiming a recovery.
+    let v = verify(&f.deps, &verify_input(&id, 1)).await.unwrap();
+    assert_eq!(v.outcome, VerificationOutcome::Skipped);
     let inc = f.store.get_incident(&id).await.unwrap().unwrap();
     assert_eq!(inc.status, IncidentStatus::Resolved);
 }
 
+fn verify_input(id: &IncidentId, attempt: u32) -> VerifyInput {
+    VerifyInput {
+        incident_id: id.clone(),
+        attempt,
+    }
+}
+
 #[tokio::test]
-async fn a_step_interrupted_mid_command_is_not_run_again_and_the_rest_is_rolled_back() {
+async fn a_step_interrupted_after_its_state_was_recorded_resumes_with_that_state() {
     let plan = lying_plan(vec![
-        step(UNDO, UNDO, RiskLevel::Medium),
-        step(STATUS, STATUS, RiskLevel::Low),
+        step(undo(), RiskLevel::Medium),
+        step(scale("6"), RiskLevel::Medium),
     ]);
     let f = fixture(scripted(Some(plan)), FailingExecutor::default());
     let id = through_plan(&f).await;
     approve(&f, &id).await;
-    // A previous invocation ran step 1 and died while step 2 was running.
+    // A previous invocation ran step 1 and died while step 2 was running: step 2's prior state
+    // had been read and recorded.
     let t = f.deps.clock.now();
     let done = StepRecord {
         phase: StepPhase::Apply,
         step: 0,
-        command: UNDO.into(),
-        rollback_command: UNDO.into(),
+        command: undo().render().cli,
+        rollback_command: String::new(),
+        action: Some(undo()),
+        prior: Some(FailingExecutor::prior_of(0)),
+        after: None,
         status: StepStatus::Succeeded,
         executor: "test".into(),
         started_at: t,
@@ -263,28 +313,80 @@ async fn a_step_interrupted_mid_command_is_not_run_again_and_the_rest_is_rolled_
         output: "ok".into(),
     };
     f.store.claim_step(&id, &done).await.unwrap();
+    let recorded = ResourceState::Runner {
+        state: json!({"replicas": 3}),
+    };
     let started = StepRecord {
         step: 1,
-        command: STATUS.into(),
+        action: Some(scale("6")),
+        prior: Some(recorded.clone()),
         status: StepStatus::Started,
         ended_at: None,
         ..done.clone()
     };
     f.store.claim_step(&id, &started).await.unwrap();
 
-    let out = remediate(
-        &f.deps,
-        &IncidentRef {
-            incident_id: id.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(out.outcome, RemediationOutcome::RolledBack);
-    let calls = f.executor.calls();
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied);
+    // Step 1 is not run again; step 2 is handed to the executor once more (its contract: the
+    // live state is compared with the target, so it is not changed twice).
+    let calls: Vec<(StepPhase, usize)> = f
+        .executor
+        .calls()
+        .iter()
+        .map(|(p, s, _)| (*p, *s))
+        .collect();
+    assert_eq!(calls, vec![(StepPhase::Apply, 1)]);
+    let steps = f.store.steps(&id).await.unwrap();
     assert_eq!(
-        calls,
-        vec![(StepPhase::Rollback, 0, UNDO.to_string())],
+        steps[1].prior,
+        Some(recorded),
+        "the prior state read before the crash is kept"
+    );
+    assert_eq!(steps[1].status, StepStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_command_started_by_an_earlier_iras_is_not_run_again_and_the_rest_is_rolled_back() {
+    let plan = lying_plan(vec![
+        step(undo(), RiskLevel::Medium),
+        step(status(), RiskLevel::Low),
+    ]);
+    let f = fixture(scripted(Some(plan)), FailingExecutor::default());
+    let id = through_plan(&f).await;
+    approve(&f, &id).await;
+    let t = f.deps.clock.now();
+    let done = StepRecord {
+        phase: StepPhase::Apply,
+        step: 0,
+        command: undo().render().cli,
+        rollback_command: String::new(),
+        action: Some(undo()),
+        prior: Some(FailingExecutor::prior_of(0)),
+        after: None,
+        status: StepStatus::Succeeded,
+        executor: "test".into(),
+        started_at: t,
+        ended_at: Some(t),
+        output: "ok".into(),
+    };
+    f.store.claim_step(&id, &done).await.unwrap();
+    // Recorded as a bare command: its outcome is unknown and it is never re-run.
+    let legacy = StepRecord {
+        step: 1,
+        command: "kubectl rollout status deployment/payment-service -n shop".into(),
+        action: None,
+        prior: None,
+        status: StepStatus::Started,
+        ended_at: None,
+        ..done.clone()
+    };
+    f.store.claim_step(&id, &legacy).await.unwrap();
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::RolledBack);
+    assert_eq!(
+        f.executor.calls(),
+        vec![(StepPhase::Rollback, 0, undo().render().cli)],
         "only the undo of step 1 ran"
     );
 }
@@ -292,25 +394,14 @@ async fn a_step_interrupted_mid_command_is_not_run_again_and_the_rest_is_rolled_
 #[tokio::test]
 async fn a_failed_step_rolls_back_completed_steps_in_reverse() {
     let plan = lying_plan(vec![
-        step(UNDO, UNDO, RiskLevel::Medium),
-        step(
-            "kubectl scale deployment/payment-service -n shop --replicas=8",
-            "kubectl scale deployment/payment-service -n shop --replicas=4",
-            RiskLevel::Medium,
-        ),
-        step(STATUS, STATUS, RiskLevel::Low),
+        step(undo(), RiskLevel::Medium),
+        step(scale("8"), RiskLevel::Medium),
+        step(status(), RiskLevel::Low),
     ]);
     let f = fixture(scripted(Some(plan)), FailingExecutor::failing_at(2));
     let id = through_plan(&f).await;
     approve(&f, &id).await;
-    let out = remediate(
-        &f.deps,
-        &IncidentRef {
-            incident_id: id.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
     assert_eq!(out.outcome, RemediationOutcome::RolledBack);
     assert_eq!(out.failed_step, Some(2));
     let order: Vec<(StepPhase, usize)> = f
@@ -327,6 +418,14 @@ async fn a_failed_step_rolls_back_completed_steps_in_reverse() {
             (StepPhase::Apply, 2),
             (StepPhase::Rollback, 1),
             (StepPhase::Rollback, 0),
+        ]
+    );
+    // Each rollback restored exactly the state its step recorded, never a guess.
+    assert_eq!(
+        *f.executor.restored.lock().unwrap(),
+        vec![
+            (1, FailingExecutor::prior_of(1)),
+            (0, FailingExecutor::prior_of(0))
         ]
     );
     let inc = f.store.get_incident(&id).await.unwrap().unwrap();
@@ -473,7 +572,10 @@ async fn an_instruction_planted_in_an_alert_field_changes_no_rule() {
         .unwrap()
         .plan
         .unwrap();
-    assert!(stored.steps.iter().all(|s| !s.command.contains("delete")));
+    assert!(stored
+        .steps
+        .iter()
+        .all(|s| !s.text().cli.contains("delete")));
 }
 
 #[tokio::test]
@@ -581,21 +683,34 @@ async fn a_repeat_of_an_open_alert_attaches_instead_of_opening_another_incident(
     let f = fixture(scripted(None), FailingExecutor::default());
     let first = open_incident(&f.deps, demo_alert()).await.unwrap();
     let again = ingest(&f.deps, demo_alert()).await.unwrap();
-    let Ingested::Attached(inc) = again else {
-        panic!("a repeat must attach");
-    };
-    assert_eq!(inc.incident_id, first.incident_id);
-    assert_eq!(inc.repeat_alerts.len(), 1);
-    // Once the incident is over, the same alert opens a new one.
+    assert_eq!(again.outcome, IngestOutcome::Repeat, "a repeat must attach");
+    assert_eq!(again.incident_id.as_ref(), Some(&first.incident_id));
+    let inc = f
+        .deps
+        .store
+        .get_incident(&first.incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inc.repeats.count, 1);
+    assert_eq!(inc.repeats.samples.len(), 1);
+    // Once the incident is over, and past the cool-down, the same alert opens a new one.
     let input: EscalateInput = serde_json::from_value(json!({
         "incident_id": first.incident_id, "escalation": {"reason": "rejected"}
     }))
     .unwrap();
     escalate(&f.deps, &input).await.unwrap();
-    assert!(matches!(
-        ingest(&f.deps, demo_alert()).await.unwrap(),
-        Ingested::Opened(_)
-    ));
+    let within = ingest(&f.deps, demo_alert()).await.unwrap();
+    assert_eq!(
+        within.outcome,
+        IngestOutcome::Recurrence,
+        "a flap, not a new page"
+    );
+    f.clock.advance(chrono::Duration::minutes(31));
+    assert_eq!(
+        ingest(&f.deps, demo_alert()).await.unwrap().outcome,
+        IngestOutcome::Opened
+    );
 }
 
 #[tokio::test]
@@ -703,6 +818,13 @@ async fn each_stage_calls_exactly_the_ports_it_declares() {
     run_logged(&deps, &log, &mut called, Stage::PostMortem, incident).await;
     assert_eq!(f.pager.pages.lock().unwrap().len(), 1);
 
+    // Verified: a plan applied by an executor that changes systems, its symptom read again.
+    let (f, id) = applied_for_real(0.002).await;
+    let deps = log.wrap(&f.deps);
+    let attempt = json!({"incident_id": id, "attempt": 1});
+    let verified = run_logged(&deps, &log, &mut called, Stage::Verify, attempt).await;
+    assert_eq!(verified["outcome"], json!("recovered"), "{verified}");
+
     for stage in Stage::ALL {
         let declared: BTreeSet<Port> = stage.ports().iter().copied().collect();
         assert_eq!(
@@ -712,4 +834,322 @@ async fn each_stage_calls_exactly_the_ports_it_declares() {
             stage.state_name()
         );
     }
+}
+
+#[tokio::test]
+async fn a_plan_edited_in_the_store_after_approval_is_refused_and_nothing_runs() {
+    let plan = lying_plan(vec![step(scale("6"), RiskLevel::Medium)]);
+    let f = fixture(scripted(Some(plan)), FailingExecutor::default());
+    let id = through_plan(&f).await;
+    approve(&f, &id).await;
+    // Someone with write access to the store swaps the approved replica count.
+    let mut inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    inc.plan.as_mut().unwrap().steps[0].action = Some(scale("60"));
+    f.store.update_incident(&inc).await.unwrap();
+    let err = remediate(&f.deps, &remediate_input(&id)).await.unwrap_err();
+    assert_eq!(err.name(), "PlanChanged");
+    assert!(f.executor.calls().is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() {
+    let plan = lying_plan(vec![step(scale("6"), RiskLevel::Medium)]);
+    let mut f = fixture(scripted(Some(plan)), FailingExecutor::default());
+    f.deps.config.policy = RemediationPolicy::parse(
+        "rules:\n  - actions: [runner]\n    resources: [\"shop/*\"]\n    approvers: 2\n",
+        "test policy",
+    )
+    .unwrap();
+    let id = through_plan(&f).await;
+    let planned = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(planned.plan.unwrap().required_approvers, 2);
+    request_approval(&f.deps, &approval_input(&id, "tok"))
+        .await
+        .unwrap();
+    let cb = NullCallbacks(Mutex::new(vec![]));
+    let first = decide(&f.deps, &cb, &id, approval_by("alice"))
+        .await
+        .unwrap();
+    assert!(first.approval.as_ref().unwrap().decision.is_none());
+    assert!(
+        cb.0.lock().unwrap().is_empty(),
+        "one approval does not start it"
+    );
+    let again = decide(&f.deps, &cb, &id, approval_by(" Alice "))
+        .await
+        .unwrap_err();
+    assert_eq!(again, DecideError::AlreadyApproved(" Alice ".into()));
+    assert!(
+        cb.0.lock().unwrap().is_empty(),
+        "the same person twice counts once"
+    );
+    // Not yet approved: Remediate refuses.
+    let err = remediate(&f.deps, &remediate_input(&id)).await.unwrap_err();
+    assert_eq!(err.name(), "ApprovalMissing");
+    let second = decide(&f.deps, &cb, &id, approval_by("bob")).await.unwrap();
+    let d = second.approval.as_ref().unwrap().decision.clone().unwrap();
+    assert_eq!(d.decision, Decision::Approved);
+    assert_eq!(cb.0.lock().unwrap().as_slice(), ["tok".to_string()]);
+    assert!(second
+        .timeline
+        .iter()
+        .any(|e| e.message.contains("approved by alice and bob")));
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied);
+}
+
+/// The payment error rate as it reads after the change: `value` at every minute after
+/// `since_change`.
+struct AfterTheChange {
+    value: f64,
+}
+
+#[async_trait]
+impl MetricSource for AfterTheChange {
+    fn name(&self) -> String {
+        "after-the-change".into()
+    }
+    async fn metrics(&self, q: &EvidenceQuery) -> Result<Vec<MetricSeries>, SourceError> {
+        let Some(t) = q.since_change else {
+            return Ok(vec![]);
+        };
+        let t = t.timestamp();
+        Ok(vec![MetricSeries {
+            service: "payment-service".into(),
+            name: "error_rate".into(),
+            unit: "ratio".into(),
+            points: (1..=10).map(|m| (t + 60 * m, Some(self.value))).collect(),
+            baseline: vec![],
+        }])
+    }
+}
+
+async fn applied_for_real(value: f64) -> (Fixture, IncidentId) {
+    let plan = lying_plan(vec![
+        step(undo(), RiskLevel::Medium),
+        step(scale("6"), RiskLevel::Medium),
+    ]);
+    let executor = FailingExecutor {
+        real: true,
+        ..Default::default()
+    };
+    let mut f = fixture(scripted(Some(plan)), executor);
+    f.deps.config.policy = RemediationPolicy::parse(
+        "rules:\n  - actions: [runner]\n    resources: [\"shop/*\"]\n",
+        "test policy",
+    )
+    .unwrap();
+    f.deps.config.verify_attempts = 2;
+    let id = through_plan(&f).await;
+    // From here on the metrics read as they do after the change.
+    f.deps.evidence.metrics = vec![Arc::new(AfterTheChange { value })];
+    approve(&f, &id).await;
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied);
+    assert_eq!(out.verify_after_seconds, 120);
+    (f, id)
+}
+
+#[tokio::test]
+async fn verify_resolves_the_incident_when_the_symptom_recovers() {
+    let (f, id) = applied_for_real(0.002).await;
+    let v = verify(&f.deps, &verify_input(&id, 1)).await.unwrap();
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        v.outcome,
+        VerificationOutcome::Recovered,
+        "{:#?}",
+        inc.verification
+    );
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.status, IncidentStatus::Resolved);
+    let check = &inc.verification.as_ref().unwrap().checks[0];
+    assert_eq!(
+        (check.service.as_str(), check.metric.as_str()),
+        ("payment-service", "error_rate")
+    );
+    assert!(check.during_incident > 0.3 && check.since_change == Some(0.002));
+}
+
+#[tokio::test]
+async fn a_plan_that_did_not_help_is_rolled_back_in_reverse_and_escalated_with_the_figures() {
+    let (f, id) = applied_for_real(0.41).await;
+    let first = verify(&f.deps, &verify_input(&id, 1)).await.unwrap();
+    assert_eq!(first.outcome, VerificationOutcome::Pending);
+    let last = verify(&f.deps, &verify_input(&id, 2)).await.unwrap();
+    assert_eq!(last.outcome, VerificationOutcome::NotRecovered);
+    let rolled = remediate(
+        &f.deps,
+        &RemediateInput {
+            incident_id: id.clone(),
+            rollback: Some(EscalationReason::NotRecovered),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rolled.outcome, RemediationOutcome::RolledBack);
+    let order: Vec<(StepPhase, usize)> = f
+        .executor
+        .calls()
+        .iter()
+        .map(|(p, s, _)| (*p, *s))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (StepPhase::Apply, 0),
+            (StepPhase::Apply, 1),
+            (StepPhase::Rollback, 1),
+            (StepPhase::Rollback, 0),
+        ]
+    );
+    let input: EscalateInput = serde_json::from_value(json!({
+        "incident_id": id, "escalation": {"reason": "not_recovered"}
+    }))
+    .unwrap();
+    escalate(&f.deps, &input).await.unwrap();
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    let e = inc.escalation.unwrap();
+    assert!(
+        e.detail.contains("applied but did not help"),
+        "{}",
+        e.detail
+    );
+    assert!(e.detail.contains("0.4100"), "the figures: {}", e.detail);
+}
+
+fn resolved(mut alert: Alert) -> Alert {
+    if let Some(o) = alert.origin.as_mut() {
+        o.state = AlertState::Resolved;
+    }
+    alert
+}
+
+#[tokio::test]
+async fn a_recovery_while_awaiting_approval_tells_the_channel_and_leaves_the_wait_by_default() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-1"))
+        .await
+        .unwrap();
+    let callbacks = NullCallbacks(Mutex::new(Vec::new()));
+    let r = ingest_with(&f.deps, &callbacks, resolved(demo_alert()))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, IngestOutcome::Recovered);
+    assert_eq!(r.incident_id.as_ref(), Some(&id));
+    let updates = f.notifier.updates.lock().unwrap().clone();
+    assert!(
+        updates
+            .iter()
+            .any(|(i, m)| *i == id && m.contains("reports the alert recovered")),
+        "{updates:?}"
+    );
+    assert!(
+        callbacks.0.lock().unwrap().is_empty(),
+        "AUTO_CANCEL_ON_RECOVERY is off"
+    );
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
+    assert!(inc.approval.unwrap().decision.is_none());
+    // The same recovery delivered again records nothing twice.
+    ingest_with(&f.deps, &callbacks, resolved(demo_alert()))
+        .await
+        .unwrap();
+    let again = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        again
+            .timeline
+            .iter()
+            .filter(|e| e.key.starts_with("source:recovered"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn with_auto_cancel_a_recovery_completes_the_waiting_task_as_recovered() {
+    let mut f = fixture(scripted(None), FailingExecutor::default());
+    f.deps.config.auto_cancel_on_recovery = true;
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-2"))
+        .await
+        .unwrap();
+    let callbacks = NullCallbacks(Mutex::new(Vec::new()));
+    ingest_with(&f.deps, &callbacks, resolved(demo_alert()))
+        .await
+        .unwrap();
+    assert_eq!(*callbacks.0.lock().unwrap(), vec!["tok-2".to_string()]);
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(
+        inc.approval.unwrap().decision.unwrap().decision,
+        Decision::Recovered
+    );
+    let pm = postmortem(
+        &f.deps,
+        &IncidentRef {
+            incident_id: id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pm.outcome, PostMortemOutcome::Recovered);
+    let closed = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(closed.status, IncidentStatus::Resolved);
+    assert!(f.executor.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_recovery_or_acknowledgement_of_an_unknown_alert_opens_nothing() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let r = ingest(&f.deps, resolved(demo_alert())).await.unwrap();
+    assert_eq!(r.outcome, IngestOutcome::Unmatched);
+    assert!(r.incident_id.is_none());
+    let mut ack = demo_alert();
+    ack.origin.as_mut().unwrap().state = AlertState::Acknowledged;
+    assert_eq!(
+        ingest(&f.deps, ack).await.unwrap().outcome,
+        IngestOutcome::Unmatched
+    );
+    let page = f
+        .store
+        .list_incidents(&IncidentQuery::default())
+        .await
+        .unwrap();
+    assert!(page.incidents.is_empty());
+    assert!(f.pager.pages.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_source_severity_raises_triage_but_never_lowers_it() {
+    let f = fixture(scripted(None), FailingExecutor::default());
+    let mut alert = demo_alert();
+    alert.origin.as_mut().unwrap().severity = Some(Severity::P0);
+    let inc = open_incident(&f.deps, alert).await.unwrap();
+    let out = triage(
+        &f.deps,
+        &IncidentRef {
+            incident_id: inc.incident_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.severity,
+        Severity::P0,
+        "a P1 source priority is a P0 floor"
+    );
+    let g = fixture(scripted(None), FailingExecutor::default());
+    let mut mild = demo_alert();
+    mild.origin.as_mut().unwrap().severity = Some(Severity::P3);
+    let inc = open_incident(&g.deps, mild).await.unwrap();
+    let out = triage(
+        &g.deps,
+        &IncidentRef {
+            incident_id: inc.incident_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.severity, Severity::P1, "the rules' P1 stands");
 }

@@ -200,6 +200,10 @@ async fn decide_error(store: &dyn IncidentStore, id: &IncidentId, e: DecideError
                 iras_core::format_time(at)
             ),
         ),
+        DecideError::AlreadyApproved(who) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{who} already approved this plan: it needs another person's approval."),
+        ),
         DecideError::Unavailable(detail) => ApiError::unavailable(
             "The decision could not be delivered to the pipeline",
             detail,
@@ -229,11 +233,17 @@ mod tests {
         assert_eq!(b.approver, "alice");
         assert_eq!(b.comment.as_deref(), Some("looks right"));
         assert_eq!(
-            parse_body(br#"{"approver": 3}"#).unwrap_err().field,
+            parse_body(br#"{"approver": 3}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("approver")
         );
         assert_eq!(
-            parse_body(br#"{"comment": []}"#).unwrap_err().field,
+            parse_body(br#"{"comment": []}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("comment")
         );
         let long = format!(

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 pub(crate) struct ApiError {
     pub status: StatusCode,
     pub error: String,
-    pub field: Option<&'static str>,
+    pub field: Option<String>,
     /// Extra members of the body (the incident id of an alert whose pipeline did not start).
     pub extra: Map<String, Value>,
     pub bearer_challenge: bool,
@@ -28,8 +28,8 @@ impl ApiError {
         }
     }
 
-    pub fn field(mut self, field: &'static str) -> Self {
-        self.field = Some(field);
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
         self
     }
 
@@ -65,7 +65,7 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         body.insert("error".into(), Value::String(self.error));
         if let Some(f) = self.field {
-            body.insert("field".into(), Value::String(f.into()));
+            body.insert("field".into(), Value::String(f));
         }
         body.extend(self.extra);
         let mut response = (self.status, Json(Value::Object(body))).into_response();

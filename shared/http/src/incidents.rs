@@ -108,6 +108,9 @@ pub(crate) fn summary(i: &Incident) -> Value {
             .as_ref()
             .filter(|a| awaiting && a.decision.is_none())
             .map(|a| &a.approval_id),
+        "repeats": i.repeats.count,
+        "recurrences": i.repeats.recurrences,
+        "source_recovered": i.source_recovered(),
     })
 }
 
@@ -130,7 +133,21 @@ pub(crate) async fn list(
         .await
         .map_err(|e| ApiError::unavailable("Incidents could not be listed", e))?;
     let incidents: Vec<Value> = page.incidents.iter().map(summary).collect();
-    Ok(Json(json!({ "incidents": incidents, "next": page.next })).into_response())
+    let unreadable: Vec<Value> = page
+        .unreadable
+        .iter()
+        .map(|u| json!({"incident_id": u.incident_id, "error": u.error}))
+        .collect();
+    if !unreadable.is_empty() {
+        tracing::error!(
+            count = unreadable.len(),
+            "incident records that cannot be read were left out of the listing"
+        );
+    }
+    Ok(
+        Json(json!({ "incidents": incidents, "next": page.next, "unreadable": unreadable }))
+            .into_response(),
+    )
 }
 
 pub(crate) async fn report(
@@ -141,6 +158,17 @@ pub(crate) async fn report(
     match incident_report(state.app.deps.store.as_ref(), &id).await {
         Ok(Some(report)) => Ok(Json(report).into_response()),
         Ok(None) => Err(unknown(&id)),
+        // This record alone is broken: say so, for this incident only.
+        Err(iras_core::StoreError::Corrupt(e)) => {
+            tracing::error!(incident = %id, error = %e, "incident record cannot be read");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "The record of incident {id} cannot be read; other incidents are not affected."
+                ),
+            )
+            .with("incident_id", id.to_string()))
+        }
         Err(e) => Err(ApiError::unavailable("The incident could not be read", e)),
     }
 }
@@ -283,7 +311,7 @@ mod tests {
             ("limit", "x"),
         ] {
             let e = parse_query(&params(&[(k, v)])).unwrap_err();
-            assert_eq!(e.field, Some(k), "{k}={v}");
+            assert_eq!(e.field.as_deref(), Some(k), "{k}={v}");
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }
         // Blank means "no filter", as an HTML form would send it.

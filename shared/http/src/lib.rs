@@ -22,6 +22,8 @@ use axum::{Json, Router};
 use iras_core::config::{ConfigError, EnvVars};
 use iras_core::stages::Deps;
 use iras_core::{IncidentQuery, PipelineStarter, TaskCallbacks};
+use iras_intake::sns::{SnsTransport, SnsVerifier};
+use iras_intake::{IntakeConfig, Source};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -44,6 +46,14 @@ pub struct HttpConfig {
     /// `APPROVAL_SIGNING_KEY`: signs and verifies approval links. Empty disables the pages.
     pub approval_signing_key: Vec<u8>,
     pub body_limit_bytes: usize,
+    /// `WEBHOOK_SECRET_<SOURCE>`: a source's own secret for its own route, in place of
+    /// `WEBHOOK_SECRET` there.
+    pub source_secrets: HashMap<Source, String>,
+    /// What the parsers are told (`ALERT_SERVICE_LABELS`).
+    pub intake: IntakeConfig,
+    /// Fetches SNS signing certificates and confirms subscriptions; without it `/webhook/sns`
+    /// answers 503 (nothing unverified is ever acted on).
+    pub sns_transport: Option<Arc<dyn SnsTransport>>,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +63,9 @@ impl Default for HttpConfig {
             api_keys: Vec::new(),
             approval_signing_key: Vec::new(),
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+            source_secrets: HashMap::new(),
+            intake: IntakeConfig::default(),
+            sns_transport: None,
         }
     }
 }
@@ -73,6 +86,11 @@ impl HttpConfig {
             approval_signing_key: get("APPROVAL_SIGNING_KEY")
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),
+            source_secrets: Source::ALL
+                .into_iter()
+                .filter_map(|s| env.string(&s.secret_var()).map(|v| (s, v)))
+                .collect(),
+            intake: IntakeConfig::from_vars(vars),
             ..HttpConfig::default()
         };
         if let Some(v) = get("WEBHOOK_BODY_LIMIT_BYTES") {
@@ -109,6 +127,16 @@ impl fmt::Debug for HttpConfig {
                 &set(!self.approval_signing_key.is_empty()),
             )
             .field("body_limit_bytes", &self.body_limit_bytes)
+            .field(
+                "source_secrets",
+                &self
+                    .source_secrets
+                    .keys()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("intake", &self.intake)
+            .field("sns_transport", &set(self.sns_transport.is_some()))
             .finish()
     }
 }
@@ -136,6 +164,8 @@ pub(crate) struct Shared {
     pub app: Arc<App>,
     pub replay: Mutex<webhook::ReplayGuard>,
     pub slack: Option<slack::SlackInteractivity>,
+    /// Verifies SNS messages; caches the certificates it fetched.
+    pub sns: Option<SnsVerifier>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -158,13 +188,16 @@ pub fn router_with_slack(app: Arc<App>, slack: Option<slack::SlackInteractivity>
     {
         tracing::error!("WEBHOOK_SECRET is set but blank: every alert will be refused");
     }
+    let sns = app.http.sns_transport.clone().map(SnsVerifier::new);
     let state = Arc::new(Shared {
         app,
         replay: Mutex::new(webhook::ReplayGuard::default()),
         slack,
+        sns,
     });
     Router::new()
         .route("/webhook/alert", post(webhook::receive_alert))
+        .route("/webhook/{source}", post(webhook::receive))
         .route("/incidents", get(incidents::list))
         .route("/incidents/{id}", get(incidents::report))
         .route("/incidents/{id}/postmortem", get(incidents::postmortem))
@@ -247,9 +280,17 @@ mod tests {
             api_keys: vec!["api-key-1".into(), "api-key-2".into()],
             approval_signing_key: b"signing-key-1".to_vec(),
             body_limit_bytes: 10,
+            source_secrets: [(Source::Sentry, "sentry-secret-1".to_string())].into(),
+            ..HttpConfig::default()
         };
         let shown = format!("{c:?}");
-        for secret in ["hook-secret-1", "api-key-1", "api-key-2", "signing-key-1"] {
+        for secret in [
+            "hook-secret-1",
+            "api-key-1",
+            "api-key-2",
+            "signing-key-1",
+            "sentry-secret-1",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("2 key(s)"), "{shown}");

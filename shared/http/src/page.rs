@@ -319,11 +319,20 @@ pub(crate) async fn submit(
     };
     let app = &state.app;
     match decide(&app.deps, app.callbacks.as_ref(), &id, request).await {
-        Ok(_) => {
+        Ok(stored) => {
             tracing::info!(incident = %id, decision = decision.as_str(), %approver, "plan decided via approval page");
+            let waiting = stored
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.decision.is_none());
             let (heading, outcome) = match decision {
+                Decision::Approved if waiting => (
+                    "Approval recorded",
+                    "Approval recorded — the policy asks a second person to approve before it runs.",
+                ),
                 Decision::Approved => ("Approved", "Approved — the plan is being applied."),
                 Decision::Rejected => ("Rejected", "Rejected — on-call has been paged."),
+                Decision::Recovered => ("Closed", "The source recovered; nothing was applied."),
             };
             Ok(message_page(StatusCode::OK, heading, outcome))
         }
@@ -341,6 +350,11 @@ pub(crate) async fn submit(
             StatusCode::CONFLICT,
             "Not waiting for approval",
             format!("Incident {id} is no longer waiting for approval."),
+        )),
+        Err(DecideError::AlreadyApproved(who)) => Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "Already approved by you",
+            format!("{who} already approved this plan: it needs another person's approval."),
         )),
         Err(DecideError::Unavailable(e)) => Err(unavailable(e)),
     }
@@ -364,7 +378,7 @@ fn render_plan(out: &mut String, plan: &RemediationPlan) {
     if plan.blocked_by_policy {
         let _ = writeln!(
             out,
-            "<p class=\"notice danger\">Some commands are outside the remediation policy: \
+            "<p class=\"notice danger\">Some actions are outside the remediation policy: \
              this plan will not run even if approved.</p>"
         );
     }
@@ -387,16 +401,25 @@ fn render_plan(out: &mut String, plan: &RemediationPlan) {
             "<h3>Step {n}: <span class=\"description\">{}</span></h3>\n<dl>",
             escape(&step.description)
         );
+        // Rendered from the action: what is approved here is exactly what runs.
+        let text = step.text();
         dl_row(
             out,
             "Command",
-            &format!("<code class=\"command\">{}</code>", escape(&step.command)),
+            &format!("<code class=\"command\">{}</code>", escape(&text.cli)),
+        );
+        dl_row(
+            out,
+            "Resource",
+            &format!("<span class=\"resource\">{}</span>", escape(&text.resource)),
+        );
+        dl_row(
+            out,
+            "Change",
+            &format!("<span class=\"change\">{}</span>", escape(&text.change)),
         );
         let rollback = if step.has_rollback() {
-            format!(
-                "<code class=\"rollback\">{}</code>",
-                escape(&step.rollback_command)
-            )
+            format!("<span class=\"rollback\">{}</span>", escape(&text.rollback))
         } else {
             "<span class=\"rollback irreversible\">none — irreversible</span>".to_string()
         };
@@ -496,12 +519,44 @@ fn render(
     for (key, value) in &alert.fields {
         dl_row(&mut out, key, &escape(&value_text(value)));
     }
-    if !incident.repeat_alerts.is_empty() {
+    if !incident.repeats.is_empty() {
+        let r = &incident.repeats;
+        let mut text = format!("fired again {} time(s)", r.count);
+        if let (Some(first), Some(last)) = (r.first_seen, r.last_seen) {
+            text.push_str(&format!(
+                ", from {} to {}",
+                fmt_time(&first),
+                fmt_time(&last)
+            ));
+        }
+        if r.recurrences > 0 {
+            text.push_str(&format!("; flapped {} time(s)", r.recurrences));
+        }
+        dl_row(&mut out, "Repeats", &escape(&text));
+    }
+    for link in alert.links() {
         dl_row(
             &mut out,
-            "Repeats",
-            &format!("fired again {} time(s)", incident.repeat_alerts.len()),
+            &format!("Link ({})", link.kind),
+            &format!(
+                "<a href=\"{}\" rel=\"noopener noreferrer\">{}</a>",
+                escape(&link.href),
+                escape(&link.href)
+            ),
         );
+    }
+    if incident.source_recovered() {
+        if let Some(at) = incident.source_recovered_at {
+            dl_row(
+                &mut out,
+                "Source",
+                &format!(
+                    "<strong id=\"recovered\">The source reports the alert recovered at {}.</strong> \
+                     Check whether the plan is still needed.",
+                    escape(&fmt_time(&at))
+                ),
+            );
+        }
     }
     let _ = writeln!(out, "</dl>\n</section>");
 

@@ -212,6 +212,10 @@ async fn refusal_text(state: &AppState, id: &IncidentId, e: &DecideError) -> Str
             "The approval window closed at {}; the incident is escalated to on-call.",
             iras_core::format_time(*at)
         ),
+        DecideError::AlreadyApproved(who) => format!(
+            "{} already approved this plan: it needs another person's approval.",
+            mrkdwn(who)
+        ),
         DecideError::Unavailable(detail) => {
             tracing::error!(incident = %id, error = %detail, "slack decision not delivered");
             "The decision could not be delivered to the pipeline; nothing was decided. Try again shortly.".into()
@@ -281,6 +285,7 @@ pub(crate) async fn interactions(
                     "Plan rejected by {}. On-call is being paged.",
                     mrkdwn(&click.approver)
                 ),
+                Decision::Recovered => "The source recovered; nothing was applied.".into(),
             }
         }
         Ok(Ok(Err(e))) => refusal_text(&state, &click.incident, &e).await,

@@ -1,17 +1,23 @@
-//! `POST /webhook/alert`: authenticate, validate, ingest, start the pipeline.
+//! `POST /webhook/<source>`: authenticate, read the source's payload into alerts, ingest each,
+//! start the pipelines of the incidents they open. `/webhook/alert` detects the source from
+//! the body and keeps accepting IRAS's flat shape; `/webhook/sns` verifies every message's
+//! signature before acting on it.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use base64::Engine;
 use iras_core::signing::{hmac_hex, secure_eq};
 use iras_core::stages::{open_and_start, IngestFailure, Ingested};
-use iras_core::{Alert, AlertError};
+use iras_core::{json_depth, Alert, MAX_ALERT_DEPTH};
+use iras_intake::sns::{self, SnsError, SnsKind};
+use iras_intake::{detect, parse, IntakeError, Source};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -79,6 +85,10 @@ enum Authenticated {
     /// No secret configured: the webhook is open (local use).
     Open,
     Bearer,
+    /// HTTP basic auth with the secret as password (SNS can only do this, in the URL).
+    Basic,
+    /// The source's own signature over the body (PagerDuty v3, Sentry).
+    SourceSigned,
     /// Signed; the signature is remembered as used.
     Signed(String),
 }
@@ -88,6 +98,8 @@ impl Authenticated {
         match self {
             Authenticated::Open => "none",
             Authenticated::Bearer => "bearer",
+            Authenticated::Basic => "basic",
+            Authenticated::SourceSigned => "source signature",
             Authenticated::Signed(_) => "signature",
         }
     }
@@ -125,13 +137,55 @@ pub fn webhook_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     )
 }
 
+/// The password of `Authorization: Basic <base64 user:password>`.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let value = header(headers, AUTHORIZATION.as_str())?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// The source's own body signature, where it has one: PagerDuty v3 sends
+/// `X-PagerDuty-Signature: v1=<hex HMAC-SHA256 of the body>` (several, comma-separated, while
+/// a secret rotates); Sentry sends `Sentry-Hook-Signature: <hex HMAC-SHA256 of the body>`.
+fn source_signature_ok(
+    source: Option<Source>,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &str,
+) -> bool {
+    let expected = hmac_hex(secret.as_bytes(), body);
+    match source {
+        Some(Source::PagerDuty) => header(headers, "x-pagerduty-signature").is_some_and(|v| {
+            v.split(',')
+                .filter_map(|s| s.trim().strip_prefix("v1="))
+                .any(|sig| secure_eq(&sig.to_ascii_lowercase(), &expected))
+        }),
+        Some(Source::Sentry) => header(headers, "sentry-hook-signature")
+            .is_some_and(|sig| secure_eq(&sig.to_ascii_lowercase(), &expected)),
+        _ => false,
+    }
+}
+
 fn authenticate(
     state: &AppState,
+    route: Option<Source>,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
 ) -> Result<Authenticated, ApiError> {
-    let Some(secret) = state.app.http.webhook_secret.as_deref() else {
+    let http = &state.app.http;
+    // A source's own secret, else the one every route shares.
+    let secret = route
+        .and_then(|s| http.source_secrets.get(&s))
+        .or(http.webhook_secret.as_ref());
+    let Some(secret) = secret.map(String::as_str) else {
         return Ok(Authenticated::Open);
     };
     if secret.trim().is_empty() {
@@ -145,10 +199,17 @@ fn authenticate(
             return Ok(Authenticated::Bearer);
         }
     }
+    if basic_password(headers).is_some_and(|p| secure_eq(&p, secret)) {
+        return Ok(Authenticated::Basic);
+    }
+    if source_signature_ok(route, headers, body, secret) {
+        return Ok(Authenticated::SourceSigned);
+    }
     let Some(signature) = header(headers, SIGNATURE_HEADER) else {
         return Err(ApiError::unauthorized(
             "This webhook requires authentication: sign the body (X-IRAS-Signature with \
-             X-IRAS-Timestamp) or send Authorization: Bearer <secret>.",
+             X-IRAS-Timestamp), send Authorization: Bearer <secret>, or basic auth with the \
+             secret as password.",
         ));
     };
     let Some(timestamp) = header(headers, TIMESTAMP_HEADER) else {
@@ -200,30 +261,69 @@ fn sentence(s: &str) -> String {
     out
 }
 
-fn validate(body: &[u8]) -> Result<Alert, ApiError> {
+/// JSON, or SNS's `text/plain`; anything else (a form, XML) is not an alert.
+fn content_type_ok(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let media = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media.is_empty()
+        || media == "application/json"
+        || media == "text/plain"
+        || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+fn unprocessable(e: &IntakeError) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, sentence(&e.to_string())).field(e.field.clone())
+}
+
+/// Reads the body as JSON IRAS can store: an object, nested no deeper than the store holds.
+fn read_json(body: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("The body is not valid JSON ({e})."),
         )
     })?;
-    Alert::from_json(value).map_err(|e| match e {
-        AlertError::NotAnObject => ApiError::new(StatusCode::BAD_REQUEST, sentence(&e.to_string())),
-        _ => {
-            let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, sentence(&e.to_string()));
-            match e.field() {
-                Some(f) => err.field(f),
-                None => err,
-            }
-        }
-    })
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "The body must be a JSON object.",
+        ));
+    }
+    let depth = json_depth(&value);
+    if depth > MAX_ALERT_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "The body nests {depth} levels deep; IRAS stores alerts nested at most \
+                 {MAX_ALERT_DEPTH} levels."
+            ),
+        )
+        .field("body"));
+    }
+    Ok(value)
 }
 
-pub(crate) async fn receive_alert(
+/// `POST /webhook/{source}`.
+pub(crate) async fn receive(
     State(state): State<AppState>,
+    route: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let route = route.map(|Path(r)| r).unwrap_or_default();
+    let Some(route_source) = Source::from_route(&route) else {
+        return Err(ApiError::not_found(format!(
+            "There is no webhook for `{route}`: use /webhook/alert (any source, detected) or \
+             one of /webhook/alertmanager, grafana, datadog, pagerduty, opsgenie, sentry, sns."
+        )));
+    };
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -242,11 +342,18 @@ pub(crate) async fn receive_alert(
             ))
         }
     };
+    if !content_type_ok(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Alerts are JSON: send Content-Type: application/json (SNS's text/plain is read \
+             as JSON too).",
+        ));
+    }
     let now = state.app.deps.clock.now().timestamp();
-    let auth = authenticate(&state, &headers, &body, now).inspect_err(|e| {
-        tracing::warn!(reason = %e.error, "webhook request refused");
+    let auth = authenticate(&state, route_source, &headers, &body, now).inspect_err(|e| {
+        tracing::warn!(reason = %e.error, route, "webhook request refused");
     })?;
-    let outcome = handle(&state, &body).await;
+    let outcome = handle(&state, route_source, &body).await;
     if let (Err(e), Authenticated::Signed(signature)) = (&outcome, &auth) {
         if e.status.is_server_error() {
             state
@@ -256,27 +363,110 @@ pub(crate) async fn receive_alert(
                 .forget(signature);
         }
     }
-    let (ingested, id) = outcome?;
-    tracing::info!(
-        incident = %id,
-        deduplicated = ingested.is_repeat(),
-        auth = auth.method(),
-        "alert accepted"
-    );
-    Ok(accepted(&ingested))
+    match outcome? {
+        Handled::Reply(reply) => Ok(reply),
+        Handled::Alerts(source, results) => {
+            tracing::info!(
+                source = source.as_str(),
+                alerts = results.len(),
+                auth = auth.method(),
+                "alerts accepted"
+            );
+            Ok(accepted(source, &results))
+        }
+    }
 }
 
-async fn handle(
-    state: &AppState,
-    body: &[u8],
-) -> Result<(Ingested, iras_core::IncidentId), ApiError> {
-    let alert = validate(body)?;
-    let app = &state.app;
-    match open_and_start(&app.deps, app.starter.as_ref(), alert).await {
-        Ok(ingested) => {
-            let id = ingested.incident().incident_id.clone();
-            Ok((ingested, id))
+/// The one route of IRAS's first webhook, kept as it was.
+pub(crate) async fn receive_alert(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    receive(state, Ok(Path("alert".to_string())), headers, body).await
+}
+
+/// What a delivery became: a response of its own (SNS confirmations), or ingested alerts.
+enum Handled {
+    Reply(Response),
+    Alerts(Source, Vec<Ingested>),
+}
+
+async fn handle(state: &AppState, route: Option<Source>, body: &[u8]) -> Result<Handled, ApiError> {
+    let value = read_json(body)?;
+    let source = route.unwrap_or_else(|| detect(&value));
+    let now = state.app.deps.clock.now();
+    let alerts = if source == Source::Sns {
+        match sns_delivery(state, &value).await? {
+            Some(alerts) => alerts,
+            None => {
+                return Ok(Handled::Reply(
+                    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+                ))
+            }
         }
+    } else {
+        parse(source, value, now, &state.app.http.intake).map_err(|e| {
+            // A flat alert that is not even an object was refused above; everything else
+            // names the field.
+            unprocessable(&e)
+        })?
+    };
+    let mut results = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        results.push(ingest_one(state, alert).await?);
+    }
+    Ok(Handled::Alerts(source, results))
+}
+
+/// A verified SNS message: a confirmation is confirmed (`None`: nothing to ingest), an
+/// unsubscribe confirmation logged, a notification's alerts returned.
+async fn sns_delivery(state: &AppState, value: &Value) -> Result<Option<Vec<Alert>>, ApiError> {
+    let envelope = sns::envelope(value).map_err(|e| unprocessable(&e))?;
+    let Some(verifier) = state.sns.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This IRAS cannot verify SNS signatures (no SNS transport configured).",
+        ));
+    };
+    let refused = |e: SnsError| match e {
+        SnsError::NotAuthentic(why) => {
+            tracing::warn!(topic = %envelope.topic_arn, %why, "SNS message refused");
+            ApiError::new(StatusCode::FORBIDDEN, format!("{}.", sentence(&why)))
+        }
+        SnsError::Unreachable(why) => ApiError::unavailable("SNS could not be reached", why),
+    };
+    match envelope.kind {
+        SnsKind::SubscriptionConfirmation => {
+            verifier.confirm(&envelope).await.map_err(refused)?;
+            tracing::info!(topic = %envelope.topic_arn, "SNS subscription confirmed");
+            Ok(None)
+        }
+        SnsKind::UnsubscribeConfirmation => {
+            verifier.verify(&envelope).await.map_err(refused)?;
+            tracing::warn!(topic = %envelope.topic_arn, "SNS subscription removed: no more alerts from this topic");
+            Ok(None)
+        }
+        SnsKind::Notification => {
+            verifier.verify(&envelope).await.map_err(refused)?;
+            sns::notification_alerts(&envelope)
+                .map(Some)
+                .map_err(|e| unprocessable(&e))
+        }
+    }
+}
+
+async fn ingest_one(state: &AppState, alert: Alert) -> Result<Ingested, ApiError> {
+    let app = &state.app;
+    match open_and_start(
+        &app.deps,
+        app.starter.as_ref(),
+        app.callbacks.as_ref(),
+        alert,
+    )
+    .await
+    {
+        Ok(ingested) => Ok(ingested),
         Err(IngestFailure::NotRecorded(e)) => {
             Err(ApiError::unavailable("The alert could not be recorded", e))
         }
@@ -289,17 +479,28 @@ async fn handle(
     }
 }
 
-fn accepted(ingested: &Ingested) -> Response {
-    let incident = ingested.incident();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "incident_id": incident.incident_id,
-            "status": incident.status.as_str(),
-            "deduplicated": ingested.is_repeat(),
-        })),
-    )
-        .into_response()
+fn result_json(i: &Ingested) -> Value {
+    json!({
+        "incident_id": i.incident_id,
+        "status": i.status.map(|s| s.as_str()),
+        "outcome": i.outcome.as_str(),
+        "state": i.state.as_str(),
+        "deduplicated": i.is_repeat(),
+        "key": i.fingerprint,
+    })
+}
+
+/// `202`: the first alert's result at the top (the flat shape's answer, unchanged), and every
+/// alert's in `results`.
+fn accepted(source: Source, results: &[Ingested]) -> Response {
+    let mut body = match results.first() {
+        Some(first) => result_json(first),
+        None => json!({"incident_id": null, "status": null, "deduplicated": false}),
+    };
+    body["source"] = json!(source.as_str());
+    body["alerts"] = json!(results.len());
+    body["results"] = Value::Array(results.iter().map(result_json).collect());
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -89,6 +89,19 @@ impl IncidentStore for DownStore {
     async fn find_by_approval_id(&self, _: &str) -> Result<Option<Incident>, StoreError> {
         Err(down())
     }
+    async fn latest_with_fingerprint(
+        &self,
+        _: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError> {
+        Err(down())
+    }
+    async fn record_repeat(
+        &self,
+        _: &IncidentId,
+        _: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError> {
+        Err(down())
+    }
     async fn put_attempt(
         &self,
         _: &IncidentId,
@@ -141,6 +154,7 @@ fn http_config() -> HttpConfig {
         api_keys: vec![API_KEY.into(), API_KEY_2.into()],
         approval_signing_key: SIGNING_KEY.to_vec(),
         body_limit_bytes: 256 * 1024,
+        ..HttpConfig::default()
     }
 }
 
@@ -284,9 +298,8 @@ impl Fx {
         let id = ingest(&self.deps, alert)
             .await
             .unwrap()
-            .incident()
             .incident_id
-            .clone();
+            .expect("an incident");
         let r = IncidentRef {
             incident_id: id.clone(),
         };
@@ -391,7 +404,7 @@ async fn a_repeat_alert_attaches_to_the_open_incident_and_is_started_again() {
     assert_eq!(again["deduplicated"], true);
     assert_eq!(f.count().await, 1);
     let id = IncidentId(first["incident_id"].as_str().unwrap().to_string());
-    assert_eq!(f.incident(&id).await.repeat_alerts.len(), 1);
+    assert_eq!(f.incident(&id).await.repeats.count, 1);
     // Starting is idempotent; starting again heals an incident whose first start failed.
     assert_eq!(f.starter.started.lock().unwrap().len(), 2);
 }
@@ -536,7 +549,7 @@ async fn replaying_a_signed_request_is_401() {
     assert!(replay.json()["error"].as_str().unwrap().contains("replay"));
     let id = IncidentId(first.json()["incident_id"].as_str().unwrap().to_string());
     assert!(
-        f.incident(&id).await.repeat_alerts.is_empty(),
+        f.incident(&id).await.repeats.is_empty(),
         "the replay was not ingested"
     );
 }
@@ -963,14 +976,18 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
     assert!(!plan.steps.is_empty());
     assert_eq!(html.matches("class=\"step\"").count(), plan.steps.len());
     for step in &plan.steps {
-        let command = iras_http::html::escape(&step.command);
+        // What the page shows is rendered from the step's action.
+        let text = step.text();
+        let command = iras_http::html::escape(&text.cli);
         assert!(
             html.contains(&format!("<code class=\"command\">{command}</code>")),
             "{command}"
         );
+        let change = iras_http::html::escape(&text.change);
+        assert!(html.contains(&format!("<span class=\"change\">{change}</span>")));
         if step.has_rollback() {
-            let rb = iras_http::html::escape(&step.rollback_command);
-            assert!(html.contains(&format!("<code class=\"rollback\">{rb}</code>")));
+            let rb = iras_http::html::escape(&text.rollback);
+            assert!(html.contains(&format!("<span class=\"rollback\">{rb}</span>")));
         }
         let risk = step.risk_level.as_str();
         assert!(html.contains(&format!("class=\"risk risk-{risk}\">{risk}<")));
@@ -1001,9 +1018,13 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
 async fn an_irreversible_step_says_so() {
     let f = fixture();
     let (id, out) = f.awaiting_approval(demo_alert_json()).await;
-    // Make the first step irreversible in the record, as the plan stage would have.
+    // Make the first step one that cannot be undone.
     let mut inc = f.incident(&id).await;
-    inc.plan.as_mut().unwrap().steps[0].rollback_command.clear();
+    inc.plan.as_mut().unwrap().steps[0].action = Some(Action::Runner {
+        operation: "kubernetes.rollout_restart".into(),
+        target: "shop/deployment/payment-service".into(),
+        parameters: Default::default(),
+    });
     f.store.update_incident(&inc).await.unwrap();
     let html = f.get(&link(&out)).await.text();
     assert!(html.contains("none — irreversible"));
@@ -1237,4 +1258,159 @@ async fn unknown_routes_and_methods_answer_in_json() {
     let r = f.get("/webhook/alert").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(r.json()["error"].is_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources' routes: their own secrets and signatures, their errors
+
+fn with_source_secrets() -> Fx {
+    fixture_with(
+        HttpConfig {
+            webhook_secret: Some(HOOK_SECRET.into()),
+            source_secrets: [
+                (iras_intake::Source::PagerDuty, "pd-secret".to_string()),
+                (iras_intake::Source::Sentry, "sentry-secret".to_string()),
+                (iras_intake::Source::Sns, "sns-secret".to_string()),
+            ]
+            .into(),
+            ..http_config()
+        },
+        None,
+    )
+}
+
+async fn post_to(f: &Fx, path: &str, body: &str, headers: &[(&str, String)]) -> Reply {
+    let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    f.send(req.body(Body::from(body.to_string())).unwrap())
+        .await
+}
+
+fn pagerduty_event(key: &str) -> String {
+    json!({"event": {"id": "e1", "event_type": "incident.triggered", "resource_type": "incident",
+        "occurred_at": "2024-03-12T14:07:30Z",
+        "data": {"id": "P1", "type": "incident", "incident_key": key,
+                 "title": "High error rate on payment-service",
+                 "service": {"summary": "payment-service", "id": "PS1"}}}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn pagerduty_is_authenticated_by_its_own_signature_under_its_own_secret() {
+    let f = with_source_secrets();
+    let body = pagerduty_event("k-1");
+    let sig = iras_core::signing::hmac_hex(b"pd-secret", body.as_bytes());
+    let r = post_to(
+        &f,
+        "/webhook/pagerduty",
+        &body,
+        &[("x-pagerduty-signature", format!("v1=deadbeef, v1={sig}"))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    assert_eq!(r.json()["source"], "pagerduty");
+    let other = pagerduty_event("k-2");
+    let wrong = iras_core::signing::hmac_hex(HOOK_SECRET.as_bytes(), other.as_bytes());
+    let r = post_to(
+        &f,
+        "/webhook/pagerduty",
+        &other,
+        &[("x-pagerduty-signature", format!("v1={wrong}"))],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the shared secret is not PagerDuty's"
+    );
+    assert_eq!(f.count().await, 1);
+}
+
+#[tokio::test]
+async fn sentry_signs_the_body_with_its_client_secret() {
+    let f = with_source_secrets();
+    let body = json!({"action": "triggered", "data": {"event": {
+        "issue_id": "42", "title": "TypeError: x is undefined", "level": "error",
+        "datetime": "2024-03-12T14:07:30Z"}}})
+    .to_string();
+    let sig = iras_core::signing::hmac_hex(b"sentry-secret", body.as_bytes());
+    let r = post_to(
+        &f,
+        "/webhook/sentry",
+        &body,
+        &[("sentry-hook-signature", sig)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let r = post_to(&f, "/webhook/sentry", &body, &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sns_authenticates_with_basic_auth_and_without_a_transport_acts_on_nothing() {
+    use base64::Engine;
+    let f = with_source_secrets();
+    let body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../intake/tests/fixtures/sns/subscription-confirmation.json"
+    ))
+    .unwrap();
+    let basic = |user_pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    };
+    let r = post_to(
+        &f,
+        "/webhook/sns",
+        &body,
+        &[("authorization", basic("iras:wrong"))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = post_to(
+        &f,
+        "/webhook/sns",
+        &body,
+        &[("authorization", basic("iras:sns-secret"))],
+    )
+    .await;
+    // Authenticated, but nothing unverified is ever acted on.
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_vendor_payload_with_a_bad_field_is_422_naming_where() {
+    let f = fixture();
+    let body = json!({"version": "4", "status": "firing", "receiver": "iras", "groupKey": "{}:{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Down"},
+                    "startsAt": "2024-03-12T14:07:30Z"},
+                   {"status": "firing", "labels": {"alertname": "Down"}, "startsAt": "soon"}]})
+    .to_string();
+    let r = post_to(&f, "/webhook/alertmanager", &body, &[]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.json()["field"], "alerts[1].startsAt");
+    assert_eq!(
+        f.count().await,
+        0,
+        "a delivery is read whole before anything is written"
+    );
+    let r = post_to(&f, "/webhook/nagios", &body, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_listing_says_what_it_could_not_read_and_counts_repeats() {
+    let f = fixture();
+    for _ in 0..3 {
+        let r = f.post_alert(demo_alert_json().to_string(), &[]).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    let r = f.get("/incidents").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["unreadable"], json!([]));
+    assert_eq!(r.json()["incidents"][0]["repeats"], 2);
 }

@@ -148,9 +148,8 @@ impl Fx {
         let id = ingest(&self.deps, scenario.alert)
             .await
             .unwrap()
-            .incident()
             .incident_id
-            .clone();
+            .expect("an incident");
         let r = IncidentRef {
             incident_id: id.clone(),
         };

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
-#[cfg(feature = "http")]
 use async_trait::async_trait;
 use iras_aws::{DynamoStore, SdkConfig};
-use iras_core::config::{ApprovalLinks, ConfigError, EnvVars};
+use iras_core::config::{ApprovalLinks, ConfigError, EnvVars, ExecutorKind};
+use iras_core::executor::DryRunExecutor;
 use iras_core::handler::Port;
 use iras_core::ports::*;
 use iras_core::stages::Deps;
@@ -52,6 +52,8 @@ pub enum BootError {
          feature: enable it in the function's Cargo.toml"
     )]
     NotLinked { port: Port, feature: &'static str },
+    #[error("REMEDIATION_EXECUTOR: {0}")]
+    Executor(String),
 }
 
 /// What the environment says about this function, secrets already resolved.
@@ -214,8 +216,88 @@ pub fn build_deps(
         tracing::info!(analyst = %analyst.name(), "configured");
         deps = deps.analyst(analyst);
     }
-    Ok(deps.build())
+    let executor = executor(settings, calls(Port::Executor))?;
+    tracing::info!(executor = %executor.name(), policy = %settings.pipeline.policy.origin, "configured");
+    Ok(deps.executor(executor).build())
 }
+
+/// `REMEDIATION_EXECUTOR`: dry-run (the default), aws (the AWS SDK; runner actions go to the
+/// runner when one is configured) or runner (`REMEDIATION_RUNNER_URL` and its secret). Only a
+/// function that `runs` steps (remediate) builds the real one; the others (Verify reads the
+/// executor's name) get a stand-in of the same name that refuses every step.
+pub fn executor(settings: &Settings, runs: bool) -> Result<Arc<dyn Executor>, BootError> {
+    match (settings.pipeline.executor, runs) {
+        (ExecutorKind::DryRun, _) => Ok(Arc::new(DryRunExecutor)),
+        (kind, false) => Ok(Arc::new(NotThisFunction(kind))),
+        (kind, true) => real_executor(settings, kind),
+    }
+}
+
+#[cfg(feature = "remediation")]
+fn real_executor(settings: &Settings, kind: ExecutorKind) -> Result<Arc<dyn Executor>, BootError> {
+    let runner = iras_adapters::RunnerConfig::from_vars(&settings.vars)?
+        .map(|c| {
+            iras_adapters::RunnerExecutor::new(c)
+                .map(|r| Arc::new(r) as Arc<dyn Executor>)
+                .map_err(|e| BootError::Executor(format!("runner client: {e}")))
+        })
+        .transpose()?;
+    match kind {
+        ExecutorKind::DryRun => Ok(Arc::new(DryRunExecutor)),
+        ExecutorKind::Runner => runner.ok_or(BootError::Missing {
+            var: iras_adapters::runner::RUNNER_URL,
+            why: "REMEDIATION_EXECUTOR=runner: where is the runner?",
+        }),
+        ExecutorKind::Aws => {
+            let Some(sdk) = &settings.aws else {
+                return Err(BootError::Executor(
+                    "REMEDIATION_EXECUTOR=aws needs the AWS SDK configuration".into(),
+                ));
+            };
+            let mut e = iras_aws::AwsExecutor::new(sdk, settings.pipeline.policy.clone());
+            if let Some(r) = runner {
+                e = e.with_runner(r);
+            }
+            Ok(Arc::new(e))
+        }
+    }
+}
+
+/// `build_deps` has refused a function that runs steps in a build without the executors.
+#[cfg(not(feature = "remediation"))]
+fn real_executor(_: &Settings, _: ExecutorKind) -> Result<Arc<dyn Executor>, BootError> {
+    Err(not_linked(Port::Executor))
+}
+
+/// Stands in for the configured executor in functions that never run a step: its name (Verify
+/// says which executor changed nothing), and a refusal for every call.
+struct NotThisFunction(ExecutorKind);
+
+#[async_trait]
+impl Executor for NotThisFunction {
+    fn name(&self) -> String {
+        self.0.as_str().into()
+    }
+    async fn observe(&self, _: &StepCall<'_>) -> Result<iras_core::ResourceState, ExecError> {
+        Err(ExecError::Refused(NOT_HERE.into()))
+    }
+    async fn apply(
+        &self,
+        _: &StepCall<'_>,
+        _: &iras_core::ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(NOT_HERE.into()))
+    }
+    async fn restore(
+        &self,
+        _: &StepCall<'_>,
+        _: &iras_core::ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(NOT_HERE.into()))
+    }
+}
+
+const NOT_HERE: &str = "this function runs no remediation steps: only remediate does";
 
 /// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
 #[cfg(feature = "http")]
@@ -313,6 +395,13 @@ pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
     )))
 }
 
+/// Completes waiting approval tasks (Step Functions `SendTaskSuccess`): the ingest function
+/// ends a wait when the source recovers and `AUTO_CANCEL_ON_RECOVERY` is on.
+#[cfg(feature = "callbacks")]
+pub async fn callbacks_from_env() -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    sfn_callbacks(load().await?)
+}
+
 /// What the router needs on Lambda for `function` (api or approval-callback): a starter if it
 /// starts pipelines (and `STATE_MACHINE_ARN` is set), task callbacks if it completes
 /// approvals. A route needing one it lacks answers that this function does not do that.
@@ -332,7 +421,20 @@ pub async fn app_from_env(function: Function) -> Result<Arc<App>, BootError> {
         deps,
         starter,
         callbacks,
-        http: http_config(&loaded.vars)?,
+        http: HttpConfig {
+            // SNS signing certificates and subscription confirmations over HTTPS.
+            sns_transport: Some(Arc::new(
+                iras_adapters::HttpsSnsTransport::new(EnvVars(&loaded.vars).timeout()?).map_err(
+                    |e| {
+                        BootError::Config(ConfigError {
+                            name: "INTEGRATION_TIMEOUT_SECONDS".into(),
+                            problem: e,
+                        })
+                    },
+                )?,
+            )),
+            ..http_config(&loaded.vars)?
+        },
         // Lambda itself is the runtime: if this code runs, it is up.
         runtime_health: Arc::new(|| Ok(())),
     }))
@@ -348,7 +450,7 @@ async fn sfn_starter() -> Result<Arc<dyn PipelineStarter>, BootError> {
     Err(not_linked(Port::Starter))
 }
 
-#[cfg(all(feature = "http", feature = "callbacks"))]
+#[cfg(feature = "callbacks")]
 fn sfn_callbacks(loaded: &Loaded) -> Result<Arc<dyn TaskCallbacks>, BootError> {
     Ok(Arc::new(iras_aws::SfnCallbacks::new(
         aws_sdk_sfn::Client::new(&loaded.sdk),
@@ -406,12 +508,7 @@ mod tests {
     use iras_core::handler::Stage;
     use iras_core::testing::MemoryStore;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn a_function_without_a_table_refuses_to_start_and_says_which_variable() {

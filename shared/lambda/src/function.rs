@@ -1,4 +1,4 @@
-//! The eleven functions and what each is built with: the ports its handler calls, and the
+//! The twelve functions and what each is built with: the ports its handler calls, and the
 //! feature of this crate that links each port's adapter. A function gets exactly its ports,
 //! whatever else a build links, and refuses to start without one of them.
 
@@ -13,13 +13,15 @@ pub enum Function {
     ApprovalCallback,
 }
 
-/// ingest: an EventBridge alert opens (or attaches to) its incident, announced as
-/// `IncidentOpened`, and starts the incident's pipeline.
-pub const INGEST_PORTS: &[Port] = &[Port::Store, Port::Starter, Port::Events];
+/// ingest: an EventBridge or SNS alert opens (or attaches to) its incident, announced as
+/// `IncidentOpened`, and starts the incident's pipeline; a recovery at the source ends a
+/// waiting approval (`AUTO_CANCEL_ON_RECOVERY`). The template configures no Slack or PagerDuty
+/// for it: the recovery's note and page resolution are core's log lines, as before.
+pub const INGEST_PORTS: &[Port] = &[Port::Store, Port::Starter, Port::Events, Port::Callbacks];
 
-/// api: the routes the template sends it (webhook, incidents, post-mortems, health). The webhook
-/// does what ingest does; the rest read the store. Its role may not complete approvals.
-pub const API_PORTS: &[Port] = &[Port::Store, Port::Starter, Port::Events];
+/// api: the routes the template sends it (webhooks, incidents, post-mortems, health). The
+/// webhooks do what ingest does (a recovery ends a waiting approval too); the rest read the store.
+pub const API_PORTS: &[Port] = &[Port::Store, Port::Starter, Port::Events, Port::Callbacks];
 
 /// approval-callback: the approval routes (API key, signed page, Slack buttons). A decision
 /// completes the waiting task and is told to the on-call channel. Its role may not start
@@ -27,7 +29,7 @@ pub const API_PORTS: &[Port] = &[Port::Store, Port::Starter, Port::Events];
 pub const APPROVAL_CALLBACK_PORTS: &[Port] = &[Port::Store, Port::Callbacks, Port::Notifier];
 
 impl Function {
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 12] = [
         Function::Ingest,
         Function::Stage(Stage::Triage),
         Function::Stage(Stage::GatherContext),
@@ -35,6 +37,7 @@ impl Function {
         Function::Stage(Stage::Plan),
         Function::Stage(Stage::RequestApproval),
         Function::Stage(Stage::Remediate),
+        Function::Stage(Stage::Verify),
         Function::Stage(Stage::Escalate),
         Function::Stage(Stage::PostMortem),
         Function::Api,
@@ -75,13 +78,17 @@ impl Function {
     }
 
     /// The features of this crate its `Cargo.toml` enables: one per port with an adapter to
-    /// link, and `http` for the router.
+    /// link, `http` for the router and `intake` for the ingest function's events.
     pub fn features(self) -> Vec<&'static str> {
         let mut out: Vec<&'static str> = self.ports().iter().filter_map(|p| feature(*p)).collect();
         if self.serves_http() {
             out.push(HTTP_FEATURE);
         }
+        if self == Function::Ingest {
+            out.push(INTAKE_FEATURE);
+        }
         out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -110,11 +117,15 @@ impl std::fmt::Display for Function {
 /// The feature that serves the HTTP router.
 pub const HTTP_FEATURE: &str = "http";
 
-/// The feature of this crate that links `port`'s adapter; none for the ports every build has
-/// (the DynamoDB store, the dry-run executor of core).
+/// The feature that reads EventBridge and SNS alert events (the ingest function).
+pub const INTAKE_FEATURE: &str = "intake";
+
+/// The feature of this crate that links `port`'s adapter; none for the store, which every
+/// build has.
 pub fn feature(port: Port) -> Option<&'static str> {
     match port {
-        Port::Store | Port::Executor => None,
+        Port::Store => None,
+        Port::Executor => Some("remediation"),
         Port::Analyst => Some("analyst"),
         Port::Evidence => Some("evidence"),
         Port::Notifier => Some("notifier"),
@@ -128,7 +139,8 @@ pub fn feature(port: Port) -> Option<&'static str> {
 /// Whether this build links `port`'s adapter.
 pub fn linked(port: Port) -> bool {
     match port {
-        Port::Store | Port::Executor => true,
+        Port::Store => true,
+        Port::Executor => cfg!(feature = "remediation"),
         Port::Analyst => cfg!(feature = "analyst"),
         Port::Evidence => cfg!(feature = "evidence"),
         Port::Notifier => cfg!(feature = "notifier"),

@@ -1,42 +1,34 @@
-//! The `ingest` function: EventBridge events in, incidents opened and pipelines started.
+//! The `ingest` function: EventBridge and SNS events in, alerts through their lifecycle.
 //!
-//! Two kinds of event open incidents:
+//! Three kinds of event carry alerts:
 //! - `source: "aws.cloudwatch"`, `detail-type: "CloudWatch Alarm State Change"`, from the
-//!   default bus: only a transition INTO `ALARM`. The title is the alarm's name and the state's
-//!   reason, the time is the event's, the service comes from the alarm's `service` tag or its
-//!   metric's dimensions, the fingerprint is the alarm's ARN (so every repeat of one alarm
-//!   attaches to its open incident) and the whole `detail` is kept on the alert.
+//!   default bus: read by [`iras_intake::cloudwatch`]. `ALARM` fires (an incident opens, or a
+//!   repeat attaches), `OK` records the source's recovery, `INSUFFICIENT_DATA` is noted; the key
+//!   is the alarm's ARN and the whole `detail` is kept on the alert.
 //! - `source: "iras.alert"` ([`ALERT_SOURCE`]), any `detail-type`, on the IRAS bus: `detail` is
-//!   the generic alert JSON the webhook takes (`title`, `timestamp`, any other fields); a
-//!   missing `timestamp` is the event's `time`.
+//!   any payload the webhook reads (IRAS's flat shape, or a monitoring tool's, detected); a
+//!   flat alert without `timestamp` happened at the event's `time`.
+//! - An SNS event (`Records[].Sns`, a topic subscribed to this function): each record's
+//!   `Message` is a CloudWatch alarm or an alert as JSON. SNS delivers to Lambda under IAM, so
+//!   no signature check is needed here (the HTTPS route checks them).
 //!
 //! Anything else is refused with an error naming what arrived, and nothing is written.
 
+use aws_lambda_events::event::sns::SnsEvent;
 use chrono::{DateTime, SecondsFormat, Utc};
-use iras_core::ports::PipelineStarter;
-use iras_core::stages::{self, Deps, IngestFailure, StageError};
+use iras_core::ports::{PipelineStarter, TaskCallbacks};
+use iras_core::stages::{self, Deps, IngestFailure, Ingested, StageError};
 use iras_core::{Alert, IncidentId};
+use iras_intake::{cloudwatch, detect, parse, IntakeConfig, IntakeError, Source};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The `source` of alerts sent to the IRAS bus. Not `iras`: that is the source of the
 /// lifecycle events IRAS publishes itself, which must never come back in as alerts.
 pub const ALERT_SOURCE: &str = "iras.alert";
-pub const CLOUDWATCH_SOURCE: &str = "aws.cloudwatch";
-pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
-
-/// An alarm reason is a sentence; a title is not an essay.
-const MAX_TITLE_CHARS: usize = 300;
-
-/// Dimensions that name the service an alarm watches, in order of preference.
-const SERVICE_DIMENSIONS: [&str; 5] = [
-    "service",
-    "Service",
-    "ServiceName",
-    "FunctionName",
-    "TableName",
-];
+pub const CLOUDWATCH_SOURCE: &str = cloudwatch::SOURCE;
+pub const ALARM_STATE_CHANGE: &str = cloudwatch::ALARM_STATE_CHANGE;
 
 /// The EventBridge envelope, as EventBridge delivers it to a Lambda target.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,55 +51,10 @@ pub struct EventBridgeEvent {
     pub detail: Value,
 }
 
-/// The parts of a CloudWatch alarm state change that make an alert.
-#[derive(Debug, Clone, Deserialize)]
-struct AlarmDetail {
-    #[serde(rename = "alarmName")]
-    alarm_name: String,
-    state: AlarmState,
-    #[serde(rename = "previousState", default)]
-    previous_state: Option<AlarmState>,
-    #[serde(default)]
-    configuration: AlarmConfiguration,
-    /// Present when the alarm's tags are propagated to its events.
-    #[serde(rename = "alarmTags", default)]
-    alarm_tags: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct AlarmState {
-    value: String,
-    #[serde(default)]
-    reason: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct AlarmConfiguration {
-    #[serde(default)]
-    metrics: Vec<AlarmMetric>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct AlarmMetric {
-    #[serde(rename = "metricStat", default)]
-    metric_stat: Option<MetricStat>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct MetricStat {
-    metric: MetricRef,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct MetricRef {
-    #[serde(default)]
-    dimensions: Map<String, Value>,
-}
-
 /// Why an event opened no incident. `error_type` is what Lambda reports.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IngestError {
-    #[error("not an EventBridge event: {0}")]
+    #[error("not an EventBridge or SNS event: {0}")]
     NotAnEvent(String),
     #[error(
         "IRAS has no use for `{detail_type}` events from `{event_source}`: it ingests \
@@ -116,14 +63,6 @@ pub enum IngestError {
     UnknownEvent {
         event_source: String,
         detail_type: String,
-    },
-    #[error(
-        "alarm {alarm} went from {from} to {to}: only a transition into ALARM opens an incident"
-    )]
-    NotIntoAlarm {
-        alarm: String,
-        from: String,
-        to: String,
     },
     #[error("{0}")]
     InvalidAlert(String),
@@ -141,7 +80,6 @@ impl IngestError {
         match self {
             IngestError::NotAnEvent(_) | IngestError::InvalidAlert(_) => "InvalidInput",
             IngestError::UnknownEvent { .. } => "UnknownEvent",
-            IngestError::NotIntoAlarm { .. } => "AlarmNotFiring",
             IngestError::Stage(e) => e.name(),
             IngestError::NotStarted { .. } => "PipelineNotStarted",
         }
@@ -163,6 +101,12 @@ impl From<IngestFailure> for IngestError {
     }
 }
 
+impl From<IntakeError> for IngestError {
+    fn from(e: IntakeError) -> Self {
+        IngestError::InvalidAlert(e.to_string())
+    }
+}
+
 impl From<IngestError> for Diagnostic {
     fn from(e: IngestError) -> Diagnostic {
         Diagnostic {
@@ -172,152 +116,142 @@ impl From<IngestError> for Diagnostic {
     }
 }
 
-/// What became of the event.
+/// What became of one alert of the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IngestOutput {
-    pub incident_id: IncidentId,
-    pub status: String,
-    /// A repeat of an alert whose incident is still open: attached to it.
+pub struct IngestResult {
+    pub incident_id: Option<IncidentId>,
+    pub status: Option<String>,
+    pub outcome: String,
+    /// A repeat, recurrence or lifecycle note on an existing incident.
     pub deduplicated: bool,
 }
 
-/// The alert an EventBridge event carries, or why it carries none.
-pub fn alert_from_event(event: Value) -> Result<Alert, IngestError> {
-    let event: EventBridgeEvent =
-        serde_json::from_value(event).map_err(|e| IngestError::NotAnEvent(e.to_string()))?;
-    match (event.source.as_str(), event.detail_type.as_str()) {
-        (CLOUDWATCH_SOURCE, ALARM_STATE_CHANGE) => alarm_alert(event),
-        (ALERT_SOURCE, _) => generic_alert(event),
+/// What became of the event: its first alert's result, and every alert's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestOutput {
+    pub incident_id: Option<IncidentId>,
+    pub status: Option<String>,
+    pub outcome: String,
+    pub deduplicated: bool,
+    pub results: Vec<IngestResult>,
+}
+
+fn result_of(i: &Ingested) -> IngestResult {
+    IngestResult {
+        incident_id: i.incident_id.clone(),
+        status: i.status.map(|s| s.as_str().to_string()),
+        outcome: i.outcome.as_str().to_string(),
+        deduplicated: i.is_repeat(),
+    }
+}
+
+/// The alerts an EventBridge or SNS event carries, or why it carries none.
+pub fn alerts_from_event(event: Value) -> Result<Vec<Alert>, IngestError> {
+    if event.get("Records").is_some() {
+        return sns_alerts(event);
+    }
+    let envelope: EventBridgeEvent = serde_json::from_value(event.clone())
+        .map_err(|e| IngestError::NotAnEvent(e.to_string()))?;
+    match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+        (CLOUDWATCH_SOURCE, ALARM_STATE_CHANGE) => Ok(vec![cloudwatch::from_eventbridge(&event)?]),
+        (ALERT_SOURCE, _) => bus_alerts(envelope),
         _ => Err(IngestError::UnknownEvent {
-            event_source: event.source,
-            detail_type: event.detail_type,
+            event_source: envelope.source,
+            detail_type: envelope.detail_type,
         }),
     }
 }
 
-fn alarm_alert(event: EventBridgeEvent) -> Result<Alert, IngestError> {
-    let Value::Object(fields) = event.detail else {
-        return Err(IngestError::InvalidAlert(
-            "the alarm event's detail is not an object".into(),
-        ));
-    };
-    let alarm: AlarmDetail = serde_json::from_value(Value::Object(fields.clone()))
-        .map_err(|e| IngestError::InvalidAlert(format!("alarm event detail: {e}")))?;
-    let from = alarm
-        .previous_state
-        .as_ref()
-        .map(|s| s.value.clone())
-        .unwrap_or_else(|| "unknown".into());
-    if alarm.state.value != "ALARM" || from == "ALARM" {
-        return Err(IngestError::NotIntoAlarm {
-            alarm: alarm.alarm_name,
-            from,
-            to: alarm.state.value,
-        });
-    }
-    let reason = alarm.state.reason.trim();
-    let title: String = if reason.is_empty() {
-        format!("{} is in ALARM", alarm.alarm_name)
-    } else {
-        format!("{}: {reason}", alarm.alarm_name)
-    }
-    .chars()
-    .take(MAX_TITLE_CHARS)
-    .collect();
-    let arn = event
-        .resources
-        .iter()
-        .find(|r| r.contains(":alarm:"))
-        .cloned()
-        .unwrap_or_else(|| match (&event.region, &event.account) {
-            (Some(region), Some(account)) => {
-                format!(
-                    "arn:aws:cloudwatch:{region}:{account}:alarm:{}",
-                    alarm.alarm_name
-                )
-            }
-            _ => format!("alarm:{}", alarm.alarm_name),
-        });
-
-    // The whole detail is kept; the alert's own fields are set over it.
-    let mut alert = fields;
-    alert.insert("title".into(), Value::String(title));
-    alert.insert("timestamp".into(), Value::String(rfc3339(event.time)));
-    match alarm_service(&alarm) {
-        Some(s) => alert.insert("service".into(), Value::String(s)),
-        None => alert.remove("service"),
-    };
-    alert.insert("fingerprint".into(), Value::String(arn.clone()));
-    alert.insert("alarm_arn".into(), Value::String(arn));
-    alert.insert(
-        "alert_source".into(),
-        Value::String(CLOUDWATCH_SOURCE.into()),
-    );
-    if let Some(account) = event.account {
-        alert.insert("account".into(), Value::String(account));
-    }
-    if let Some(region) = event.region {
-        alert.insert("region".into(), Value::String(region));
-    }
-    Alert::from_json(Value::Object(alert)).map_err(|e| IngestError::InvalidAlert(e.to_string()))
-}
-
-/// The alarm's `service` tag, else the first dimension that names a service.
-fn alarm_service(alarm: &AlarmDetail) -> Option<String> {
-    let text = |v: Option<&Value>| {
-        v.and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-    let tagged = ["service", "Service"]
-        .iter()
-        .find_map(|k| text(alarm.alarm_tags.get(*k)));
-    tagged.or_else(|| {
-        let dimensions: Vec<&Map<String, Value>> = alarm
-            .configuration
-            .metrics
-            .iter()
-            .filter_map(|m| m.metric_stat.as_ref())
-            .map(|s| &s.metric.dimensions)
-            .collect();
-        SERVICE_DIMENSIONS
-            .iter()
-            .find_map(|k| dimensions.iter().find_map(|d| text(d.get(*k))))
-    })
-}
-
-fn generic_alert(event: EventBridgeEvent) -> Result<Alert, IngestError> {
+/// An `iras.alert` event's detail: any payload the webhook reads, detected.
+fn bus_alerts(event: EventBridgeEvent) -> Result<Vec<Alert>, IngestError> {
     let Value::Object(mut fields) = event.detail else {
         return Err(IngestError::InvalidAlert(format!(
             "an `{ALERT_SOURCE}` event's detail must be the alert as a JSON object"
         )));
     };
-    if matches!(fields.get("timestamp"), None | Some(Value::Null)) {
+    let depth = iras_core::json_depth(&Value::Object(fields.clone()));
+    if depth > iras_core::MAX_ALERT_DEPTH {
+        return Err(IngestError::InvalidAlert(format!(
+            "the alert nests {depth} levels deep; IRAS keeps at most {}",
+            iras_core::MAX_ALERT_DEPTH
+        )));
+    }
+    let detail = Value::Object(fields.clone());
+    let source = detect(&detail);
+    if source == Source::Generic && matches!(fields.get("timestamp"), None | Some(Value::Null)) {
         fields.insert("timestamp".into(), Value::String(rfc3339(event.time)));
     }
-    Alert::from_json(Value::Object(fields)).map_err(|e| IngestError::InvalidAlert(e.to_string()))
+    if source == Source::Sns {
+        return Err(IngestError::InvalidAlert(
+            "an SNS message on the IRAS bus cannot be verified: subscribe the topic to the \
+             ingest function or to /webhook/sns"
+                .into(),
+        ));
+    }
+    Ok(parse(
+        source,
+        Value::Object(fields),
+        event.time,
+        &IntakeConfig::default(),
+    )?)
+}
+
+/// Each SNS record's message: a CloudWatch alarm, or an alert as JSON.
+fn sns_alerts(event: Value) -> Result<Vec<Alert>, IngestError> {
+    let event: SnsEvent =
+        serde_json::from_value(event).map_err(|e| IngestError::NotAnEvent(e.to_string()))?;
+    let mut alerts = Vec::new();
+    for record in event.records {
+        let m = record.sns;
+        if let Some(alarm) = cloudwatch::from_sns_message(&m.message, m.timestamp)? {
+            alerts.push(alarm);
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(&m.message).map_err(|_| {
+            IngestError::InvalidAlert(format!(
+                "SNS message {} is neither a CloudWatch alarm nor an alert as JSON",
+                m.message_id
+            ))
+        })?;
+        if v.get("timestamp").is_none() && v.is_object() {
+            v["timestamp"] = Value::String(rfc3339(m.timestamp));
+        }
+        let source = detect(&v);
+        alerts.extend(parse(source, v, m.timestamp, &IntakeConfig::default())?);
+    }
+    Ok(alerts)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Opens (or attaches to) the incident for the event's alert and starts its pipeline
-/// ([`stages::open_and_start`], as the webhook does): a retried event heals an incident whose
-/// first start failed.
+/// Takes each alert of the event through [`stages::open_and_start`], as the webhook does: a
+/// retried event heals an incident whose first start failed.
 pub async fn ingest_event(
     deps: &Deps,
     starter: &dyn PipelineStarter,
+    callbacks: &dyn TaskCallbacks,
     event: Value,
 ) -> Result<IngestOutput, IngestError> {
-    let alert = alert_from_event(event)?;
-    let ingested = stages::open_and_start(deps, starter, alert).await?;
-    let incident = ingested.incident();
+    let alerts = alerts_from_event(event)?;
+    let mut results = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        let ingested = stages::open_and_start(deps, starter, callbacks, alert).await?;
+        results.push(result_of(&ingested));
+    }
+    let first = results.first().cloned().unwrap_or(IngestResult {
+        incident_id: None,
+        status: None,
+        outcome: "none".into(),
+        deduplicated: false,
+    });
     Ok(IngestOutput {
-        incident_id: incident.incident_id.clone(),
-        status: incident.status.as_str().to_string(),
-        deduplicated: ingested.is_repeat(),
+        incident_id: first.incident_id,
+        status: first.status,
+        outcome: first.outcome,
+        deduplicated: first.deduplicated,
+        results,
     })
 }
 
@@ -325,11 +259,12 @@ pub async fn ingest_event(
 pub async fn handle(
     deps: &Deps,
     starter: &dyn PipelineStarter,
+    callbacks: &dyn TaskCallbacks,
     event: LambdaEvent<Value>,
 ) -> Result<IngestOutput, Diagnostic> {
-    match ingest_event(deps, starter, event.payload).await {
+    match ingest_event(deps, starter, callbacks, event.payload).await {
         Ok(out) => {
-            tracing::info!(incident = %out.incident_id, deduplicated = out.deduplicated, "alert ingested");
+            tracing::info!(incident = ?out.incident_id, outcome = %out.outcome, alerts = out.results.len(), "event ingested");
             Ok(out)
         }
         Err(e) => {
@@ -342,6 +277,7 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iras_core::AlertState;
     use serde_json::json;
 
     fn alarm_event(from: &str, to: &str) -> Value {
@@ -356,41 +292,47 @@ mod tests {
             "resources": ["arn:aws:cloudwatch:us-east-1:123456789012:alarm:orders-5xx"],
             "detail": {
                 "alarmName": "orders-5xx",
-                "state": {"value": to, "reason": "Threshold Crossed"},
-                "previousState": {"value": from, "reason": "ok"},
+                "state": {"value": to, "reason": "Threshold Crossed",
+                          "timestamp": "2026-03-02T03:04:40.989+0000"},
+                "previousState": {"value": from, "reason": "ok",
+                                  "timestamp": "2026-03-02T02:04:40.989+0000"},
                 "configuration": {"metrics": [{"id": "m1", "metricStat": {"metric": {
                     "namespace": "AWS/ApplicationELB", "name": "HTTPCode_Target_5XX_Count",
-                    "dimensions": {"LoadBalancer": "app/shop/1", "ServiceName": "orders"}}}}]}
+                    "dimensions": {"LoadBalancer": "app/shop/1", "ServiceName": "orders"}},
+                    "period": 60, "stat": "Sum"}}]}
             }
         })
+    }
+
+    fn one(event: Value) -> Alert {
+        let mut alerts = alerts_from_event(event).unwrap();
+        assert_eq!(alerts.len(), 1);
+        alerts.remove(0)
     }
 
     #[test]
     fn the_alarm_tag_names_the_service_before_any_dimension() {
         let mut e = alarm_event("OK", "ALARM");
         e["detail"]["alarmTags"] = json!({"service": "checkout"});
-        assert_eq!(
-            alert_from_event(e).unwrap().service.as_deref(),
-            Some("checkout")
-        );
-        let plain = alert_from_event(alarm_event("OK", "ALARM")).unwrap();
+        assert_eq!(one(e).service.as_deref(), Some("checkout"));
+        let plain = one(alarm_event("OK", "ALARM"));
         assert_eq!(plain.service.as_deref(), Some("orders"));
     }
 
     #[test]
-    fn insufficient_data_to_alarm_is_a_transition_into_alarm() {
-        assert!(alert_from_event(alarm_event("INSUFFICIENT_DATA", "ALARM")).is_ok());
-    }
-
-    #[test]
-    fn recovery_and_repeats_are_not_alerts() {
-        for (from, to) in [
-            ("ALARM", "OK"),
-            ("ALARM", "ALARM"),
-            ("OK", "INSUFFICIENT_DATA"),
+    fn an_alarm_fires_on_alarm_recovers_on_ok_and_notes_insufficient_data() {
+        for (from, to, state) in [
+            ("OK", "ALARM", AlertState::Firing),
+            ("INSUFFICIENT_DATA", "ALARM", AlertState::Firing),
+            ("ALARM", "OK", AlertState::Resolved),
+            ("OK", "INSUFFICIENT_DATA", AlertState::NoData),
         ] {
-            let e = alert_from_event(alarm_event(from, to)).unwrap_err();
-            assert_eq!(e.error_type(), "AlarmNotFiring", "{from} → {to}");
+            let a = one(alarm_event(from, to));
+            assert_eq!(a.state(), state, "{from} → {to}");
+            assert_eq!(
+                a.fingerprint(),
+                "cloudwatch:arn:aws:cloudwatch:us-east-1:123456789012:alarm:orders-5xx"
+            );
         }
     }
 
@@ -401,8 +343,7 @@ mod tests {
             "account": "123456789012", "time": "2026-03-02T03:04:40Z", "region": "us-east-1",
             "resources": [], "detail": {"title": "Disk full on ledger-db"}
         });
-        let alert = alert_from_event(e).unwrap();
-        assert_eq!(alert.timestamp.to_rfc3339(), "2026-03-02T03:04:40+00:00");
+        assert_eq!(one(e).timestamp.to_rfc3339(), "2026-03-02T03:04:40+00:00");
     }
 
     #[test]
@@ -411,7 +352,7 @@ mod tests {
             "detail-type": "Alert", "source": "iras.alert", "time": "2026-03-02T03:04:40Z",
             "detail": {"timestamp": "2026-03-02T03:04:40Z"}
         });
-        let e = alert_from_event(e).unwrap_err();
+        let e = alerts_from_event(e).unwrap_err();
         assert_eq!(e.error_type(), "InvalidInput");
         assert!(e.to_string().contains("title"), "{e}");
     }
@@ -423,7 +364,7 @@ mod tests {
             "detail": {"incident_id": "inc-1", "title": "x"}
         });
         assert_eq!(
-            alert_from_event(e).unwrap_err().error_type(),
+            alerts_from_event(e).unwrap_err().error_type(),
             "UnknownEvent"
         );
     }

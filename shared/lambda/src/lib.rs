@@ -9,6 +9,7 @@
 
 mod boot;
 pub mod function;
+#[cfg(feature = "intake")]
 pub mod ingest;
 pub mod secrets;
 
@@ -16,13 +17,16 @@ pub mod secrets;
 use std::sync::Arc;
 
 use iras_core::handler;
-use iras_core::ports::PipelineStarter;
+#[cfg(feature = "intake")]
+use iras_core::ports::{PipelineStarter, TaskCallbacks};
 use iras_core::stages::{Deps, StageError};
 #[cfg(feature = "http")]
 use iras_http::App;
 use lambda_runtime::service_fn;
 use serde_json::Value;
 
+#[cfg(feature = "callbacks")]
+pub use boot::callbacks_from_env;
 #[cfg(feature = "starter")]
 pub use boot::starter_from_env;
 #[cfg(feature = "http")]
@@ -70,10 +74,15 @@ pub async fn run_stage(deps: &Deps, stage: Stage) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event| stage_handler(deps, stage, event))).await
 }
 
-/// Serves the `ingest` function: EventBridge alerts in, incidents opened and pipelines started.
-pub async fn run_ingest(deps: &Deps, starter: &dyn PipelineStarter) -> Result<(), Error> {
+/// Serves the `ingest` function: EventBridge and SNS alerts in, through their lifecycle.
+#[cfg(feature = "intake")]
+pub async fn run_ingest(
+    deps: &Deps,
+    starter: &dyn PipelineStarter,
+    callbacks: &dyn TaskCallbacks,
+) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event| {
-        ingest::handle(deps, starter, event)
+        ingest::handle(deps, starter, callbacks, event)
     }))
     .await
 }

@@ -14,15 +14,24 @@ use crate::BootError;
 pub const APPROVAL_SIGNING_KEY: &str = "APPROVAL_SIGNING_KEY";
 /// Bearer keys for `POST /incidents/{id}/approve|reject`.
 pub const APPROVAL_API_KEY: &str = "APPROVAL_API_KEY";
-/// Authenticates `POST /webhook/alert`.
+/// Authenticates `POST /webhook/alert` (and every source's route without a secret of its own).
 pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
 
 /// Every secret a function may be given: IRAS's own keys, then the integrations' credentials
 /// (read by `iras-adapters` and `iras-llm` under these same names).
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 21] = [
     APPROVAL_SIGNING_KEY,
     APPROVAL_API_KEY,
     WEBHOOK_SECRET,
+    // A monitoring tool's own webhook secret (`iras_intake::Source::secret_var`).
+    "WEBHOOK_SECRET_ALERTMANAGER",
+    "WEBHOOK_SECRET_GRAFANA",
+    "WEBHOOK_SECRET_DATADOG",
+    "WEBHOOK_SECRET_PAGERDUTY",
+    "WEBHOOK_SECRET_OPSGENIE",
+    "WEBHOOK_SECRET_SENTRY",
+    "WEBHOOK_SECRET_SNS",
+    "WEBHOOK_SECRET_CLOUDWATCH",
     "SLACK_BOT_TOKEN",
     "SLACK_SIGNING_SECRET",
     "PAGERDUTY_INTEGRATION_KEY",
@@ -32,6 +41,7 @@ pub const ALL: [&str; 12] = [
     "LOKI_BEARER_TOKEN",
     "ELASTICSEARCH_PASSWORD",
     "ELASTICSEARCH_API_KEY",
+    "REMEDIATION_RUNNER_SECRET",
 ];
 
 /// The variable naming the parameter that holds `var` (`APPROVAL_SIGNING_KEY_PARAM`).
@@ -130,12 +140,7 @@ mod tests {
         }
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[tokio::test]
     async fn a_named_parameter_wins_over_the_plain_variable() {
@@ -182,5 +187,14 @@ mod tests {
         };
         let v = vars(&[("WEBHOOK_SECRET_PARAM", "/iras/webhook")]);
         assert!(resolve(&v, WEBHOOK_SECRET, &store).await.is_err());
+    }
+
+    #[test]
+    fn every_sources_own_secret_can_come_from_ssm() {
+        for source in iras_intake::Source::ALL {
+            if source != iras_intake::Source::Generic {
+                assert!(ALL.contains(&source.secret_var().as_str()), "{source:?}");
+            }
+        }
     }
 }

@@ -32,7 +32,8 @@
 //! `WidenInvestigation` loop (the sample incident is diagnosed on the first attempt; moto
 //! does evaluate its `States.MathAdd`). Moto runs every construct these paths use:
 //! `ResultSelector`, `ResultPath`, `$$.Task.Token`, `.waitForTaskToken`, `TimeoutSecondsPath`,
-//! `Choice` with `BooleanEquals`/`NumericEquals`/`StringEquals`, `Catch` of `States.Timeout`.
+//! `Choice` with `BooleanEquals`/`NumericEquals`/`StringEquals`, `Catch` of `States.Timeout`,
+//! and the `Wait` with `SecondsPath` before Verify.
 
 mod support;
 
@@ -153,9 +154,12 @@ impl TaskCallbacks for ResumeAfterRunning {
     async fn send_task_success(&self, token: &str, output: Value) -> Result<(), CallbackError> {
         let id = self.id.as_str();
         if output["decision"] == json!("approved") {
-            // IsApproved → Remediate.
+            // IsApproved → Remediate → (a Wait of 0 s: dry-run changed nothing) → Verify.
             self.functions
                 .invoke_ahead(Stage::Remediate, sample("remediate", id))
+                .await;
+            self.functions
+                .invoke_ahead(Stage::Verify, sample("verify", id))
                 .await;
         } else {
             // IsApproved → ApprovalRejected → Escalate with its `Result`.
@@ -255,14 +259,13 @@ impl Deployed {
     async fn ingest(&self, event: &str) -> IncidentId {
         let starter = RecordingStarter::default();
         let event = sample(event, SAMPLE_ID);
-        let out = ingest::ingest_event(&self.functions.deps, &starter, event)
+        let callbacks = SfnCallbacks::new(self.moto.sfn());
+        let out = ingest::ingest_event(&self.functions.deps, &starter, &callbacks, event)
             .await
             .expect("ingest");
-        assert_eq!(
-            *starter.started.lock().unwrap(),
-            vec![out.incident_id.clone()]
-        );
-        out.incident_id
+        let id = out.incident_id.clone().expect("an incident opened");
+        assert_eq!(*starter.started.lock().unwrap(), vec![id.clone()]);
+        id
     }
 
     /// Triage to Plan, ahead of the execution, then the execution itself, started by the
@@ -540,6 +543,10 @@ async fn an_approved_incident_runs_the_real_definition_on_step_functions_to_reso
             "IsApproved",
             "Remediate",
             "IsRemediated",
+            "BeginVerification",
+            "WaitForRecovery",
+            "Verify",
+            "IsRecovered",
             "PostMortem",
             "Outcome",
             "Resolved"

@@ -263,7 +263,8 @@ async fn every_http_route_in_the_template_is_served_by_the_router() {
             }
             let concrete = path
                 .replace("{id}", SAMPLE_ID)
-                .replace("{approval_id}", "appr-0000");
+                .replace("{approval_id}", "appr-0000")
+                .replace("{source}", "alertmanager");
             let mut event = health.clone();
             event["routeKey"] = Json::String(route.clone());
             event["rawPath"] = Json::String(concrete.clone());

@@ -477,13 +477,8 @@ impl Analyst for LlmAnalyst {
         let offline = analyst::plan(alert, hypothesis, context);
         let model = self.settings.strong_model.clone();
         let label = self.label(&model);
-        let question = prompt::plan_question(
-            alert,
-            hypothesis,
-            context,
-            &offline,
-            &self.settings.policy.patterns,
-        );
+        let question =
+            prompt::plan_question(alert, hypothesis, context, &offline, &self.settings.policy);
         let answer = self
             .ask::<PlanAnswer, _>(Stage::Plan, &model, &question, self.deadline(), |a| {
                 a.validate(&label)

@@ -405,12 +405,9 @@ pub struct StepAnswer {
     /// What the step does and why, in one sentence.
     #[schemars(length(min = 1))]
     pub description: String,
-    /// Exactly one command, as it should run; it must match the operator's allowlist.
-    #[schemars(length(min = 1))]
-    pub command: String,
-    /// The command that undoes this step; empty only when the step cannot be undone.
-    #[serde(default)]
-    pub rollback_command: String,
+    /// Exactly one typed action; the operator's policy must allow its type on its resource.
+    /// IRAS records the live state first and restores it on rollback.
+    pub action: Action,
     /// low: read-only or a flag toggle; medium: changes a running service and can be undone;
     /// high: may lose data or capacity, or cannot be undone quickly.
     pub risk_level: Risk,
@@ -432,19 +429,12 @@ pub struct PlanAnswer {
 impl Answer for PlanAnswer {
     const TOOL: &'static str = "submit_remediation_plan";
     const DESCRIPTION: &'static str =
-        "Record the remediation plan: ordered steps, each with one command, its rollback, a risk level and a duration.";
+        "Record the remediation plan: ordered steps, each one typed action with a risk level and a duration.";
 }
 
-/// The least risk a command can have, whatever the model says: only reading the rollout
-/// state and toggling a feature flag are low; anything that changes a running service is at
-/// least medium.
-pub fn risk_floor(command: &str) -> RiskLevel {
-    let c = command.trim();
-    if c.starts_with("kubectl rollout status ") || c.starts_with("ldcli flags toggle-") {
-        RiskLevel::Low
-    } else {
-        RiskLevel::Medium
-    }
+/// The least risk an action can have, whatever the model says: see core's policy.
+pub fn risk_floor(action: &Action) -> RiskLevel {
+    iras_core::policy::minimum_risk(action)
 }
 
 impl PlanAnswer {
@@ -460,19 +450,8 @@ impl PlanAnswer {
                 &format!("steps[{i}].description"),
                 &s.description,
             );
-            check_text(&mut errors, &format!("steps[{i}].command"), &s.command);
-            for (field, cmd) in [
-                ("command", &s.command),
-                ("rollback_command", &s.rollback_command),
-            ] {
-                if cmd.contains('\n') || cmd.contains('\r') {
-                    errors.push(format!("`steps[{i}].{field}` must be a single line"));
-                }
-                if cmd.len() > 500 {
-                    errors.push(format!(
-                        "`steps[{i}].{field}` is longer than 500 characters"
-                    ));
-                }
+            if let Err(e) = s.action.validate() {
+                errors.push(format!("`steps[{i}].action`: {e}"));
             }
             if !(1..=86_400).contains(&s.estimated_duration_seconds) {
                 errors.push(format!(
@@ -486,23 +465,21 @@ impl PlanAnswer {
             .iter()
             .map(|s| {
                 let claimed: RiskLevel = s.risk_level.into();
-                let floor = risk_floor(&s.command);
+                let floor = risk_floor(&s.action);
                 let mut description = text(&s.description);
                 if claimed < floor {
                     description.push_str(&format!(
-                        " [risk raised from {} to {}: the command changes a running service]",
+                        " [risk raised from {} to {}: the action changes a running service]",
                         claimed.as_str(),
                         floor.as_str()
                     ));
                 }
-                RemediationStep {
+                RemediationStep::new(
                     description,
-                    command: s.command.trim().to_string(),
-                    // Kept as sent: a blank rollback makes the plan irreversible downstream.
-                    rollback_command: s.rollback_command.trim().to_string(),
-                    risk_level: claimed.max(floor),
-                    estimated_duration_seconds: s.estimated_duration_seconds,
-                }
+                    s.action.clone(),
+                    claimed.max(floor),
+                    s.estimated_duration_seconds,
+                )
             })
             .collect();
         let reversible = !steps.is_empty() && steps.iter().all(RemediationStep::has_rollback);
@@ -518,6 +495,7 @@ impl PlanAnswer {
                 policy: vec![],
                 safety_notes: vec![],
                 analyst: analyst.to_string(),
+                required_approvers: 1,
             },
         )
     }
@@ -702,12 +680,13 @@ mod tests {
     }
 
     #[test]
-    fn plan_risk_is_raised_to_the_floor_and_blank_rollback_is_kept_blank() {
+    fn plan_risk_is_raised_to_the_floor_and_an_irreversible_action_stays_irreversible() {
         let a: PlanAnswer = parse_input(&json!({
-            "summary": "roll back",
+            "summary": "replace the tasks",
             "steps": [{
-                "description": "undo", "command": "kubectl rollout undo deployment/payment-service -n shop",
-                "rollback_command": "   ", "risk_level": "low", "estimated_duration_seconds": 60
+                "description": "restart",
+                "action": {"type": "ecs_force_new_deployment", "cluster": "shop", "service": "payment"},
+                "risk_level": "low", "estimated_duration_seconds": 60
             }]
         }))
         .unwrap();
@@ -717,6 +696,28 @@ mod tests {
         assert!(!p.steps[0].has_rollback());
         assert!(!p.reversible);
         assert!(p.requires_human_approval);
+    }
+
+    #[test]
+    fn the_plan_tool_schema_is_the_action_type_and_a_made_up_action_is_refused() {
+        let schema = input_schema::<PlanAnswer>().to_string();
+        for kind in iras_core::Action::KINDS {
+            assert!(schema.contains(kind), "{kind} missing from the tool schema");
+        }
+        let made_up = parse_input::<PlanAnswer>(&json!({
+            "summary": "s",
+            "steps": [{"description": "d", "action": {"type": "shell", "command": "rm -rf /"},
+                "risk_level": "low", "estimated_duration_seconds": 1}]
+        }));
+        assert!(made_up.is_err());
+        let smuggled: PlanAnswer = parse_input(&json!({
+            "summary": "s",
+            "steps": [{"description": "d",
+                "action": {"type": "ecs_force_new_deployment", "cluster": "shop", "service": "x; rm -rf /"},
+                "risk_level": "medium", "estimated_duration_seconds": 1}]
+        }))
+        .unwrap();
+        assert!(smuggled.validate("m").is_err());
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub struct LlmSettings {
     pub retry: RetryPolicy,
     pub circuit: CircuitSettings,
     pub tool_choice: ToolChoiceMode,
-    /// The operator's allowlist, shown to the model so it proposes commands that can run.
+    /// The operator's policy, shown to the model so it proposes actions that can run.
     pub policy: RemediationPolicy,
 }
 
@@ -201,7 +201,7 @@ impl LlmSettings {
             });
         }
         if let Some(v) = get("REMEDIATION_POLICY") {
-            s.policy = RemediationPolicy::parse(v).map_err(|e| ConfigError {
+            s.policy = RemediationPolicy::load(v).map_err(|e| ConfigError {
                 name: "REMEDIATION_POLICY".into(),
                 problem: e,
             })?;
@@ -250,12 +250,7 @@ pub fn accepts_forced_tool_choice(model: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     #[test]
     fn forced_tool_choice_is_detected_from_the_model_generation() {
@@ -299,7 +294,7 @@ mod tests {
             ("LLM_MAX_INPUT_TOKENS", "10"),
             ("LLM_TOOL_CHOICE", "maybe"),
             ("LLM_CIRCUIT_FAILURES", "0"),
-            ("REMEDIATION_POLICY", " ; "),
+            ("REMEDIATION_POLICY", "{\"rules\": 3}"),
         ] {
             let e = LlmSettings::from_vars(Provider::Anthropic, &vars(&[(k, v)])).unwrap_err();
             assert_eq!(e.name, k, "{v}");

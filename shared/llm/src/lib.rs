@@ -100,12 +100,7 @@ pub fn analyst_from_process_env() -> Result<Arc<dyn Analyst>, ConfigError> {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use iras_core::testing::vars;
 
     fn config_error(v: &HashMap<String, String>) -> ConfigError {
         match analyst_from_env(v) {

@@ -361,15 +361,15 @@ pub fn demo_answer(tool: &str) -> Value {
             "steps": [
                 {
                     "description": "Roll payment-service back to the previous revision",
-                    "command": "kubectl rollout undo deployment/payment-service -n shop",
-                    "rollback_command": "kubectl rollout undo deployment/payment-service -n shop",
+                    "action": {"type": "runner", "operation": "kubernetes.rollout_undo",
+                        "target": "shop/deployment/payment-service"},
                     "risk_level": "medium",
                     "estimated_duration_seconds": 120
                 },
                 {
                     "description": "Wait for the rollout to finish",
-                    "command": "kubectl rollout status deployment/payment-service -n shop",
-                    "rollback_command": "kubectl rollout status deployment/payment-service -n shop",
+                    "action": {"type": "runner", "operation": "kubernetes.rollout_status",
+                        "target": "shop/deployment/payment-service"},
                     "risk_level": "low",
                     "estimated_duration_seconds": 120
                 }

@@ -109,9 +109,9 @@ async fn rca_plan_and_postmortem_use_the_strong_model_and_their_own_tools() {
         PlanAnswer::tool().input_schema
     );
     assert!(reqs.iter().all(|r| r.body["model"] == "claude-sonnet-4-6"));
-    // The plan prompt carries the operator's allowlist, outside the fence.
+    // The plan prompt carries the operator's policy, outside the fence.
     let q = reqs[1].question();
-    let allow = q.find("kubectl rollout undo deployment/* -n *").unwrap();
+    let allow = q.find("no policy file is configured").unwrap();
     assert!(allow < q.find(FENCE_OPEN).unwrap());
 }
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use iras_core::analyst::text::clean;
 use iras_core::analyst::{BaroAnalyst, OfflineAnalyst};
 use iras_core::memory::MemoryStore;
-use iras_core::stages::{self, AttemptInput, Deps, IncidentRef, Ingested};
+use iras_core::stages::{self, AttemptInput, Deps, IncidentRef};
 use iras_core::*;
 
 use crate::scenario::{Scenario, FORMAT};
@@ -440,10 +440,11 @@ pub async fn gather(
         .source_timeout(std::time::Duration::from_secs(30))
         .build();
     let stage = |e: stages::StageError| e.to_string();
-    let incident = match stages::ingest(&deps, alert.clone()).await.map_err(stage)? {
-        Ingested::Opened(i) | Ingested::Attached(i) => i,
-    };
-    let id = incident.incident_id.clone();
+    let ingested = stages::ingest(&deps, alert.clone()).await.map_err(stage)?;
+    let id = ingested
+        .incident_id
+        .clone()
+        .ok_or("the scenario's alert opened no incident")?;
     stages::triage(
         &deps,
         &IncidentRef {
@@ -641,15 +642,22 @@ impl Executor for Silent {
     fn name(&self) -> String {
         "eval".into()
     }
-    async fn run(
-        &self,
-        _: &IncidentId,
-        _: StepPhase,
-        _: usize,
-        _: &str,
-    ) -> Result<String, ExecError> {
-        Err(ExecError::Unavailable(
-            "an evaluation never executes commands".into(),
+    fn changes_systems(&self) -> bool {
+        false
+    }
+    async fn observe(&self, _: &StepCall<'_>) -> Result<ResourceState, ExecError> {
+        Err(ExecError::Refused(
+            "an evaluation never executes actions".into(),
+        ))
+    }
+    async fn apply(&self, _: &StepCall<'_>, _: &ResourceState) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(
+            "an evaluation never executes actions".into(),
+        ))
+    }
+    async fn restore(&self, _: &StepCall<'_>, _: &ResourceState) -> Result<StepOutcome, ExecError> {
+        Err(ExecError::Refused(
+            "an evaluation never executes actions".into(),
         ))
     }
 }

@@ -21,6 +21,9 @@ pub struct Scenario {
     pub metrics: Vec<MetricSeries>,
     pub logs: Vec<LogLine>,
     pub deployments: Vec<Deployment>,
+    /// How series read once a remediation is applied: points are seconds after the change.
+    /// A series not listed here keeps its incident-time values (the fix did nothing to it).
+    pub after_remediation: Vec<MetricSeries>,
     /// Only for scoring. Never handed to a source or an analyst.
     pub truth: Option<Truth>,
 }
@@ -64,6 +67,14 @@ struct RawScenario {
     deployments: Vec<RawDeployment>,
     #[serde(default)]
     truth: Option<Truth>,
+    #[serde(default)]
+    after_remediation: Option<RawAfter>,
+}
+
+#[derive(Deserialize)]
+struct RawAfter {
+    #[serde(default)]
+    metrics: Vec<RawSeries>,
 }
 
 #[derive(Deserialize)]
@@ -133,17 +144,18 @@ impl Scenario {
             .alert
             .ok_or_else(|| invalid("missing `alert`".into()))
             .and_then(|a| Alert::from_json(a).map_err(|e| invalid(e.to_string())))?;
-        let metrics = raw
-            .metrics
-            .into_iter()
-            .map(|m| MetricSeries {
-                service: m.service,
-                name: m.name,
-                unit: m.unit,
-                points: m.points.into_iter().map(|(t, v)| (t as i64, v)).collect(),
-                baseline: m.baseline.into_iter().map(|(t, v)| (t as i64, v)).collect(),
-            })
-            .collect();
+        let series = |m: RawSeries| MetricSeries {
+            service: m.service,
+            name: m.name,
+            unit: m.unit,
+            points: m.points.into_iter().map(|(t, v)| (t as i64, v)).collect(),
+            baseline: m.baseline.into_iter().map(|(t, v)| (t as i64, v)).collect(),
+        };
+        let metrics = raw.metrics.into_iter().map(series).collect();
+        let after_remediation = raw
+            .after_remediation
+            .map(|a| a.metrics.into_iter().map(series).collect())
+            .unwrap_or_default();
         let mut logs = Vec::with_capacity(raw.logs.len());
         for (i, l) in raw.logs.into_iter().enumerate() {
             let timestamp = parse_time(&l.timestamp)
@@ -182,6 +194,7 @@ impl Scenario {
             metrics,
             logs,
             deployments,
+            after_remediation,
             truth: raw.truth,
         })
     }
@@ -204,6 +217,7 @@ impl Scenario {
         for d in s.deployments.iter_mut() {
             d.timestamp += delta;
         }
+        // Recovery points are relative to the change, not to the alert: nothing to move.
         s
     }
 
@@ -261,19 +275,42 @@ impl MetricSource for ScenarioSources {
     }
     async fn metrics(&self, q: &EvidenceQuery) -> Result<Vec<MetricSeries>, SourceError> {
         let (start, end) = (q.window.start.timestamp(), q.window.end.timestamp());
+        let change = q.since_change.map(|t| t.timestamp());
         Ok(self
             .0
             .metrics
             .iter()
             .filter(|m| wanted(&q.services, &m.service))
-            .map(|m| MetricSeries {
-                points: m
-                    .points
-                    .iter()
-                    .copied()
-                    .filter(|(t, _)| *t >= start && *t <= end)
-                    .collect(),
-                ..m.clone()
+            .map(|m| {
+                let after = change.and_then(|c| {
+                    self.0
+                        .after_remediation
+                        .iter()
+                        .find(|a| a.service == m.service && a.name == m.name)
+                        .map(|a| (c, a))
+                });
+                let points = match after {
+                    // Before the change the incident as recorded; after it, the recovery
+                    // series replayed from the moment of the change.
+                    Some((c, a)) => m
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|(t, _)| *t < c)
+                        .chain(a.points.iter().map(|(dt, v)| (c + dt, *v)))
+                        .filter(|(t, _)| *t >= start && *t <= end)
+                        .collect(),
+                    None => m
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|(t, _)| *t >= start && *t <= end)
+                        .collect(),
+                };
+                MetricSeries {
+                    points,
+                    ..m.clone()
+                }
             })
             .filter(|m| !m.points.is_empty())
             .collect())
@@ -533,6 +570,7 @@ mod tests {
                 deployments_since: at - chrono::Duration::hours(1),
             },
             alert: s.alert.clone(),
+            since_change: None,
         };
         let logs = src.logs(&q).await.unwrap();
         assert!(!logs.is_empty());
@@ -545,5 +583,45 @@ mod tests {
         assert!(metrics
             .iter()
             .all(|m| m.points.iter().all(|(t, _)| *t <= at.timestamp())));
+    }
+
+    #[tokio::test]
+    async fn after_a_change_a_scenario_replays_its_recovery_series_from_the_change() {
+        let mut s = Scenario::parse(DEMO_SCENARIO, "demo").unwrap();
+        let at = s.alert.timestamp;
+        let alert = s.alert.clone();
+        let q = |since: Option<Timestamp>| EvidenceQuery {
+            services: vec!["payment-service".into()],
+            window: EvidenceWindow {
+                start: at,
+                end: at + chrono::Duration::minutes(5),
+                deployments_since: at,
+            },
+            alert: alert.clone(),
+            since_change: since,
+        };
+        let error_rate = |m: Vec<MetricSeries>| -> Vec<f64> {
+            m.into_iter()
+                .find(|m| m.name == "error_rate")
+                .map(|m| m.points.iter().filter_map(|p| p.1).collect())
+                .unwrap_or_default()
+        };
+        // Without recovery data the fix did nothing: the incident's values go on.
+        let src = Arc::new(s.clone()).sources();
+        let still = error_rate(src.metrics(&q(Some(at))).await.unwrap());
+        assert!(
+            !still.is_empty() && still.iter().all(|v| *v > 0.3),
+            "{still:?}"
+        );
+        s.after_remediation = vec![MetricSeries {
+            service: "payment-service".into(),
+            name: "error_rate".into(),
+            unit: "ratio".into(),
+            points: vec![(60, Some(0.003)), (120, Some(0.002))],
+            baseline: vec![],
+        }];
+        let src = Arc::new(s).sources();
+        let after = error_rate(src.metrics(&q(Some(at))).await.unwrap());
+        assert_eq!(after, vec![0.003, 0.002]);
     }
 }

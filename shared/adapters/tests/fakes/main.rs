@@ -9,5 +9,6 @@ mod github;
 mod loki;
 mod pagerduty;
 mod prometheus;
+mod runner;
 mod scenario_replay;
 mod slack;

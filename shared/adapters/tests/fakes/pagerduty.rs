@@ -67,8 +67,10 @@ async fn an_escalation_pages_with_the_full_context_keyed_by_incident() {
     assert_eq!(reqs[0].path, "/v2/enqueue");
     assert_eq!(trigger["routing_key"], KEY);
     assert_eq!(trigger["event_action"], "trigger");
-    assert_eq!(trigger["dedup_key"], "inc-0001");
-    assert_eq!(reqs[1].json()["dedup_key"], "inc-0001");
+    // Keyed by the source's alert, not the IRAS incident: re-pages collapse in PagerDuty.
+    assert_eq!(trigger["dedup_key"], inc.page_key());
+    assert!(inc.page_key().starts_with("iras-"));
+    assert_eq!(reqs[1].json()["dedup_key"], inc.page_key());
     let payload = &trigger["payload"];
     assert_eq!(payload["severity"], "critical", "P0 is critical");
     assert_eq!(payload["source"], "payment-service");
@@ -86,7 +88,7 @@ async fn an_escalation_pages_with_the_full_context_keyed_by_incident() {
     assert_eq!(details["root_cause"]["confidence"], 0.87);
     assert_eq!(
         details["plan"]["steps"][0]["command"],
-        "kubectl rollout undo deployment/payment-service -n shop"
+        "aws ecs update-service --cluster shop --service payment-service --task-definition payment-service:41"
     );
     assert_eq!(
         details["plan"]["steps"][1]["rollback"],
@@ -105,7 +107,7 @@ async fn an_escalation_pages_with_the_full_context_keyed_by_incident() {
 
     let resolve = reqs[2].json();
     assert_eq!(resolve["event_action"], "resolve");
-    assert_eq!(resolve["dedup_key"], "inc-0001");
+    assert_eq!(resolve["dedup_key"], inc.page_key());
     assert_eq!(resolve["routing_key"], KEY);
 }
 
@@ -220,4 +222,51 @@ async fn empty_and_malformed_answers_are_errors() {
             .await;
         assert!(e.is_err(), "{status} {body:?}");
     }
+}
+
+#[tokio::test]
+async fn a_page_carries_the_sources_service_component_group_and_links() {
+    let fake = accepting().await;
+    let pd = pager(&fake);
+    let mut inc = incident();
+    inc.alert.origin = Some(AlertOrigin {
+        source: "alertmanager".into(),
+        key: Some("1a30ba71cca2921f".into()),
+        host: Some("10.0.3.7:9100".into()),
+        component: Some("api".into()),
+        group: Some("shop".into()),
+        links: vec![
+            AlertLink {
+                kind: "generator".into(),
+                href: "http://prometheus.example.org:9090/graph?g0.expr=up".into(),
+            },
+            AlertLink {
+                kind: "runbook".into(),
+                href: "https://runbooks.example.org/payment".into(),
+            },
+        ],
+        ..AlertOrigin::default()
+    });
+    inc.fingerprint = inc.alert.fingerprint();
+    pd.page(&inc, &escalation(EscalationReason::LowConfidence))
+        .await
+        .unwrap();
+    let event = fake.requests().pop().unwrap().json();
+    let payload = &event["payload"];
+    assert_eq!(payload["source"], "payment-service", "the affected service");
+    assert_eq!(payload["component"], "api");
+    assert_eq!(payload["group"], "shop");
+    let hrefs: Vec<&str> = event["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["href"].as_str().unwrap())
+        .collect();
+    assert!(hrefs.contains(&"http://prometheus.example.org:9090/graph?g0.expr=up"));
+    assert!(hrefs.contains(&"https://runbooks.example.org/payment"));
+    assert_eq!(event["dedup_key"], inc.page_key());
+    // Another IRAS incident for the same source alert pages under the same key.
+    let mut later = inc.clone();
+    later.incident_id = IncidentId("inc-0002".into());
+    assert_eq!(later.page_key(), inc.page_key());
 }

@@ -212,9 +212,8 @@ async fn investigate(deps: &Deps, alert: &Alert) -> (ContextBundle, RootCauseHyp
     let id = ingest(deps, alert.clone())
         .await
         .unwrap()
-        .incident()
         .incident_id
-        .clone();
+        .expect("an incident");
     triage(
         deps,
         &IncidentRef {

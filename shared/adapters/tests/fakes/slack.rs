@@ -45,20 +45,34 @@ pub fn incident() -> Incident {
     inc.plan = Some(RemediationPlan {
         summary: "Roll back payment-service to v2.3.0".into(),
         steps: vec![
-            RemediationStep {
-                description: "Roll back the deployment".into(),
-                command: "kubectl rollout undo deployment/payment-service -n shop".into(),
-                rollback_command: "kubectl rollout undo deployment/payment-service -n shop".into(),
-                risk_level: RiskLevel::Medium,
-                estimated_duration_seconds: 120,
-            },
-            RemediationStep {
-                description: "Flush the <b>cache</b>".into(),
-                command: "redis-cli FLUSHALL".into(),
-                rollback_command: String::new(),
-                risk_level: RiskLevel::High,
-                estimated_duration_seconds: 5,
-            },
+            RemediationStep::new(
+                "Roll back the deployment".into(),
+                Action::EcsSetTaskDefinition {
+                    cluster: "shop".into(),
+                    service: "payment-service".into(),
+                    task_definition: "payment-service:41".into(),
+                    from: Some("payment-service:42".into()),
+                },
+                RiskLevel::Medium,
+                120,
+            ),
+            RemediationStep::new(
+                "Flush the <b>cache</b>".into(),
+                Action::SsmRunCommand {
+                    document: "AWS-RunShellScript".into(),
+                    parameters: [(
+                        "commands".to_string(),
+                        vec!["redis-cli FLUSHALL".to_string()],
+                    )]
+                    .into_iter()
+                    .collect(),
+                    targets: CommandTargets::InstanceIds {
+                        instance_ids: vec!["i-0cache".into()],
+                    },
+                },
+                RiskLevel::High,
+                5,
+            ),
         ],
         reversible: false,
         requires_human_approval: true,
@@ -77,6 +91,7 @@ pub fn incident() -> Incident {
         ],
         safety_notes: vec!["step 2 has no rollback: approval required".into()],
         analyst: "offline".into(),
+        required_approvers: 1,
     });
     inc.approval = Some(ApprovalRequest {
         approval_id: "apr-42".into(),
@@ -85,6 +100,9 @@ pub fn incident() -> Incident {
         expires_at: now + chrono::Duration::minutes(120),
         decision: None,
         message_ref: None,
+        plan_hash: String::new(),
+        required_approvers: 1,
+        approvals: vec![],
     });
     inc
 }
@@ -158,7 +176,12 @@ async fn the_approval_message_shows_the_plan_and_buttons_and_escapes_what_it_quo
     assert!(mrkdwn.contains("&lt;@U123&gt;"), "{mrkdwn}");
     assert!(!mrkdwn.contains("<@U123>"));
     assert!(mrkdwn.contains("error_rate 0.45 vs 0.002 baseline"));
-    assert!(mrkdwn.contains("kubectl rollout undo deployment/payment-service -n shop"));
+    // What people approve is rendered from the action: the CLI, the resource and the change.
+    assert!(mrkdwn.contains(
+        "aws ecs update-service --cluster shop --service payment-service --task-definition payment-service:41"
+    ));
+    assert!(mrkdwn.contains("ECS service shop/payment-service"));
+    assert!(mrkdwn.contains("task definition payment-service:42 → payment-service:41"));
     assert!(mrkdwn.contains("risk *medium*"));
     assert!(mrkdwn.contains("risk *high*"));
     assert!(mrkdwn.contains("Flush the &lt;b&gt;cache&lt;/b&gt;"));
@@ -195,6 +218,7 @@ async fn an_update_replies_in_the_thread_and_edits_the_original_with_the_decisio
         channel: "slack".into(),
         decided_at: inc.created_at + chrono::Duration::minutes(3),
         comment: None,
+        plan_hash: String::new(),
     });
     inc.status = IncidentStatus::Remediating;
     slack

@@ -188,6 +188,7 @@ pub fn evidence_query(services: &[&str], time: &str) -> EvidenceQuery {
             deployments_since: t - chrono::Duration::hours(24),
         },
         alert: alert(services.first().copied(), time),
+        since_change: None,
     }
 }
 

@@ -3,7 +3,6 @@
 //! real), and CodeDeploy deployments that stay `Created` and are filtered by application,
 //! group and creation time as AWS does.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -12,12 +11,7 @@ use iras_core::{Alert, DeploymentSource, EvidenceQuery, EvidenceWindow, SourceEr
 
 use crate::support::Moto;
 
-fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use iras_core::testing::vars;
 
 /// An alert on `service` at `at`: deployments are looked for from a day before it.
 fn query(service: &str, at: DateTime<Utc>) -> EvidenceQuery {
@@ -29,11 +23,13 @@ fn query(service: &str, at: DateTime<Utc>) -> EvidenceQuery {
             deployments_since: at - Duration::hours(24),
         },
         alert: Alert {
+            origin: None,
             title: format!("High error rate on {service}"),
             timestamp: at,
             service: Some(service.to_string()),
             fields: Default::default(),
         },
+        since_change: None,
     }
 }
 

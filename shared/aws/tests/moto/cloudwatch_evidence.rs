@@ -7,7 +7,6 @@
 //! unit tests of the queries and the result parsing, and here only by how an unreachable
 //! endpoint fails.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -16,12 +15,7 @@ use iras_core::{Alert, EvidenceQuery, EvidenceWindow, LogLevel, LogSource, Sourc
 
 use crate::support::Moto;
 
-fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use iras_core::testing::vars;
 
 fn query(service: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> EvidenceQuery {
     EvidenceQuery {
@@ -32,11 +26,13 @@ fn query(service: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> EvidenceQue
             deployments_since: start - Duration::hours(24),
         },
         alert: Alert {
+            origin: None,
             title: format!("High error rate on {service}"),
             timestamp: end,
             service: Some(service.to_string()),
             fields: Default::default(),
         },
+        since_change: None,
     }
 }
 

@@ -10,12 +10,19 @@ use iras_aws::SdkConfig;
 
 pub struct Moto {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     pub config: SdkConfig,
 }
 
+/// `.venv-test` at the workspace root, whichever crate includes this harness.
 fn moto_server_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-test/bin/moto_server")
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(&manifest)
+        .to_path_buf();
+    root.join(".venv-test/bin/moto_server")
 }
 
 fn free_port() -> u16 {

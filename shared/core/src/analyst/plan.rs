@@ -1,13 +1,60 @@
-//! Remediation plans from a small catalogue of safe actions, each with its undo. Every command
-//! is built from a fixed template whose shape the default remediation policy allows; names
-//! taken from the evidence (services, namespaces, flags, tables) are used only when they are
-//! plain identifiers, otherwise the step is left out and the summary says why.
+//! Remediation plans from a small catalogue of safe typed actions. Each action is built from
+//! names taken from the evidence (services, namespaces, flags, tables) only when they are
+//! plain identifiers, otherwise the step is left out and the summary says why. Kubernetes
+//! and flag changes go through the operator's runner; AWS resources are changed directly.
+
+use std::collections::BTreeMap;
 
 use super::metrics;
 use super::rca::fault_phrase;
 use super::text::{clean, flag_key, is_flag_deployment, safe_name};
 use super::triage::tag;
 use crate::domain::*;
+
+/// What the catalogue does about a kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remedy {
+    /// Undo the change that caused it (a deploy, or a flag).
+    RollBack,
+    /// Turn off the flag whose change caused it; a code deploy is rolled back.
+    ToggleFlag,
+    /// Fail over away from a dependency that is down.
+    FailOver,
+    /// More table capacity.
+    Capacity,
+    /// Fresh instances (a leak, a crash loop): buys time.
+    Restart,
+    /// More replicas to absorb load; a restart when the count is unknown.
+    ScaleOut,
+    /// Pause the workload that starves its neighbours.
+    Pause,
+    /// Nothing catalogued.
+    Manual,
+}
+
+/// The one place fault labels are read: a renamed label is a one-line change here.
+fn remedy_for(fault: &str) -> Remedy {
+    match fault {
+        "bad_deploy" => Remedy::RollBack,
+        "config_change" => Remedy::ToggleFlag,
+        "dependency_outage" => Remedy::FailOver,
+        "dynamodb_throttling" => Remedy::Capacity,
+        "memory_leak" | "crash" => Remedy::Restart,
+        "connection_pool_exhaustion" | "retry_storm" | "resource_exhaustion" | "throttling" => {
+            Remedy::ScaleOut
+        }
+        "noisy_neighbour" => Remedy::Pause,
+        _ => Remedy::Manual,
+    }
+}
+
+/// Whether rolling back a deploy that preceded the onset fits this fault.
+fn deploy_rollback_fits(fault: &str) -> bool {
+    matches!(
+        remedy_for(fault),
+        Remedy::RollBack | Remedy::Restart | Remedy::ScaleOut | Remedy::Pause
+    ) || fault == "unknown"
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -20,13 +67,19 @@ enum Shape {
 /// X-Ray style node names carry their AWS type: `PetSearch_AWS::ECS::Fargate`.
 fn shape_of(svc: &str, fault: &str, ctx: &ContextBundle) -> Shape {
     let lower = svc.to_ascii_lowercase();
-    if lower.contains("aws::dynamodb") || fault == "dynamodb_throttling" {
+    if lower.contains("aws::dynamodb") || remedy_for(fault) == Remedy::Capacity {
         return Shape::DynamoDb;
     }
     if lower.contains("aws::lambda") {
         return Shape::Lambda;
     }
-    if lower.contains("aws::ecs") || lower.contains("fargate") {
+    if lower.contains("aws::ecs")
+        || lower.contains("fargate")
+        || ctx
+            .deployments
+            .iter()
+            .any(|d| d.service == svc && ecs_names(d).is_some())
+    {
         return Shape::Ecs;
     }
     let names: Vec<String> = ctx
@@ -77,25 +130,50 @@ fn last_value(ctx: &ContextBundle, svc: &str, words: &[&str]) -> Option<f64> {
         .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
-fn step(
-    description: String,
-    command: String,
-    rollback: String,
-    risk: RiskLevel,
-    seconds: u64,
-) -> RemediationStep {
-    RemediationStep {
-        description,
-        command,
-        rollback_command: rollback,
-        risk_level: risk,
-        estimated_duration_seconds: seconds,
+/// `(cluster, service)` from the ECS deployment evidence ("... of service X in cluster Y").
+fn ecs_names(d: &Deployment) -> Option<(String, String)> {
+    let rest = d.description.strip_prefix("ECS deployment ")?;
+    let (_, after) = rest.split_once(" of service ")?;
+    let (service, after) = after.split_once(" in cluster ")?;
+    let cluster = after.split([';', ' ', ',']).next()?;
+    (safe_name(service) && safe_name(cluster)).then(|| (cluster.to_string(), service.to_string()))
+}
+
+/// The task definition before `family:N`: the one deployed before it, from the evidence, or
+/// revision N-1 of the same family.
+fn previous_task_definition(ctx: &ContextBundle, svc: &str, d: &Deployment) -> Option<String> {
+    let earlier = ctx
+        .deployments
+        .iter()
+        .filter(|p| p.service == svc && p.timestamp < d.timestamp && p.version != d.version)
+        .max_by_key(|p| p.timestamp)
+        .map(|p| p.version.clone());
+    earlier.or_else(|| {
+        let (family, rev) = d.version.rsplit_once(':')?;
+        let n: u64 = rev.parse().ok()?;
+        (n > 1).then(|| format!("{family}:{}", n - 1))
+    })
+}
+
+fn runner(operation: &str, target: String, params: &[(&str, String)]) -> Action {
+    Action::Runner {
+        operation: operation.into(),
+        target,
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
     }
+}
+
+fn step(description: String, action: Action, risk: RiskLevel, seconds: u64) -> RemediationStep {
+    RemediationStep::new(description, action, risk, seconds)
 }
 
 pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> RemediationPlan {
     let svc = h.root_cause_service.as_str();
     let fault = h.fault.as_str();
+    let remedy = remedy_for(fault);
     let mut notes: Vec<String> = Vec::new();
     let mut steps: Vec<RemediationStep> = Vec::new();
 
@@ -120,38 +198,47 @@ pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> Reme
 
     if !safe_name(svc) || !safe_name(name) {
         notes.push(format!(
-            "the root-cause service name `{}` is not a plain identifier: no command can name it",
+            "the root-cause service name `{}` is not a plain identifier: no action can name it",
             clean(svc, 60)
         ));
     } else {
         let suspect = h.suspect_deployment.as_ref().filter(|d| d.service == svc);
         let flag = suspect.filter(|d| is_flag_deployment(d));
         let code_deploy = suspect.filter(|d| !is_flag_deployment(d));
-        let rollback_fits = matches!(
-            fault,
-            "bad_deploy"
-                | "memory_leak"
-                | "noisy_neighbour"
-                | "resource_exhaustion"
-                | "connection_pool_exhaustion"
-                | "crash"
-                | "unknown"
-        );
         let replicas = last_value(ctx, svc, &["ready", "replicas"])
             .or_else(|| last_value(ctx, svc, &["available", "replicas"]))
             .map(|v| v.round() as u64)
             .filter(|v| *v >= 1);
-        let deploy_ref = format!("deployment/{name}");
+        let deployment = format!("{namespace}/deployment/{name}");
+        let ecs = suspect
+            .and_then(ecs_names)
+            .or_else(|| {
+                ctx.deployments
+                    .iter()
+                    .filter(|d| d.service == svc)
+                    .find_map(ecs_names)
+            })
+            .unwrap_or_else(|| {
+                let cluster = tag(alert, "cluster").unwrap_or_else(|| "default".into());
+                (cluster, name.to_string())
+            });
+        let ecs_ok = safe_name(&ecs.0) && safe_name(&ecs.1);
 
-        if let (Some(d), true) = (flag, fault == "config_change" || fault == "bad_deploy") {
+        if let (Some(d), true) = (
+            flag,
+            matches!(remedy, Remedy::ToggleFlag | Remedy::RollBack),
+        ) {
             match (flag_key(d), env_ok) {
                 (Some(key), true) => steps.push(step(
                     format!(
                         "Turn off flag {key}: its change ({}) preceded the errors",
                         clean(&d.description, 80)
                     ),
-                    format!("ldcli flags toggle-off --flag {key} --environment {env}"),
-                    format!("ldcli flags toggle-on --flag {key} --environment {env}"),
+                    runner(
+                        "feature_flag.set",
+                        format!("{env}/{key}"),
+                        &[("value", "off".into())],
+                    ),
                     RiskLevel::Low,
                     30,
                 )),
@@ -159,7 +246,7 @@ pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> Reme
                     .push("the flag change names no usable flag key: turn it off by hand".into()),
                 _ => {}
             }
-        } else if let (Some(d), true) = (code_deploy, rollback_fits) {
+        } else if let (Some(d), true) = (code_deploy, deploy_rollback_fits(fault)) {
             match shape {
                 Shape::Kubernetes if k8s_ok => {
                     steps.push(step(
@@ -167,9 +254,7 @@ pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> Reme
                             "Roll {name} back from {}: the deployment preceded the onset",
                             clean(&d.version, 40)
                         ),
-                        format!("kubectl rollout undo {deploy_ref} -n {namespace}"),
-                        // Undoing an undo returns to the newer revision.
-                        format!("kubectl rollout undo {deploy_ref} -n {namespace}"),
+                        runner("kubernetes.rollout_undo", deployment.clone(), &[]),
                         RiskLevel::Medium,
                         120,
                     ));
@@ -186,8 +271,12 @@ pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> Reme
                         Some(prev) if safe_name(&prev) && safe_name(&alias) && safe_name(&d.version) => {
                             steps.push(step(
                                 format!("Point alias {alias} of {name} back to version {prev}"),
-                                format!("aws lambda update-alias --function-name {name} --name {alias} --function-version {prev}"),
-                                format!("aws lambda update-alias --function-name {name} --name {alias} --function-version {}", d.version),
+                                Action::LambdaSetAlias {
+                                    function_name: name.to_string(),
+                                    alias,
+                                    version: prev,
+                                    from: Some(d.version.clone()),
+                                },
                                 RiskLevel::Medium,
                                 30,
                             ));
@@ -198,124 +287,127 @@ pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> Reme
                         )),
                     }
                 }
-                Shape::Ecs => notes.push(format!(
-                    "{name} runs on ECS and its previous task definition is unknown: roll it back by hand"
-                )),
+                Shape::Ecs => match previous_task_definition(ctx, svc, d) {
+                    Some(prev) if ecs_ok && safe_name(&prev) && safe_name(&d.version) => {
+                        steps.push(step(
+                            format!(
+                                "Roll ECS service {}/{} back from {} to {prev}: the deployment preceded the onset",
+                                ecs.0,
+                                ecs.1,
+                                clean(&d.version, 40)
+                            ),
+                            Action::EcsSetTaskDefinition {
+                                cluster: ecs.0.clone(),
+                                service: ecs.1.clone(),
+                                task_definition: prev,
+                                from: Some(d.version.clone()),
+                            },
+                            RiskLevel::Medium,
+                            300,
+                        ));
+                    }
+                    _ => notes.push(format!(
+                        "{name} runs on ECS and its previous task definition is unknown: roll it back by hand"
+                    )),
+                },
                 _ => {}
             }
         } else {
-            match fault {
-                "dependency_outage" if env_ok => {
+            match remedy {
+                Remedy::FailOver if env_ok => {
                     let flag = format!("{name}-failover");
                     if safe_name(&flag) {
                         steps.push(step(
                             format!("Fail over away from {name} (circuit-breaker / fallback flag)"),
-                            format!("ldcli flags toggle-on --flag {flag} --environment {env}"),
-                            format!("ldcli flags toggle-off --flag {flag} --environment {env}"),
+                            runner(
+                                "feature_flag.set",
+                                format!("{env}/{flag}"),
+                                &[("value", "on".into())],
+                            ),
                             RiskLevel::Medium,
                             30,
                         ));
                     }
                 }
-                "dynamodb_throttling" => {
-                    let read = last_value(ctx, svc, &["provisioned", "read", "capacity"]);
-                    let write = last_value(ctx, svc, &["provisioned", "write", "capacity"]);
-                    let rollback = match (read, write) {
-                        (Some(r), Some(w)) => format!(
-                            "aws dynamodb update-table --table-name {name} --billing-mode PROVISIONED --provisioned-throughput ReadCapacityUnits={},WriteCapacityUnits={}",
-                            r.round() as u64,
-                            w.round() as u64
-                        ),
-                        _ => {
-                            notes.push(format!(
-                                "{name}'s provisioned read and write capacity are not both known: switching back to PROVISIONED is left to a human"
-                            ));
-                            String::new()
-                        }
-                    };
-                    steps.push(step(
-                        format!("Switch {name} to on-demand capacity so writes stop being throttled"),
-                        format!("aws dynamodb update-table --table-name {name} --billing-mode PAY_PER_REQUEST"),
-                        rollback,
-                        RiskLevel::Medium,
-                        60,
-                    ));
-                }
-                "memory_leak" | "crash" => match shape {
+                Remedy::Capacity => steps.push(step(
+                    format!("Switch {name} to on-demand capacity so writes stop being throttled"),
+                    Action::DynamoDbSetCapacity {
+                        table_name: name.to_string(),
+                        capacity: TableCapacity::OnDemand,
+                    },
+                    RiskLevel::Medium,
+                    60,
+                )),
+                Remedy::Restart => match shape {
                     Shape::Kubernetes if k8s_ok => steps.push(step(
                         format!("Restart {name}'s pods to release leaked memory (buys time; the leak stays)"),
-                        format!("kubectl rollout restart {deploy_ref} -n {namespace}"),
-                        String::new(),
+                        runner("kubernetes.rollout_restart", deployment.clone(), &[]),
                         RiskLevel::Medium,
                         180,
                     )),
-                    Shape::Ecs => {
-                        let cluster = tag(alert, "cluster").unwrap_or_else(|| "default".into());
-                        if safe_name(&cluster) {
-                            steps.push(step(
-                                format!("Replace {name}'s tasks (cluster {cluster}) to release leaked memory"),
-                                format!("aws ecs update-service --cluster {cluster} --service {name} --force-new-deployment"),
-                                String::new(),
-                                RiskLevel::Medium,
-                                300,
-                            ));
-                        }
-                    }
+                    Shape::Ecs if ecs_ok => steps.push(step(
+                        format!(
+                            "Replace {name}'s tasks (cluster {}) to release leaked memory",
+                            ecs.0
+                        ),
+                        Action::EcsForceNewDeployment {
+                            cluster: ecs.0.clone(),
+                            service: ecs.1.clone(),
+                        },
+                        RiskLevel::Medium,
+                        300,
+                    )),
                     _ => {}
                 },
-                "connection_pool_exhaustion" | "retry_storm" | "resource_exhaustion"
-                | "throttling" | "noisy_neighbour"
-                    if k8s_ok =>
-                {
-                    match (replicas, fault) {
-                        (_, "noisy_neighbour") => steps.push(step(
-                            format!("Pause {name}, which starves its neighbours"),
-                            format!("kubectl scale {deploy_ref} -n {namespace} --replicas=0"),
-                            replicas
-                                .map(|n| format!("kubectl scale {deploy_ref} -n {namespace} --replicas={n}"))
-                                .unwrap_or_default(),
+                Remedy::ScaleOut | Remedy::Pause if k8s_ok => match (replicas, remedy) {
+                    (_, Remedy::Pause) => steps.push(step(
+                        format!("Pause {name}, which starves its neighbours"),
+                        runner(
+                            "kubernetes.scale",
+                            deployment.clone(),
+                            &[("replicas", "0".into())],
+                        ),
+                        RiskLevel::Medium,
+                        60,
+                    )),
+                    (Some(n), _) => {
+                        let target = (n * 3).div_ceil(2).max(n + 1);
+                        steps.push(step(
+                            format!("Scale {name} from {n} to {target} replicas to absorb the load"),
+                            runner(
+                                "kubernetes.scale",
+                                deployment.clone(),
+                                &[("replicas", target.to_string())],
+                            ),
                             RiskLevel::Medium,
-                            60,
-                        )),
-                        (Some(n), _) => {
-                            let target = (n * 3).div_ceil(2).max(n + 1);
-                            steps.push(step(
-                                format!("Scale {name} from {n} to {target} replicas to absorb the load"),
-                                format!("kubectl scale {deploy_ref} -n {namespace} --replicas={target}"),
-                                format!("kubectl scale {deploy_ref} -n {namespace} --replicas={n}"),
-                                RiskLevel::Medium,
-                                90,
-                            ));
-                        }
-                        (None, "connection_pool_exhaustion") => {
-                            notes.push(format!("{name}'s replica count is unknown, so it is restarted rather than scaled"));
-                            steps.push(step(
-                                format!("Restart {name}'s pods to return leaked pool connections"),
-                                format!("kubectl rollout restart {deploy_ref} -n {namespace}"),
-                                String::new(),
-                                RiskLevel::Medium,
-                                180,
-                            ));
-                        }
-                        (None, _) => notes.push(format!(
-                            "{name}'s replica count is unknown: choose a scale-out target by hand"
-                        )),
+                            90,
+                        ));
                     }
-                }
+                    (None, _) if fault == "connection_pool_exhaustion" => {
+                        notes.push(format!("{name}'s replica count is unknown, so it is restarted rather than scaled"));
+                        steps.push(step(
+                            format!("Restart {name}'s pods to return leaked pool connections"),
+                            runner("kubernetes.rollout_restart", deployment.clone(), &[]),
+                            RiskLevel::Medium,
+                            180,
+                        ));
+                    }
+                    (None, _) => notes.push(format!(
+                        "{name}'s replica count is unknown: choose a scale-out target by hand"
+                    )),
+                },
                 _ => {}
             }
         }
         // Watch the rollout settle after anything that changed the deployment.
         if k8s_ok
             && steps.iter().any(|s| {
-                s.command.starts_with("kubectl rollout") || s.command.starts_with("kubectl scale")
+                matches!(&s.action, Some(Action::Runner { operation, .. }) if operation.starts_with("kubernetes."))
             })
         {
-            let status = format!("kubectl rollout status {deploy_ref} -n {namespace}");
             steps.push(step(
                 format!("Verify that {name} is healthy again"),
-                status.clone(),
-                status,
+                runner("kubernetes.rollout_status", deployment, &[]),
                 RiskLevel::Low,
                 120,
             ));
@@ -362,6 +454,7 @@ pub fn plan(alert: &Alert, h: &RootCauseHypothesis, ctx: &ContextBundle) -> Reme
         policy: vec![],
         safety_notes: vec![],
         analyst: "offline".into(),
+        required_approvers: 1,
     }
 }
 
@@ -411,22 +504,21 @@ mod tests {
         }
     }
 
-    fn all_allowed(p: &RemediationPlan) {
+    fn cli(p: &RemediationPlan, i: usize) -> String {
+        p.steps[i].text().cli
+    }
+
+    fn all_valid(p: &RemediationPlan) {
         let policy = RemediationPolicy::default();
         for s in &p.steps {
             policy
-                .check(&s.command)
-                .unwrap_or_else(|e| panic!("{}: {e}", s.command));
-            if s.has_rollback() {
-                policy
-                    .check(&s.rollback_command)
-                    .unwrap_or_else(|e| panic!("{}: {e}", s.rollback_command));
-            }
+                .check(s.action.as_ref().unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", s.text().cli));
         }
     }
 
     #[test]
-    fn bad_deploy_is_rolled_back_and_verified() {
+    fn bad_deploy_is_rolled_back_through_the_runner_and_verified() {
         let h = hyp(
             "payment-service",
             "bad_deploy",
@@ -438,12 +530,45 @@ mod tests {
             &ContextBundle::default(),
         );
         assert_eq!(
-            p.steps[0].command,
-            "kubectl rollout undo deployment/payment-service -n shop"
+            cli(&p, 0),
+            "runner kubernetes.rollout_undo shop/deployment/payment-service"
         );
-        assert_eq!(p.steps[0].rollback_command, p.steps[0].command);
-        assert!(p.steps[1].command.starts_with("kubectl rollout status"));
-        all_allowed(&p);
+        assert!(p.steps[0].has_rollback());
+        assert_eq!(
+            cli(&p, 1),
+            "runner kubernetes.rollout_status shop/deployment/payment-service"
+        );
+        all_valid(&p);
+    }
+
+    #[test]
+    fn a_bad_ecs_deploy_rolls_the_service_back_to_the_task_definition_before_it() {
+        let d = dep(
+            "payment",
+            "payment:2",
+            "ECS deployment ecs-svc/2 (PRIMARY) of service payment in cluster shop; task definition arn:aws:ecs:us-east-1:1:task-definition/payment:2",
+        );
+        let ctx = ContextBundle {
+            deployments: vec![d.clone()],
+            ..Default::default()
+        };
+        let p = plan(
+            &alert(json!({})),
+            &hyp("payment", "bad_deploy", Some(d)),
+            &ctx,
+        );
+        assert_eq!(
+            p.steps[0].action,
+            Some(Action::EcsSetTaskDefinition {
+                cluster: "shop".into(),
+                service: "payment".into(),
+                task_definition: "payment:1".into(),
+                from: Some("payment:2".into()),
+            })
+        );
+        assert_eq!(p.steps.len(), 1);
+        assert!(p.reversible);
+        all_valid(&p);
     }
 
     #[test]
@@ -459,11 +584,11 @@ mod tests {
         .unwrap();
         let p = plan(&a, &h, &ContextBundle::default());
         assert_eq!(
-            p.steps[0].command,
-            "ldcli flags toggle-off --flag pricing.dynamic-discounts-v2 --environment production"
+            cli(&p, 0),
+            "runner feature_flag.set production/pricing.dynamic-discounts-v2 value=off"
         );
         assert_eq!(p.steps[0].risk_level, RiskLevel::Low);
-        all_allowed(&p);
+        all_valid(&p);
     }
 
     #[test]
@@ -474,12 +599,12 @@ mod tests {
             &ContextBundle::default(),
         );
         assert_eq!(
-            p.steps[0].command,
-            "kubectl rollout restart deployment/cart-service -n default"
+            cli(&p, 0),
+            "runner kubernetes.rollout_restart default/deployment/cart-service"
         );
         assert!(!p.steps[0].has_rollback());
         assert!(!p.reversible && p.requires_human_approval);
-        all_allowed(&p);
+        all_valid(&p);
     }
 
     #[test]
@@ -501,14 +626,14 @@ mod tests {
             &ctx,
         );
         assert_eq!(
-            p.steps[0].command,
-            "kubectl scale deployment/inventory-service -n shop --replicas=6"
+            cli(&p, 0),
+            "runner kubernetes.scale shop/deployment/inventory-service replicas=6"
         );
-        assert_eq!(
-            p.steps[0].rollback_command,
-            "kubectl scale deployment/inventory-service -n shop --replicas=4"
+        assert!(
+            p.steps[0].has_rollback(),
+            "the runner restores the count it recorded"
         );
-        all_allowed(&p);
+        all_valid(&p);
         let p = plan(
             &alert(json!({})),
             &hyp("inventory-service", "retry_storm", None),
@@ -523,35 +648,35 @@ mod tests {
     }
 
     #[test]
-    fn dynamodb_and_failover_use_their_catalogue_entries() {
+    fn dynamodb_goes_on_demand_and_is_restored_from_the_recorded_capacity() {
         let p = plan(
             &alert(json!({})),
             &hyp("orders-table", "dynamodb_throttling", None),
             &ContextBundle::default(),
         );
         assert_eq!(
-            p.steps[0].command,
+            cli(&p, 0),
             "aws dynamodb update-table --table-name orders-table --billing-mode PAY_PER_REQUEST"
         );
         assert!(
-            !p.steps[0].has_rollback(),
-            "capacity unknown: no invented rollback"
+            p.steps[0].has_rollback(),
+            "no invented rollback: the live capacity is recorded"
         );
-        all_allowed(&p);
+        all_valid(&p);
         let p = plan(
             &alert(json!({"env": "prod"})),
             &hyp("shipengine-api", "dependency_outage", None),
             &ContextBundle::default(),
         );
         assert_eq!(
-            p.steps[0].command,
-            "ldcli flags toggle-on --flag shipengine-api-failover --environment prod"
+            cli(&p, 0),
+            "runner feature_flag.set prod/shipengine-api-failover value=on"
         );
-        all_allowed(&p);
+        all_valid(&p);
     }
 
     #[test]
-    fn unsafe_names_are_never_put_in_commands() {
+    fn unsafe_names_are_never_put_in_actions() {
         let h = hyp(
             "pay; rm -rf /",
             "bad_deploy",
@@ -585,9 +710,9 @@ mod tests {
             &ContextBundle::default(),
         );
         assert_eq!(
-            p.steps[0].command,
+            cli(&p, 0),
             "aws ecs update-service --cluster default --service PetSearch --force-new-deployment"
         );
-        all_allowed(&p);
+        all_valid(&p);
     }
 }

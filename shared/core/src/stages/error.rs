@@ -25,6 +25,8 @@ pub enum StageError {
     PolicyViolation(String),
     /// The plan has no step IRAS can apply.
     NothingToApply(String),
+    /// The stored plan is not the one that was approved.
+    PlanChanged(String),
     /// A stored record cannot be read back.
     StoreCorrupt(String),
     /// An approval was requested again for a plan already decided.
@@ -53,6 +55,7 @@ impl StageErrorKind {
             | StageErrorKind::ApprovalMissing
             | StageErrorKind::PolicyViolation
             | StageErrorKind::NothingToApply
+            | StageErrorKind::PlanChanged
             | StageErrorKind::StoreCorrupt
             | StageErrorKind::ApprovalAlreadyDecided => false,
             StageErrorKind::StoreConflict
@@ -100,6 +103,7 @@ impl StageError {
             | StageError::ApprovalMissing(m)
             | StageError::PolicyViolation(m)
             | StageError::NothingToApply(m)
+            | StageError::PlanChanged(m)
             | StageError::StoreCorrupt(m)
             | StageError::ApprovalAlreadyDecided(m)
             | StageError::StoreConflict(m)

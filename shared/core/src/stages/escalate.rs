@@ -47,6 +47,17 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
             detail.push_str(&format!("; guidance: {}", p.summary));
         }
     }
+    if matches!(
+        reason,
+        EscalationReason::NotRecovered | EscalationReason::Unverified
+    ) {
+        if let Some(v) = &incident.verification {
+            let figures = v.figures();
+            if !figures.is_empty() {
+                detail.push_str(&format!("; {figures}"));
+            }
+        }
+    }
     if reason == EscalationReason::LowConfidence {
         if let Some(h) = &incident.hypothesis {
             detail.push_str(&format!(

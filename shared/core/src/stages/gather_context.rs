@@ -141,6 +141,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
         services: services_to_investigate(&affected, &topology),
         window,
         alert: incident.alert.clone(),
+        since_change: None,
     };
 
     // Every source at once; each bounded by its own timeout.

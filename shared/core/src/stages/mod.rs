@@ -13,6 +13,7 @@ mod rca;
 mod remediate;
 mod request_approval;
 mod triage;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +31,16 @@ use crate::usage::LlmCall;
 pub use error::{StageError, StageErrorKind};
 pub use escalate::{escalate, EscalateInput, EscalateOutput, EscalationInput};
 pub use gather_context::{evidence_window, gather_context, services_to_investigate, GatherOutput};
-pub use ingest::{ingest, open_and_start, IngestFailure, Ingested};
+pub use ingest::{ingest, ingest_with, open_and_start, IngestFailure, IngestOutcome, Ingested};
 pub use plan::{plan, PlanOutput};
 pub use postmortem::{postmortem, PostMortemOutput};
 pub use rca::{rca, RcaOutput};
-pub use remediate::{remediate, RemediateOutput};
+pub use remediate::{remediate, RemediateInput, RemediateOutput};
 pub use request_approval::{
     decide, request_approval, ApprovalInput, ApprovalOutput, DecideError, DecisionRequest,
 };
 pub use triage::{triage, TriageOutput};
+pub use verify::{verify, VerifyInput, VerifyOutput};
 
 /// Everything a stage may touch. Built once per process (per Lambda cold start), with
 /// [`Deps::builder`].
@@ -145,6 +147,7 @@ pub mod lifecycle {
     pub const INCIDENT_ESCALATED: &str = "IncidentEscalated";
     pub const REMEDIATION_APPLIED: &str = "RemediationApplied";
     pub const POSTMORTEM_PUBLISHED: &str = "PostMortemPublished";
+    pub const RECOVERY_VERIFIED: &str = "RecoveryVerified";
 }
 
 /// Publishes a lifecycle event. Subscribers are told, not asked: a failure is logged and
@@ -228,7 +231,12 @@ where
         if !change(&mut incident)? {
             return Ok(incident);
         }
-        incident.updated_at = deps.clock.now();
+        let now = deps.clock.now();
+        incident.updated_at = now;
+        // The reopen cool-down counts from the first write of a final status.
+        if incident.status.is_final() && incident.closed_at.is_none() {
+            incident.closed_at = Some(now);
+        }
         match deps.store.update_incident(&incident).await {
             Ok(stored) => return Ok(stored),
             Err(StoreError::Conflict(_)) => continue,

@@ -36,6 +36,7 @@ pub async fn plan(deps: &Deps, input: &IncidentRef) -> Result<PlanOutput, StageE
                 proposed,
                 &deps.config.policy,
                 deps.config.auto_approve_max_risk,
+                deps.config.executor.for_real(),
             )
         }
     };
@@ -49,6 +50,8 @@ pub async fn plan(deps: &Deps, input: &IncidentRef) -> Result<PlanOutput, StageE
             "no automated action fits; a person must act"
         } else if p.blocked_by_policy {
             "blocked by the remediation policy"
+        } else if p.required_approvers > 1 {
+            "needs two people's approval"
         } else if p.requires_human_approval {
             "needs human approval"
         } else {

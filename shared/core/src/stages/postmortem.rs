@@ -25,6 +25,20 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         if inc.status.is_final() {
             return Ok(false);
         }
+        if ended_by_recovery(inc) {
+            // The source recovered and the wait was ended: closed, with nothing applied.
+            inc.status = IncidentStatus::Resolved;
+            inc.resolved_at = inc.source_recovered_at.or(Some(now));
+            inc.record(
+                now,
+                "closed-recovered",
+                "postmortem",
+                "closed: the source recovered while the plan awaited approval; nothing was \
+                 applied"
+                    .into(),
+            );
+            return Ok(true);
+        }
         inc.status = IncidentStatus::Escalated;
         inc.record(
             now,
@@ -57,10 +71,21 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
             )
         }
     };
-    let outcome = if incident.status == IncidentStatus::Resolved {
+    let outcome = if ended_by_recovery(&incident) {
+        PostMortemOutcome::Recovered
+    } else if incident.status == IncidentStatus::Resolved {
         PostMortemOutcome::Resolved
     } else {
         PostMortemOutcome::Escalated
+    };
+    let resolution = match (outcome, incident.source_recovered_at) {
+        // A fact from the record, whatever the narrative says.
+        (PostMortemOutcome::Recovered, Some(at)) => format!(
+            "The source reported recovery at {} while the plan awaited approval; \
+             AUTO_CANCEL_ON_RECOVERY ended the wait and no remediation step was applied.",
+            format_time(at)
+        ),
+        _ => narrative.resolution,
     };
     let started_at = incident.alert.timestamp.min(incident.created_at);
     let ended_at = incident
@@ -82,7 +107,7 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         outcome,
         summary: narrative.summary,
         root_cause: narrative.root_cause,
-        resolution: narrative.resolution,
+        resolution,
         timeline,
         action_items: narrative.action_items,
         lessons: narrative.lessons,
@@ -95,6 +120,7 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         written_at: now,
         analyst,
         llm_usage: usage::LlmUsage::of(&llm_calls),
+        verification: incident.verification.clone(),
     };
     deps.store.put_postmortem(&pm).await?;
     let stored = mutate(deps, &input.incident_id, |inc| {
@@ -126,11 +152,16 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         duration_seconds: pm.duration_seconds,
         summary: format!(
             "{} after {}",
-            match outcome {
-                PostMortemOutcome::Resolved => "resolved",
-                PostMortemOutcome::Escalated => "escalated",
-            },
+            outcome.as_str(),
             format_duration(pm.duration_seconds)
         ),
     })
+}
+
+/// The approval wait was ended because the source recovered (`AUTO_CANCEL_ON_RECOVERY`).
+fn ended_by_recovery(inc: &Incident) -> bool {
+    inc.approval
+        .as_ref()
+        .and_then(|a| a.decision.as_ref())
+        .is_some_and(|d| d.decision == Decision::Recovered)
 }

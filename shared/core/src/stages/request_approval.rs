@@ -32,9 +32,12 @@ pub async fn request_approval(
         return Err(StageError::InvalidInput("task_token is empty".into()));
     }
     let incident = load(deps, &input.incident_id).await?;
-    if incident.plan.is_none() {
+    let Some(plan) = incident.plan.as_ref() else {
         return Err(StageError::InvalidInput("no plan to approve".into()));
-    }
+    };
+    // The approval is bound to exactly the actions people are shown now.
+    let plan_hash = plan.actions_hash();
+    let required_approvers = plan.required_approvers.max(1);
     let now = deps.clock.now();
     let timeout = input
         .timeout_seconds
@@ -63,6 +66,9 @@ pub async fn request_approval(
             expires_at: now + Duration::seconds(timeout as i64),
             decision: None,
             message_ref: None,
+            plan_hash: plan_hash.clone(),
+            required_approvers,
+            approvals: Vec::new(),
         };
         inc.status = IncidentStatus::AwaitingApproval;
         inc.record(
@@ -136,6 +142,11 @@ pub async fn request_approval(
     })
 }
 
+/// The same person whatever the case or spacing of the name they gave.
+fn person(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
 fn new_approval_id() -> String {
     // 122 random bits: not guessable, and single-use by construction.
     format!("apr-{}", uuid::Uuid::new_v4().simple())
@@ -162,6 +173,9 @@ pub enum DecideError {
     AlreadyDecided(String),
     #[error("the approval window closed at {0}")]
     Expired(Timestamp),
+    /// The same person approving again counts once: another person must approve.
+    #[error("{0} already approved this plan; it needs another person's approval")]
+    AlreadyApproved(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -185,6 +199,7 @@ pub async fn decide(
 ) -> Result<Incident, DecideError> {
     let now = deps.clock.now();
     let mut token = String::new();
+    let mut partial = false;
     let stored = mutate_or(deps, id, |inc| {
         let not_awaiting = || DecideError::NotAwaiting(id.to_string());
         let Some(approval) = inc.approval.as_mut() else {
@@ -207,32 +222,75 @@ pub async fn decide(
             return Err(DecideError::Expired(approval.expires_at));
         }
         token = approval.task_token.clone();
-        approval.decision = Some(ApprovalDecision {
+        let decision = ApprovalDecision {
             decision: request.decision,
             approver: request.approver.clone(),
             channel: request.channel.clone(),
             decided_at: now,
             comment: request.comment.clone(),
-        });
+            plan_hash: approval.plan_hash.clone(),
+        };
+        let comment = request
+            .comment
+            .as_ref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        if request.decision == Decision::Approved {
+            let who = person(&request.approver);
+            if approval.approvals.iter().any(|a| person(&a.approver) == who) {
+                return Err(DecideError::AlreadyApproved(request.approver.clone()));
+            }
+            approval.approvals.push(decision.clone());
+            let have = approval.approvals.len() as u32;
+            let need = approval.required_approvers.max(1);
+            if have < need {
+                partial = true;
+                inc.record(
+                    now,
+                    format!("approval:partial:{have}"),
+                    "approval",
+                    format!(
+                        "approval {have} of {need} by {} via {}{comment}; waiting for another person",
+                        request.approver, request.channel
+                    ),
+                );
+                return Ok(true);
+            }
+        }
+        partial = false;
+        let who = match request.decision {
+            Decision::Approved => approval
+                .approvals
+                .iter()
+                .map(|a| a.approver.as_str())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            Decision::Rejected | Decision::Recovered => request.approver.clone(),
+        };
+        approval.decision = Some(decision);
         inc.record(
             now,
             "approval:decided",
             "approval",
             format!(
-                "plan {} by {} via {}{}",
+                "plan {} by {who} via {}{comment}",
                 request.decision.as_str(),
-                request.approver,
                 request.channel,
-                request
-                    .comment
-                    .as_ref()
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default()
             ),
         );
         Ok(true)
     })
     .await?;
+    if partial {
+        let news = format!(
+            "plan approved by {} via {}; it needs another person's approval",
+            request.approver, request.channel
+        );
+        if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
+            tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the approval");
+        }
+        return Ok(stored);
+    }
     let output = json!({
         "decision": request.decision.as_str(),
         "approver": request.approver,
@@ -272,6 +330,11 @@ pub async fn decide(
             return Ok(false);
         };
         a.decision = None;
+        // The last approval is the one that did not reach the pipeline.
+        if request.decision == Decision::Approved {
+            let who = person(&request.approver);
+            a.approvals.retain(|d| person(&d.approver) != who);
+        }
         inc.timeline.retain(|e| e.key != "approval:decided");
         inc.record(
             now,

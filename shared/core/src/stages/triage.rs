@@ -64,7 +64,12 @@ fn sanitize_triage(t: &mut TriageResult, alert: &Alert) {
     t.confidence = clamp_confidence(t.confidence);
     // No analyst may rate an incident less severe than the rules do: text in the alert (or a
     // model persuaded by it) can raise severity, never lower it.
-    let floor = crate::analyst::triage(alert).severity;
+    let rules = crate::analyst::triage(alert).severity;
+    // The source's own severity, through the documented table, is a floor too.
+    let floor = match alert.origin.as_ref().and_then(|o| o.severity) {
+        Some(source) => rules.min(source),
+        None => rules,
+    };
     if t.severity > floor {
         t.reasoning.push_str(&format!(
             " [severity raised from {} to {} by the severity rules]",

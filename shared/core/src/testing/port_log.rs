@@ -107,6 +107,21 @@ impl IncidentStore for Logged<dyn IncidentStore> {
     async fn find_by_approval_id(&self, approval_id: &str) -> Result<Option<Incident>, StoreError> {
         self.on(Port::Store).find_by_approval_id(approval_id).await
     }
+    async fn latest_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintMatch>, StoreError> {
+        self.on(Port::Store)
+            .latest_with_fingerprint(fingerprint)
+            .await
+    }
+    async fn record_repeat(
+        &self,
+        id: &IncidentId,
+        repeat: &AlertRepeat,
+    ) -> Result<AlertRepeats, StoreError> {
+        self.on(Port::Store).record_repeat(id, repeat).await
+    }
     async fn put_attempt(
         &self,
         id: &IncidentId,
@@ -251,16 +266,25 @@ impl Executor for Logged<dyn Executor> {
     fn name(&self) -> String {
         self.inner.name()
     }
-    async fn run(
+    fn changes_systems(&self) -> bool {
+        self.inner.changes_systems()
+    }
+    async fn observe(&self, call: &StepCall<'_>) -> Result<ResourceState, ExecError> {
+        self.on(Port::Executor).observe(call).await
+    }
+    async fn apply(
         &self,
-        incident: &IncidentId,
-        phase: StepPhase,
-        step: usize,
-        command: &str,
-    ) -> Result<String, ExecError> {
-        self.on(Port::Executor)
-            .run(incident, phase, step, command)
-            .await
+        call: &StepCall<'_>,
+        prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        self.on(Port::Executor).apply(call, prior).await
+    }
+    async fn restore(
+        &self,
+        call: &StepCall<'_>,
+        prior: &ResourceState,
+    ) -> Result<StepOutcome, ExecError> {
+        self.on(Port::Executor).restore(call, prior).await
     }
 }
 

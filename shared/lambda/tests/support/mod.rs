@@ -150,13 +150,17 @@ impl World {
         self.log.starter(self.starter.clone())
     }
 
+    pub fn callbacks(&self) -> Arc<dyn TaskCallbacks> {
+        self.log.callbacks(self.callbacks.clone())
+    }
+
     /// The router's state as `function` builds it: the starter and callbacks it calls.
     pub fn app(&self, function: Function) -> Arc<App> {
         let deps = Arc::new(self.deps(function));
         Arc::new(App {
             deps,
             starter: self.starter(),
-            callbacks: self.log.callbacks(self.callbacks.clone()),
+            callbacks: self.callbacks(),
             http: http_config(&self.vars).expect("http config"),
             runtime_health: Arc::new(|| Ok(())),
         })
@@ -179,6 +183,23 @@ impl World {
             .or_default()
             .extend(called.iter().copied());
         called
+    }
+
+    /// The ingest function's handler on `event`, as Lambda calls it.
+    pub async fn ingest(
+        &self,
+        event: Value,
+    ) -> Result<iras_lambda::ingest::IngestOutput, iras_lambda::Diagnostic> {
+        let deps = self.deps(Function::Ingest);
+        let out = iras_lambda::ingest::handle(
+            &deps,
+            self.starter().as_ref(),
+            self.callbacks().as_ref(),
+            lambda_event(event),
+        )
+        .await;
+        self.called_by(Function::Ingest);
+        out
     }
 
     pub async fn incident_count(&self) -> usize {
