@@ -798,6 +798,8 @@ async fn each_stage_calls_exactly_the_ports_it_declares() {
         .unwrap();
     let applied = run_logged(&deps, &log, &mut called, Stage::Remediate, incident.clone()).await;
     assert_eq!(applied["outcome"], json!("applied"), "{applied}");
+    let verified = run_logged(&deps, &log, &mut called, Stage::Verify, attempt).await;
+    assert_eq!(verified["outcome"], json!("skipped"), "{verified}");
     run_logged(&deps, &log, &mut called, Stage::PostMortem, incident).await;
     assert_eq!(f.pager.resolved.lock().unwrap().len(), 1);
 

@@ -330,7 +330,9 @@ async fn the_two_endings_and_the_webhook_call_every_port_each_function_declares(
     let resolved = run_stage(&w, Stage::PostMortem, &id).await;
     assert_eq!(resolved["outcome"], json!("resolved"));
 
-    let (status, body) = w.http(Function::Api, &sample_text("api", SAMPLE_ID)).await;
+    // Another alert: the same one again would be a recurrence of the resolved incident.
+    let other = sample_text("api", SAMPLE_ID).replace("High error rate", "Checkout latency");
+    let (status, body) = w.http(Function::Api, &other).await;
     assert_eq!(status, 202, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     let id = IncidentId(body["incident_id"].as_str().unwrap().to_string());
