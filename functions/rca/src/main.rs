@@ -2,6 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), iras_lambda::Error> {
-    let deps = iras_lambda::deps_from_env().await?;
-    iras_lambda::run_stage(&deps, iras_lambda::Stage::Rca).await
+    let stage = iras_lambda::Stage::Rca;
+    let deps = iras_lambda::deps_from_env(stage.into()).await?;
+    iras_lambda::run_stage(&deps, stage).await
 }

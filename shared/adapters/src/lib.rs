@@ -2,37 +2,73 @@
 //! GitHub deployments; notifications to Slack; pages through PagerDuty. Each implements a core
 //! port, is built from environment variables, and turns every failure (an error status, a
 //! timeout, a malformed answer) into the port's error so the stage records it and goes on.
+//!
+//! Each kind is behind a feature (`evidence`, `slack`, `pagerduty`, `runner`, `sns`), so a
+//! function links only the integrations its stage calls.
+
+// A build with some kinds leaves helpers of the others unused; the full build still checks.
+#![cfg_attr(
+    not(all(
+        feature = "evidence",
+        feature = "slack",
+        feature = "pagerduty",
+        feature = "runner",
+        feature = "sns"
+    )),
+    allow(dead_code)
+)]
 
 mod client;
 pub mod config;
+#[cfg(feature = "evidence")]
 pub mod elasticsearch;
 pub mod escape;
+#[cfg(feature = "evidence")]
 pub mod github;
+#[cfg(feature = "evidence")]
 pub mod logs;
+#[cfg(feature = "evidence")]
 pub mod loki;
+#[cfg(feature = "pagerduty")]
 pub mod pagerduty;
+#[cfg(feature = "evidence")]
 pub mod prometheus;
+#[cfg(feature = "runner")]
 pub mod runner;
+#[cfg(feature = "slack")]
 pub mod slack;
+#[cfg(feature = "sns")]
 pub mod sns;
 
 use std::collections::HashMap;
+#[cfg(any(feature = "evidence", feature = "slack", feature = "pagerduty"))]
 use std::sync::Arc;
 
 use iras_core::config::ConfigError;
-use iras_core::{EvidenceQuery, Integrations};
+#[cfg(feature = "evidence")]
+use iras_core::EvidenceQuery;
+use iras_core::Integrations;
 
+#[cfg(feature = "evidence")]
 pub use elasticsearch::{ElasticsearchAuth, ElasticsearchConfig, ElasticsearchSource};
+#[cfg(feature = "evidence")]
 pub use github::{GithubConfig, GithubDeployments, RepoMapping};
+#[cfg(feature = "evidence")]
 pub use loki::{LokiConfig, LokiSource};
+#[cfg(feature = "pagerduty")]
 pub use pagerduty::{PagerDutyConfig, PagerDutyPager};
+#[cfg(feature = "evidence")]
 pub use prometheus::{PrometheusConfig, PrometheusSource, Signal};
+#[cfg(feature = "runner")]
 pub use runner::{RunnerConfig, RunnerExecutor};
+#[cfg(feature = "slack")]
 pub use slack::{SlackConfig, SlackNotifier};
+#[cfg(feature = "sns")]
 pub use sns::HttpsSnsTransport;
 
 /// The services to read for a query: the ones named, else the alert's own. Metric and log
 /// backends cannot be asked for "everything", so with neither there is nothing to read.
+#[cfg(feature = "evidence")]
 pub(crate) fn services_for(query: &EvidenceQuery) -> Vec<String> {
     if !query.services.is_empty() {
         return query.services.clone();
@@ -40,9 +76,25 @@ pub(crate) fn services_for(query: &EvidenceQuery) -> Vec<String> {
     query.alert.service.clone().into_iter().collect()
 }
 
-/// Builds every integration the variables configure. A badly formed value (a URL that is not
-/// one, half of a pair, an unknown label name) is an error naming the variable.
+/// Builds every integration this build has ([`evidence_from_env`], [`slack_from_env`],
+/// [`pagerduty_from_env`]) that the variables configure. A badly formed value (a URL that is
+/// not one, half of a pair, an unknown label name) is an error naming the variable.
 pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrations, ConfigError> {
+    #[allow(unused_mut)]
+    let mut out = Integrations::default();
+    #[cfg(feature = "evidence")]
+    out.merge(evidence_from_env(vars)?);
+    #[cfg(feature = "slack")]
+    out.merge(slack_from_env(vars)?);
+    #[cfg(feature = "pagerduty")]
+    out.merge(pagerduty_from_env(vars)?);
+    let _ = vars;
+    Ok(out)
+}
+
+/// Prometheus, Loki, Elasticsearch and GitHub, each when its variables are set.
+#[cfg(feature = "evidence")]
+pub fn evidence_from_env(vars: &HashMap<String, String>) -> Result<Integrations, ConfigError> {
     let vars = config::Vars(vars);
     let mut out = Integrations::default();
 
@@ -121,6 +173,14 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
             .push("GitHub unset (GITHUB_REPOS): deployments from scenarios only".into()),
     }
 
+    Ok(out)
+}
+
+/// Slack, when `SLACK_BOT_TOKEN` and `SLACK_ONCALL_CHANNEL_ID` are set.
+#[cfg(feature = "slack")]
+pub fn slack_from_env(vars: &HashMap<String, String>) -> Result<Integrations, ConfigError> {
+    let vars = config::Vars(vars);
+    let mut out = Integrations::default();
     match SlackConfig::from_vars(&vars)? {
         Some(c) => {
             let mut note = format!("Slack: approvals and updates in channel {}", c.channel);
@@ -138,6 +198,14 @@ pub fn integrations_from_env(vars: &HashMap<String, String>) -> Result<Integrati
         ),
     }
 
+    Ok(out)
+}
+
+/// PagerDuty, when `PAGERDUTY_INTEGRATION_KEY` is set.
+#[cfg(feature = "pagerduty")]
+pub fn pagerduty_from_env(vars: &HashMap<String, String>) -> Result<Integrations, ConfigError> {
+    let vars = config::Vars(vars);
+    let mut out = Integrations::default();
     match PagerDutyConfig::from_vars(&vars)? {
         Some(c) => {
             out.notes.push(format!(

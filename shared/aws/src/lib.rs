@@ -2,28 +2,41 @@
 //! ([`DynamoStore`]), Step Functions runs the pipeline ([`SfnStarter`]) and waits for approvals
 //! ([`SfnCallbacks`]), EventBridge carries lifecycle events out ([`EventBridgePublisher`]).
 //!
+//! Each client but DynamoDB's is behind a feature (`sfn`, `events`, `evidence`), so a function
+//! links only the SDKs its stage calls.
+//!
 //! Clients are built once per process from an [`SdkConfig`]: [`aws_config_from_env`] on AWS,
 //! [`emulator_config`] against an emulator on localhost.
 
+#[cfg(feature = "evidence")]
 pub mod cloudwatch;
+#[cfg(feature = "evidence")]
 pub mod deploys;
 mod dynamo;
+#[cfg(feature = "events")]
 mod events;
+#[cfg(feature = "evidence")]
 mod evidence;
 #[cfg(feature = "remediation")]
 pub mod remediation;
+#[cfg(feature = "sfn")]
 mod sfn;
 
 pub use aws_config::SdkConfig;
+#[cfg(feature = "evidence")]
 pub use cloudwatch::{
     CloudWatchLogs, CloudWatchLogsConfig, CloudWatchMetrics, MetricSpec, MetricsConfig,
 };
+#[cfg(feature = "evidence")]
 pub use deploys::{CodeDeployConfig, CodeDeployDeployments, EcsConfig, EcsDeployments};
 pub use dynamo::{fit_attempt, DynamoStore, PostMortemQuery, MAX_ATTEMPT_BYTES};
+#[cfg(feature = "events")]
 pub use events::{detail_type, EventBridgePublisher, EVENT_SOURCE};
+#[cfg(feature = "evidence")]
 pub use evidence::{aws_evidence_from_vars, ServiceMap};
 #[cfg(feature = "remediation")]
 pub use remediation::{AwsExecutor, EcsSettle};
+#[cfg(feature = "sfn")]
 pub use sfn::{SfnCallbacks, SfnStarter};
 
 use aws_config::{BehaviorVersion, Region};

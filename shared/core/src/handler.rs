@@ -7,7 +7,67 @@ use serde_json::Value;
 
 use crate::stages::{self, Deps, StageError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What stage logic calls beyond the clock and its configuration. Each is an adapter a Lambda
+/// function must link to behave as the stage expects; one it does not link falls back to
+/// core's default (a page becomes a log line), so a function is built from these declarations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Port {
+    /// [`IncidentStore`](crate::ports::IncidentStore).
+    Store,
+    /// [`Analyst`](crate::ports::Analyst).
+    Analyst,
+    /// The [`EvidenceSources`](crate::ports::EvidenceSources): logs, metrics, deployments,
+    /// topology.
+    Evidence,
+    /// [`Notifier`](crate::ports::Notifier).
+    Notifier,
+    /// [`Pager`](crate::ports::Pager).
+    Pager,
+    /// [`Executor`](crate::ports::Executor).
+    Executor,
+    /// [`EventPublisher`](crate::ports::EventPublisher).
+    Events,
+    /// [`PipelineStarter`](crate::ports::PipelineStarter).
+    Starter,
+    /// [`TaskCallbacks`](crate::ports::TaskCallbacks).
+    Callbacks,
+}
+
+impl Port {
+    pub const ALL: [Port; 9] = [
+        Port::Store,
+        Port::Analyst,
+        Port::Evidence,
+        Port::Notifier,
+        Port::Pager,
+        Port::Executor,
+        Port::Events,
+        Port::Starter,
+        Port::Callbacks,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Port::Store => "store",
+            Port::Analyst => "analyst",
+            Port::Evidence => "evidence",
+            Port::Notifier => "notifier",
+            Port::Pager => "pager",
+            Port::Executor => "executor",
+            Port::Events => "events",
+            Port::Starter => "starter",
+            Port::Callbacks => "callbacks",
+        }
+    }
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     Triage,
     GatherContext,
@@ -65,6 +125,25 @@ impl Stage {
             Stage::Verify => "verify",
             Stage::Escalate => "escalate",
             Stage::PostMortem => "postmortem",
+        }
+    }
+
+    /// The ports this stage calls, on any path (a test runs every stage and holds it to this).
+    pub fn ports(self) -> &'static [Port] {
+        use Port::*;
+        match self {
+            Stage::Triage => &[Store, Analyst],
+            Stage::GatherContext => &[Store, Evidence],
+            Stage::Rca => &[Store, Analyst],
+            Stage::Plan => &[Store, Analyst],
+            // The approval link goes to the on-call channel; `PlanAwaitingApproval` to the bus.
+            Stage::RequestApproval => &[Store, Notifier, Events],
+            Stage::Remediate => &[Store, Executor, Events],
+            // The symptom series again; the executor only by name (which one changed things).
+            Stage::Verify => &[Store, Evidence],
+            Stage::Escalate => &[Store, Pager, Notifier, Events],
+            // The pager too: a resolved incident closes the page it may have opened.
+            Stage::PostMortem => &[Store, Analyst, Pager, Events],
         }
     }
 }

@@ -11,6 +11,9 @@ use crate::domain::*;
 use crate::ports::*;
 
 pub use crate::memory::MemoryStore;
+pub use port_log::PortLog;
+
+mod port_log;
 
 /// Runs actions "successfully" but fails the chosen step (0-based), and counts every apply
 /// and restore (with the action's CLI text). It records a prior state of its own for each

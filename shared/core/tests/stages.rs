@@ -1,13 +1,14 @@
 //! Stage logic against in-memory ports: safety invariants with lying analysts, and
 //! idempotency when a stage is invoked twice with the same input (a retried Lambda).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use iras_core::analyst::OfflineAnalyst;
-use iras_core::handler::{handle, Stage};
+use iras_core::handler::{handle, Port, Stage};
 use iras_core::policy::RemediationPolicy;
 use iras_core::stages::*;
 use iras_core::testing::*;
@@ -736,6 +737,105 @@ async fn a_decision_for_another_approval_id_changes_nothing() {
     .unwrap_err();
     assert!(matches!(err, DecideError::NotAwaiting(_)), "{err:?}");
     assert!(cb.0.lock().unwrap().is_empty());
+}
+
+/// Runs `stage` through the handler on `deps` (wrapped by `log`) and adds what it called to
+/// `called`.
+async fn run_logged(
+    deps: &Deps,
+    log: &PortLog,
+    called: &mut BTreeMap<Stage, BTreeSet<Port>>,
+    stage: Stage,
+    payload: serde_json::Value,
+) -> serde_json::Value {
+    log.take();
+    let out = handle(deps, stage, payload)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", stage.state_name()));
+    called.entry(stage).or_default().extend(log.take());
+    out
+}
+
+/// A function is built with the adapters of the ports its stage declares: a call to any other
+/// would reach core's default on AWS (a page as a log line). The two endings together call
+/// every declared port, so a declaration that claims more than the stage uses fails too.
+#[tokio::test]
+async fn each_stage_calls_exactly_the_ports_it_declares() {
+    let mut called = BTreeMap::new();
+
+    // Resolved: approved, applied, the page (if any) closed by the post-mortem.
+    let f = fixture(
+        Arc::new(OfflineAnalyst::default()),
+        FailingExecutor::default(),
+    );
+    let log = PortLog::new();
+    let deps = log.wrap(&f.deps);
+    let id = open_incident(&f.deps, demo_alert())
+        .await
+        .unwrap()
+        .incident_id;
+    let incident = json!({"incident_id": id});
+    let attempt = json!({"incident_id": id, "attempt": 1});
+    for (stage, payload) in [
+        (Stage::Triage, &incident),
+        (Stage::GatherContext, &attempt),
+        (Stage::Rca, &attempt),
+        (Stage::Plan, &incident),
+    ] {
+        run_logged(&deps, &log, &mut called, stage, payload.clone()).await;
+    }
+    let request = json!({"incident_id": id, "task_token": "token-1", "timeout_seconds": 600});
+    run_logged(&deps, &log, &mut called, Stage::RequestApproval, request).await;
+    let decision = DecisionRequest {
+        approval_id: None,
+        decision: Decision::Approved,
+        approver: "alice".into(),
+        channel: "cli".into(),
+        comment: None,
+    };
+    decide(&f.deps, &NullCallbacks(Mutex::new(vec![])), &id, decision)
+        .await
+        .unwrap();
+    let applied = run_logged(&deps, &log, &mut called, Stage::Remediate, incident.clone()).await;
+    assert_eq!(applied["outcome"], json!("applied"), "{applied}");
+    let verified = run_logged(&deps, &log, &mut called, Stage::Verify, attempt).await;
+    assert_eq!(verified["outcome"], json!("skipped"), "{verified}");
+    run_logged(&deps, &log, &mut called, Stage::PostMortem, incident).await;
+    assert_eq!(f.pager.resolved.lock().unwrap().len(), 1);
+
+    // Escalated: a stage failed after triage.
+    let f = fixture(
+        Arc::new(OfflineAnalyst::default()),
+        FailingExecutor::default(),
+    );
+    let deps = log.wrap(&f.deps);
+    let id = open_incident(&f.deps, demo_alert())
+        .await
+        .unwrap()
+        .incident_id;
+    let incident = json!({"incident_id": id});
+    run_logged(&deps, &log, &mut called, Stage::Triage, incident.clone()).await;
+    let failure = json!({"incident_id": id, "escalation": {"reason": "stage_failure"}});
+    run_logged(&deps, &log, &mut called, Stage::Escalate, failure).await;
+    run_logged(&deps, &log, &mut called, Stage::PostMortem, incident).await;
+    assert_eq!(f.pager.pages.lock().unwrap().len(), 1);
+
+    // Verified: a plan applied by an executor that changes systems, its symptom read again.
+    let (f, id) = applied_for_real(0.002).await;
+    let deps = log.wrap(&f.deps);
+    let attempt = json!({"incident_id": id, "attempt": 1});
+    let verified = run_logged(&deps, &log, &mut called, Stage::Verify, attempt).await;
+    assert_eq!(verified["outcome"], json!("recovered"), "{verified}");
+
+    for stage in Stage::ALL {
+        let declared: BTreeSet<Port> = stage.ports().iter().copied().collect();
+        assert_eq!(
+            called.get(&stage),
+            Some(&declared),
+            "{} calls other ports than it declares",
+            stage.state_name()
+        );
+    }
 }
 
 #[tokio::test]

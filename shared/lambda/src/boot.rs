@@ -1,20 +1,25 @@
-//! Cold start: read the environment once, read the secrets it names, build core's ports.
+//! Cold start: read the environment once, read the secrets it names, build core's ports:
+//! those the function calls ([`Function::ports`]), and only those.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
-use iras_aws::{DynamoStore, EventBridgePublisher, SdkConfig, SfnCallbacks, SfnStarter};
+use iras_aws::{DynamoStore, SdkConfig};
 use iras_core::config::{ApprovalLinks, ConfigError, EnvVars, ExecutorKind};
 use iras_core::executor::DryRunExecutor;
+use iras_core::handler::Port;
 use iras_core::ports::*;
 use iras_core::stages::Deps;
-use iras_core::{IncidentId, PipelineConfig};
+#[cfg(feature = "http")]
+use iras_core::IncidentId;
+use iras_core::PipelineConfig;
+#[cfg(feature = "http")]
 use iras_http::{App, HttpConfig};
-use iras_scenarios::ScenarioLibrary;
 use tokio::sync::OnceCell;
 
+use crate::function::{self, Function};
 use crate::secrets::{self, SsmParameters};
 
 /// Base URL of the approval pages (the HTTP API's URL); links are signed with
@@ -41,6 +46,12 @@ pub enum BootError {
     },
     #[error("{SCENARIOS_DIR}: {0}")]
     Scenarios(String),
+    /// Its stand-in would change what the function does (a page as a log line): refuse instead.
+    #[error(
+        "this function calls the {port} port, but was built without iras-lambda's `{feature}` \
+         feature: enable it in the function's Cargo.toml"
+    )]
+    NotLinked { port: Port, feature: &'static str },
     #[error("REMEDIATION_EXECUTOR: {0}")]
     Executor(String),
 }
@@ -59,6 +70,15 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     /// The whole environment, secrets resolved: the integrations and the LLM analyst read
     /// their own variables from it. Never logged.
+    #[cfg_attr(
+        not(any(
+            feature = "analyst",
+            feature = "evidence",
+            feature = "notifier",
+            feature = "pager"
+        )),
+        allow(dead_code)
+    )]
     vars: HashMap<String, String>,
     /// The AWS SDK configuration, for the CloudWatch, ECS and CodeDeploy evidence sources;
     /// without it ([`Settings::with_aws`]) those sources are not built.
@@ -111,16 +131,38 @@ impl Settings {
     }
 }
 
-/// Core's ports for one function: the store and event bus given, and the rest from
-/// `settings`: the LLM analyst when `LLM_PROVIDER` names one (the offline analyst otherwise,
-/// and as its fallback); Prometheus, Loki, Elasticsearch and GitHub evidence, Slack and
-/// PagerDuty when configured, else log lines in CloudWatch Logs; scenario evidence only for
-/// the kinds no backend provides; and the executor `REMEDIATION_EXECUTOR` names.
+/// Refuses a port whose adapter this build does not link.
+fn require(port: Port) -> Result<(), BootError> {
+    match function::linked(port) {
+        true => Ok(()),
+        false => Err(not_linked(port)),
+    }
+}
+
+fn not_linked(port: Port) -> BootError {
+    BootError::NotLinked {
+        port,
+        feature: function::feature(port).unwrap_or("?"),
+    }
+}
+
+/// Core's ports for a function that calls `ports`: the store given, the event bus given if it
+/// publishes, and from `settings`: the LLM analyst when `LLM_PROVIDER` names one (the offline
+/// analyst otherwise, and as its fallback); Prometheus, Loki, Elasticsearch and GitHub
+/// evidence, else log lines in CloudWatch Logs; Slack and PagerDuty when configured; scenario
+/// evidence only for the kinds no backend provides; and always the dry-run executor. A port
+/// it does not call keeps core's default, so a function behaves the same whatever else the
+/// build links; one it calls but the build lacks is an error.
 pub fn build_deps(
     settings: &Settings,
+    ports: &[Port],
     store: Arc<dyn IncidentStore>,
     events: Arc<dyn EventPublisher>,
 ) -> Result<Deps, BootError> {
+    for &port in ports {
+        require(port)?;
+    }
+    let calls = |port: Port| ports.contains(&port);
     let mut config = settings.pipeline.clone();
     config.approval_links = match (&settings.public_url, &settings.approval_signing_key) {
         (Some(base_url), Some(key)) => Some(ApprovalLinks {
@@ -138,34 +180,61 @@ pub fn build_deps(
             None
         }
     };
-    let mut integrations = iras_adapters::integrations_from_env(&settings.vars)?;
-    if let Some(sdk) = &settings.aws {
-        integrations.merge(iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?);
+    let mut deps = Deps::builder(store).config(config);
+    if calls(Port::Events) {
+        deps = deps.events(events);
+    }
+    #[allow(unused_mut)]
+    let mut integrations = Integrations::default();
+    #[cfg(feature = "evidence")]
+    if calls(Port::Evidence) {
+        integrations.merge(iras_adapters::evidence_from_env(&settings.vars)?);
+        if let Some(sdk) = &settings.aws {
+            integrations.merge(iras_aws::aws_evidence_from_vars(&settings.vars, sdk)?);
+        }
+        if let Some(dir) = &settings.scenarios_dir {
+            let library = iras_scenarios::ScenarioLibrary::load_dir(dir)
+                .map_err(|e| BootError::Scenarios(e.to_string()))?;
+            integrations.evidence = integrations.evidence.or_stand_in(Arc::new(library));
+        }
+    }
+    #[cfg(feature = "notifier")]
+    if calls(Port::Notifier) {
+        integrations.merge(iras_adapters::slack_from_env(&settings.vars)?);
+    }
+    #[cfg(feature = "pager")]
+    if calls(Port::Pager) {
+        integrations.merge(iras_adapters::pagerduty_from_env(&settings.vars)?);
     }
     for note in &integrations.notes {
         tracing::info!(integration = %note, "configured");
     }
-    if let Some(dir) = &settings.scenarios_dir {
-        let library =
-            ScenarioLibrary::load_dir(dir).map_err(|e| BootError::Scenarios(e.to_string()))?;
-        integrations.evidence = integrations.evidence.or_stand_in(Arc::new(library));
+    deps = deps.integrations(integrations);
+    #[cfg(feature = "analyst")]
+    if calls(Port::Analyst) {
+        let analyst = iras_llm::analyst_from_env(&settings.vars)?;
+        tracing::info!(analyst = %analyst.name(), "configured");
+        deps = deps.analyst(analyst);
     }
-    let analyst = iras_llm::analyst_from_env(&settings.vars)?;
-    tracing::info!(analyst = %analyst.name(), "configured");
-    let executor = executor(settings)?;
-    tracing::info!(executor = %executor.name(), policy = %config.policy.origin, "configured");
-    Ok(Deps::builder(store)
-        .analyst(analyst)
-        .integrations(integrations)
-        .executor(executor)
-        .config(config)
-        .events(events)
-        .build())
+    let executor = executor(settings, calls(Port::Executor))?;
+    tracing::info!(executor = %executor.name(), policy = %settings.pipeline.policy.origin, "configured");
+    Ok(deps.executor(executor).build())
 }
 
 /// `REMEDIATION_EXECUTOR`: dry-run (the default), aws (the AWS SDK; runner actions go to the
-/// runner when one is configured) or runner (`REMEDIATION_RUNNER_URL` and its secret).
-pub fn executor(settings: &Settings) -> Result<Arc<dyn Executor>, BootError> {
+/// runner when one is configured) or runner (`REMEDIATION_RUNNER_URL` and its secret). Only a
+/// function that `runs` steps (remediate) builds the real one; the others (Verify reads the
+/// executor's name) get a stand-in of the same name that refuses every step.
+pub fn executor(settings: &Settings, runs: bool) -> Result<Arc<dyn Executor>, BootError> {
+    match (settings.pipeline.executor, runs) {
+        (ExecutorKind::DryRun, _) => Ok(Arc::new(DryRunExecutor)),
+        (kind, false) => Ok(Arc::new(NotThisFunction(kind))),
+        (kind, true) => real_executor(settings, kind),
+    }
+}
+
+#[cfg(feature = "remediation")]
+fn real_executor(settings: &Settings, kind: ExecutorKind) -> Result<Arc<dyn Executor>, BootError> {
     let runner = iras_adapters::RunnerConfig::from_vars(&settings.vars)?
         .map(|c| {
             iras_adapters::RunnerExecutor::new(c)
@@ -173,51 +242,41 @@ pub fn executor(settings: &Settings) -> Result<Arc<dyn Executor>, BootError> {
                 .map_err(|e| BootError::Executor(format!("runner client: {e}")))
         })
         .transpose()?;
-    match settings.pipeline.executor {
+    match kind {
         ExecutorKind::DryRun => Ok(Arc::new(DryRunExecutor)),
         ExecutorKind::Runner => runner.ok_or(BootError::Missing {
             var: iras_adapters::runner::RUNNER_URL,
             why: "REMEDIATION_EXECUTOR=runner: where is the runner?",
         }),
-        ExecutorKind::Aws => aws_executor(settings, runner),
+        ExecutorKind::Aws => {
+            let Some(sdk) = &settings.aws else {
+                return Err(BootError::Executor(
+                    "REMEDIATION_EXECUTOR=aws needs the AWS SDK configuration".into(),
+                ));
+            };
+            let mut e = iras_aws::AwsExecutor::new(sdk, settings.pipeline.policy.clone());
+            if let Some(r) = runner {
+                e = e.with_runner(r);
+            }
+            Ok(Arc::new(e))
+        }
     }
 }
 
-#[cfg(feature = "remediation")]
-fn aws_executor(
-    settings: &Settings,
-    runner: Option<Arc<dyn Executor>>,
-) -> Result<Arc<dyn Executor>, BootError> {
-    let Some(sdk) = &settings.aws else {
-        return Err(BootError::Executor(
-            "REMEDIATION_EXECUTOR=aws needs the AWS SDK configuration".into(),
-        ));
-    };
-    let mut e = iras_aws::AwsExecutor::new(sdk, settings.pipeline.policy.clone());
-    if let Some(r) = runner {
-        e = e.with_runner(r);
-    }
-    Ok(Arc::new(e))
+/// `build_deps` has refused a function that runs steps in a build without the executors.
+#[cfg(not(feature = "remediation"))]
+fn real_executor(_: &Settings, _: ExecutorKind) -> Result<Arc<dyn Executor>, BootError> {
+    Err(not_linked(Port::Executor))
 }
 
-/// Only the remediate function is built with the AWS executor; the others never run a step.
-#[cfg(not(feature = "remediation"))]
-fn aws_executor(
-    _settings: &Settings,
-    _runner: Option<Arc<dyn Executor>>,
-) -> Result<Arc<dyn Executor>, BootError> {
-    Ok(Arc::new(NotThisFunction))
-}
+/// Stands in for the configured executor in functions that never run a step: its name (Verify
+/// says which executor changed nothing), and a refusal for every call.
+struct NotThisFunction(ExecutorKind);
 
-/// Stands in for the AWS executor in functions that never remediate: refuses every call.
-#[cfg(not(feature = "remediation"))]
-struct NotThisFunction;
-
-#[cfg(not(feature = "remediation"))]
 #[async_trait]
 impl Executor for NotThisFunction {
     fn name(&self) -> String {
-        "aws".into()
+        self.0.as_str().into()
     }
     async fn observe(&self, _: &StepCall<'_>) -> Result<iras_core::ResourceState, ExecError> {
         Err(ExecError::Refused(NOT_HERE.into()))
@@ -238,10 +297,10 @@ impl Executor for NotThisFunction {
     }
 }
 
-#[cfg(not(feature = "remediation"))]
-const NOT_HERE: &str = "this function is built without the AWS executor: only remediate runs steps";
+const NOT_HERE: &str = "this function runs no remediation steps: only remediate does";
 
 /// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
+#[cfg(feature = "http")]
 pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootError> {
     Ok(HttpConfig::from_vars(vars)?)
 }
@@ -249,6 +308,7 @@ pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootErr
 /// Loaded once per process, whatever the function asks for first.
 struct Loaded {
     sdk: SdkConfig,
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     vars: HashMap<String, String>,
     settings: Settings,
 }
@@ -274,26 +334,51 @@ async fn load() -> Result<&'static Loaded, BootError> {
         .await
 }
 
-/// Core's ports for this function, from its environment: `TABLE_NAME` (DynamoDB),
-/// `EVENT_BUS_NAME` (lifecycle events; none when unset), `SCENARIOS_DIR`, the pipeline
-/// variables, and the approval links from `IRAS_PUBLIC_URL` and `APPROVAL_SIGNING_KEY`.
-pub async fn deps_from_env() -> Result<Deps, BootError> {
+/// Core's ports for `function`, from its environment: `TABLE_NAME` (DynamoDB),
+/// `EVENT_BUS_NAME` (lifecycle events, for a function that publishes them; none when unset),
+/// `SCENARIOS_DIR`, the pipeline variables, and the approval links from `IRAS_PUBLIC_URL` and
+/// `APPROVAL_SIGNING_KEY`.
+pub async fn deps_from_env(function: Function) -> Result<Deps, BootError> {
     let loaded = load().await?;
+    tracing::info!(%function, ports = ?function.ports(), "building");
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&loaded.sdk),
         &loaded.settings.table_name,
     );
-    let events: Arc<dyn EventPublisher> = match &loaded.settings.event_bus_name {
-        Some(bus) => Arc::new(EventBridgePublisher::new(
-            aws_sdk_eventbridge::Client::new(&loaded.sdk),
-            bus,
-        )),
-        None => Arc::new(NoEvents),
-    };
-    build_deps(&loaded.settings, Arc::new(store), events)
+    build_deps(
+        &loaded.settings,
+        function.ports(),
+        Arc::new(store),
+        events_from_env(loaded, function)?,
+    )
+}
+
+/// EventBridge on `EVENT_BUS_NAME` for a function that publishes; nothing otherwise.
+fn events_from_env(
+    loaded: &Loaded,
+    function: Function,
+) -> Result<Arc<dyn EventPublisher>, BootError> {
+    match &loaded.settings.event_bus_name {
+        Some(bus) if function.calls(Port::Events) => event_bridge(loaded, bus),
+        _ => Ok(Arc::new(NoEvents)),
+    }
+}
+
+#[cfg(feature = "events")]
+fn event_bridge(loaded: &Loaded, bus: &str) -> Result<Arc<dyn EventPublisher>, BootError> {
+    Ok(Arc::new(iras_aws::EventBridgePublisher::new(
+        aws_sdk_eventbridge::Client::new(&loaded.sdk),
+        bus,
+    )))
+}
+
+#[cfg(not(feature = "events"))]
+fn event_bridge(_: &Loaded, _: &str) -> Result<Arc<dyn EventPublisher>, BootError> {
+    Err(not_linked(Port::Events))
 }
 
 /// Step Functions `StartExecution` on `STATE_MACHINE_ARN` (required).
+#[cfg(feature = "starter")]
 pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
     let loaded = load().await?;
     let arn = loaded
@@ -304,7 +389,7 @@ pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
             var: iras_aws::env::STATE_MACHINE_ARN,
             why: "which state machine runs the pipeline?",
         })?;
-    Ok(Arc::new(SfnStarter::new(
+    Ok(Arc::new(iras_aws::SfnStarter::new(
         aws_sdk_sfn::Client::new(&loaded.sdk),
         arn,
     )))
@@ -312,26 +397,30 @@ pub async fn starter_from_env() -> Result<Arc<dyn PipelineStarter>, BootError> {
 
 /// Completes waiting approval tasks (Step Functions `SendTaskSuccess`): the ingest function
 /// ends a wait when the source recovers and `AUTO_CANCEL_ON_RECOVERY` is on.
+#[cfg(feature = "callbacks")]
 pub async fn callbacks_from_env() -> Result<Arc<dyn TaskCallbacks>, BootError> {
-    let loaded = load().await?;
-    Ok(Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(
-        &loaded.sdk,
-    ))))
+    sfn_callbacks(load().await?)
 }
 
-/// What the router needs on Lambda. A function without `STATE_MACHINE_ARN` (approval-callback)
-/// cannot start pipelines; completing approvals is limited by the function's IAM role.
-pub async fn app_from_env() -> Result<Arc<App>, BootError> {
+/// What the router needs on Lambda for `function` (api or approval-callback): a starter if it
+/// starts pipelines (and `STATE_MACHINE_ARN` is set), task callbacks if it completes
+/// approvals. A route needing one it lacks answers that this function does not do that.
+#[cfg(feature = "http")]
+pub async fn app_from_env(function: Function) -> Result<Arc<App>, BootError> {
     let loaded = load().await?;
-    let deps = Arc::new(deps_from_env().await?);
-    let starter: Arc<dyn PipelineStarter> = match loaded.settings.state_machine_arn {
-        Some(_) => starter_from_env().await?,
-        None => Arc::new(NoStarter),
+    let deps = Arc::new(deps_from_env(function).await?);
+    let starter = match &loaded.settings.state_machine_arn {
+        Some(_) if function.calls(Port::Starter) => sfn_starter().await?,
+        _ => Arc::new(Unable(function)),
+    };
+    let callbacks = match function.calls(Port::Callbacks) {
+        true => sfn_callbacks(loaded)?,
+        false => Arc::new(Unable(function)),
     };
     Ok(Arc::new(App {
         deps,
         starter,
-        callbacks: Arc::new(SfnCallbacks::new(aws_sdk_sfn::Client::new(&loaded.sdk))),
+        callbacks,
         http: HttpConfig {
             // SNS signing certificates and subscription confirmations over HTTPS.
             sns_transport: Some(Arc::new(
@@ -351,16 +440,64 @@ pub async fn app_from_env() -> Result<Arc<App>, BootError> {
     }))
 }
 
-/// For a function that serves the router but does not ingest alerts.
-struct NoStarter;
+#[cfg(all(feature = "http", feature = "starter"))]
+async fn sfn_starter() -> Result<Arc<dyn PipelineStarter>, BootError> {
+    starter_from_env().await
+}
 
+#[cfg(all(feature = "http", not(feature = "starter")))]
+async fn sfn_starter() -> Result<Arc<dyn PipelineStarter>, BootError> {
+    Err(not_linked(Port::Starter))
+}
+
+#[cfg(feature = "callbacks")]
+fn sfn_callbacks(loaded: &Loaded) -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    Ok(Arc::new(iras_aws::SfnCallbacks::new(
+        aws_sdk_sfn::Client::new(&loaded.sdk),
+    )))
+}
+
+#[cfg(all(feature = "http", not(feature = "callbacks")))]
+fn sfn_callbacks(_: &Loaded) -> Result<Arc<dyn TaskCallbacks>, BootError> {
+    Err(not_linked(Port::Callbacks))
+}
+
+/// Stands in for the starter or the callbacks of an HTTP function that does not call them:
+/// the router's other function does (the template routes each path to one of them).
+#[cfg(feature = "http")]
+struct Unable(Function);
+
+#[cfg(feature = "http")]
 #[async_trait]
-impl PipelineStarter for NoStarter {
+impl PipelineStarter for Unable {
     async fn start(&self, id: &IncidentId) -> Result<(), StartError> {
         Err(StartError(format!(
-            "this function has no {}: {id} must be started by the api or ingest function",
+            "the {} function starts no pipelines ({} unset or not its job): {id} must be \
+             started by the api or ingest function",
+            self.0,
             iras_aws::env::STATE_MACHINE_ARN
         )))
+    }
+}
+
+#[cfg(feature = "http")]
+#[async_trait]
+impl TaskCallbacks for Unable {
+    async fn send_task_success(&self, _: &str, _: serde_json::Value) -> Result<(), CallbackError> {
+        Err(self.completes_no_tasks())
+    }
+    async fn send_task_failure(&self, _: &str, _: &str, _: &str) -> Result<(), CallbackError> {
+        Err(self.completes_no_tasks())
+    }
+}
+
+#[cfg(feature = "http")]
+impl Unable {
+    fn completes_no_tasks(&self) -> CallbackError {
+        CallbackError::Unavailable(format!(
+            "the {} function completes no approvals: the approval-callback function does",
+            self.0
+        ))
     }
 }
 
@@ -368,6 +505,7 @@ impl PipelineStarter for NoStarter {
 mod tests {
     use super::*;
     use iras_core::analyst::OfflineAnalyst;
+    use iras_core::handler::Stage;
     use iras_core::testing::MemoryStore;
 
     use iras_core::testing::vars;
@@ -399,13 +537,13 @@ mod tests {
         ];
         let store = || Arc::new(MemoryStore::default()) as Arc<dyn IncidentStore>;
         let without_key = Settings::from_vars(&vars(&base)).unwrap();
-        let deps = build_deps(&without_key, store(), Arc::new(NoEvents)).unwrap();
+        let deps = build_deps(&without_key, &Port::ALL, store(), Arc::new(NoEvents)).unwrap();
         assert!(deps.config.approval_links.is_none());
 
         let mut with_key = vars(&base);
         with_key.insert(secrets::APPROVAL_SIGNING_KEY.into(), "k".into());
         let settings = Settings::from_vars(&with_key).unwrap();
-        let deps = build_deps(&settings, store(), Arc::new(NoEvents)).unwrap();
+        let deps = build_deps(&settings, &Port::ALL, store(), Arc::new(NoEvents)).unwrap();
         let links = deps.config.approval_links.expect("links");
         assert_eq!(
             links.base_url,
@@ -419,6 +557,7 @@ mod tests {
         let settings = Settings::from_vars(&vars(&[("TABLE_NAME", "incidents")])).unwrap();
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )
@@ -449,6 +588,7 @@ mod tests {
         .unwrap();
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )
@@ -463,6 +603,47 @@ mod tests {
             !shown.contains("xoxb-1") && !shown.contains("sk-ant-test"),
             "{shown}"
         );
+    }
+
+    /// A function gets the adapters of its own ports only, whatever else its build links or its
+    /// environment configures: the same binary behaves as its stage expects.
+    #[test]
+    fn each_function_builds_only_the_ports_it_calls() {
+        let settings = Settings::from_vars(&vars(&[
+            ("TABLE_NAME", "incidents"),
+            ("SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SLACK_ONCALL_CHANNEL_ID", "C0ONCALL"),
+            (
+                "PAGERDUTY_INTEGRATION_KEY",
+                "R0UTING0KEY0000000000000000000000",
+            ),
+            ("PROMETHEUS_BASE_URL", "http://prometheus.internal:9090"),
+            ("LLM_PROVIDER", "anthropic"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ]))
+        .unwrap();
+        let deps = |function: Function| {
+            let store = Arc::new(MemoryStore::default());
+            build_deps(&settings, function.ports(), store, Arc::new(NoEvents)).unwrap()
+        };
+        let offline = OfflineAnalyst::default().name();
+
+        let triage = deps(Function::Stage(Stage::Triage));
+        assert_ne!(triage.analyst.name(), offline);
+        assert_eq!(triage.notifier.name(), "log");
+        assert_eq!(triage.pager.name(), "log");
+        assert!(triage.evidence.is_empty());
+
+        let escalate = deps(Function::Stage(Stage::Escalate));
+        assert_eq!(escalate.analyst.name(), offline);
+        assert_eq!(escalate.notifier.name(), "slack");
+        assert_eq!(escalate.pager.name(), "pagerduty");
+        assert!(escalate.evidence.is_empty());
+
+        let gather = deps(Function::Stage(Stage::GatherContext));
+        let metrics: Vec<String> = gather.evidence.metrics.iter().map(|m| m.name()).collect();
+        assert_eq!(metrics, ["prometheus"]);
+        assert_eq!(gather.notifier.name(), "log");
     }
 
     /// On AWS most users' logs, metrics and deployments are in CloudWatch, ECS and CodeDeploy.
@@ -481,6 +662,7 @@ mod tests {
         .with_aws(sdk);
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )
@@ -509,6 +691,7 @@ mod tests {
         .unwrap();
         let e = build_deps(
             &settings,
+            &Port::ALL,
             Arc::new(MemoryStore::default()),
             Arc::new(NoEvents),
         )

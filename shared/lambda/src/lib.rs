@@ -3,25 +3,37 @@
 //! core ([`stage_handler`], [`ingest::handle`]) or to the one HTTP router ([`run_http`]), and
 //! turns a stage's error into a Lambda [`Diagnostic`] whose `error_type` is the name the state
 //! machine's `Retry`/`Catch` match. Business rules live in `iras-core`.
+//!
+//! Each function links only the adapters of the ports it calls ([`Function::ports`]): one
+//! feature of this crate per port, enabled in `functions/<f>/Cargo.toml`.
 
 mod boot;
+pub mod function;
+#[cfg(feature = "intake")]
 pub mod ingest;
 pub mod secrets;
 
+#[cfg(feature = "http")]
 use std::sync::Arc;
 
 use iras_core::handler;
+#[cfg(feature = "intake")]
 use iras_core::ports::{PipelineStarter, TaskCallbacks};
 use iras_core::stages::{Deps, StageError};
+#[cfg(feature = "http")]
 use iras_http::App;
 use lambda_runtime::service_fn;
 use serde_json::Value;
 
-pub use boot::{
-    app_from_env, build_deps, callbacks_from_env, deps_from_env, http_config, starter_from_env,
-    BootError, Settings, PUBLIC_URL, SCENARIOS_DIR,
-};
-pub use iras_core::handler::Stage;
+#[cfg(feature = "callbacks")]
+pub use boot::callbacks_from_env;
+#[cfg(feature = "starter")]
+pub use boot::starter_from_env;
+#[cfg(feature = "http")]
+pub use boot::{app_from_env, http_config};
+pub use boot::{build_deps, deps_from_env, BootError, Settings, PUBLIC_URL, SCENARIOS_DIR};
+pub use function::Function;
+pub use iras_core::handler::{Port, Stage};
 pub use lambda_runtime::{Diagnostic, Error, LambdaEvent};
 
 /// A stage error on its way out of a Lambda. (The orphan rule forbids `From<StageError> for
@@ -63,6 +75,7 @@ pub async fn run_stage(deps: &Deps, stage: Stage) -> Result<(), Error> {
 }
 
 /// Serves the `ingest` function: EventBridge and SNS alerts in, through their lifecycle.
+#[cfg(feature = "intake")]
 pub async fn run_ingest(
     deps: &Deps,
     starter: &dyn PipelineStarter,
@@ -75,6 +88,7 @@ pub async fn run_ingest(
 }
 
 /// Serves the one HTTP router (webhook, incidents, approvals, health) behind API Gateway.
+#[cfg(feature = "http")]
 pub async fn run_http(app: Arc<App>) -> Result<(), Error> {
     lambda_http::run(iras_http::router(app)).await
 }

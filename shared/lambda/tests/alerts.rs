@@ -6,7 +6,7 @@ mod support;
 
 use iras_core::ports::IncidentStore;
 use iras_core::{IncidentId, IncidentStatus};
-use iras_lambda::ingest;
+use iras_lambda::Function;
 use serde_json::{json, Value};
 use support::*;
 
@@ -97,7 +97,9 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
     // Grafana's payload holds two rules: one incident each.
     let expected = cases.len() + 1;
     for (path, body, title, service, key) in cases {
-        let (status, reply) = w.http(&apigw(path, &body, "application/json")).await;
+        let (status, reply) = w
+            .http(Function::Api, &apigw(path, &body, "application/json"))
+            .await;
         assert_eq!(status, 202, "{path}: {reply}");
         let reply: Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(reply["outcome"], "opened", "{path}");
@@ -113,11 +115,14 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
 async fn a_form_body_is_refused_as_an_unsupported_media_type() {
     let w = world();
     let (status, body) = w
-        .http(&apigw(
-            "/webhook/alertmanager",
-            &vendor("alertmanager/v4-probe-failure.json"),
-            "application/x-www-form-urlencoded",
-        ))
+        .http(
+            Function::Api,
+            &apigw(
+                "/webhook/alertmanager",
+                &vendor("alertmanager/v4-probe-failure.json"),
+                "application/x-www-form-urlencoded",
+            ),
+        )
         .await;
     assert_eq!(status, 415, "{body}");
     assert_eq!(w.incident_count().await, 0);
@@ -138,24 +143,10 @@ fn alarm(ok: bool) -> Value {
 #[tokio::test]
 async fn an_eventbridge_alarm_opens_and_its_ok_records_the_recovery() {
     let w = world();
-    let fired = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(alarm(false)),
-    )
-    .await
-    .unwrap();
+    let fired = w.ingest(alarm(false)).await.unwrap();
     assert_eq!(fired.outcome, "opened");
     let id = fired.incident_id.unwrap();
-    let ok = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(alarm(true)),
-    )
-    .await
-    .unwrap();
+    let ok = w.ingest(alarm(true)).await.unwrap();
     assert_eq!(ok.outcome, "recovered");
     assert_eq!(ok.incident_id.as_ref(), Some(&id));
     let inc = w.store.get_incident(&id).await.unwrap().unwrap();
@@ -173,14 +164,7 @@ async fn an_eventbridge_alarm_opens_and_its_ok_records_the_recovery() {
 async fn an_sns_event_of_a_cloudwatch_alarm_opens_and_its_ok_recovers_the_same_incident() {
     let w = world();
     let event = vendor("sns/lambda-event-cloudwatch-alarm.json");
-    let fired = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(event.clone()),
-    )
-    .await
-    .unwrap();
+    let fired = w.ingest(event.clone()).await.unwrap();
     assert_eq!(fired.outcome, "opened");
     let id = fired.incident_id.unwrap();
     let inc = w.store.get_incident(&id).await.unwrap().unwrap();
@@ -194,14 +178,7 @@ async fn an_sns_event_of_a_cloudwatch_alarm_opens_and_its_ok_recovers_the_same_i
         .unwrap()
         .replace("\"NewStateValue\": \"ALARM\"", "\"NewStateValue\": \"OK\"");
     ok["Records"][0]["Sns"]["Message"] = json!(message);
-    let recovered = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(ok),
-    )
-    .await
-    .unwrap();
+    let recovered = w.ingest(ok).await.unwrap();
     assert_eq!(recovered.outcome, "recovered");
     assert_eq!(recovered.incident_id.as_ref(), Some(&id));
     assert_eq!(w.incident_count().await, 1);
@@ -215,14 +192,7 @@ async fn a_vendor_payload_on_the_iras_bus_is_detected_and_read() {
         "account": "123456789012", "time": "2026-03-02T03:04:40Z", "region": "us-east-1",
         "resources": [], "detail": vendor("grafana/webhook.json")
     });
-    let out = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(event),
-    )
-    .await
-    .unwrap();
+    let out = w.ingest(event).await.unwrap();
     assert_eq!(out.results.len(), 2, "one incident per Grafana rule");
     assert_eq!(w.incident_count().await, 2);
 }

@@ -57,7 +57,7 @@ use iras_core::stages::Deps;
 use iras_core::testing::RecordingEvents;
 use iras_core::{Decision, IncidentId, IncidentStatus, PostMortemOutcome};
 use iras_http::App;
-use iras_lambda::{build_deps, http_config, ingest, stage_handler, Settings};
+use iras_lambda::{build_deps, http_config, ingest, stage_handler, Port, Settings};
 use serde_json::{json, Value};
 use support::*;
 use tower::ServiceExt;
@@ -215,8 +215,10 @@ impl Deployed {
             .await
             .expect("create the incidents table");
         let store = Arc::new(DynamoStore::new(moto.dynamodb(), &settings.table_name));
+        // One set of ports for every function: this test is about the definition, not the builds.
         let deps = build_deps(
             &settings,
+            &Port::ALL,
             store.clone(),
             Arc::new(RecordingEvents::default()),
         )

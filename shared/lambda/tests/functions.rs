@@ -1,42 +1,46 @@
 //! Each function's handler, called as Lambda would call it, with the checked-in sample events
-//! of `infra/events` (the ones `sam local invoke -e` uses) over in-memory ports.
+//! of `infra/events` (the ones `sam local invoke -e` uses) over in-memory ports: the ports
+//! that function is built with, each call checked against the ones it declares.
 
 mod support;
+
+use std::collections::BTreeSet;
 
 use iras_core::handler::Stage;
 use iras_core::ports::IncidentStore;
 use iras_core::{IncidentId, IncidentStatus};
-use iras_lambda::{ingest, stage_handler};
+use iras_lambda::{ingest, stage_handler, Diagnostic, Function, Port};
 use serde_json::{json, Value};
 use support::*;
 
-async fn ingest_sample(
-    w: &World,
-    name: &str,
-) -> Result<ingest::IngestOutput, iras_lambda::Diagnostic> {
-    ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(sample(name, SAMPLE_ID)),
-    )
-    .await
+async fn ingest_event(w: &World, event: Value) -> Result<ingest::IngestOutput, Diagnostic> {
+    w.ingest(event).await
+}
+
+async fn ingest_sample(w: &World, name: &str) -> Result<ingest::IngestOutput, Diagnostic> {
+    ingest_event(w, sample(name, SAMPLE_ID)).await
+}
+
+/// `stage`'s function's handler on `event`.
+async fn stage_event(w: &World, stage: Stage, event: Value) -> Result<Value, Diagnostic> {
+    let deps = w.deps(stage.into());
+    let out = stage_handler(&deps, stage, lambda_event(event)).await;
+    w.called_by(stage.into());
+    out
 }
 
 /// Runs a stage on its sample event, about incident `id`, and checks the output carries every
 /// field its state's `ResultSelector` reads: a missing one fails the execution on AWS.
 async fn run_stage(w: &World, stage: Stage, id: &IncidentId) -> Value {
     let event = sample(stage.function_name(), id.as_str());
-    let out = stage_handler(&w.deps, stage, lambda_event(event))
-        .await
-        .unwrap_or_else(|d| {
-            panic!(
-                "{}: {} {}",
-                stage.state_name(),
-                d.error_type,
-                d.error_message
-            )
-        });
+    let out = stage_event(w, stage, event).await.unwrap_or_else(|d| {
+        panic!(
+            "{}: {} {}",
+            stage.state_name(),
+            d.error_type,
+            d.error_message
+        )
+    });
     for field in payload_fields(&asl(), stage.state_name()) {
         assert!(
             out.get(&field).is_some(),
@@ -74,7 +78,12 @@ async fn an_alert_on_the_iras_bus_goes_from_ingest_to_resolved_through_every_fun
     assert_eq!(waiting.status, IncidentStatus::AwaitingApproval);
 
     // The on-call engineer approves through the approval-callback function's sample request.
-    let (status, body) = w.http(&sample_text("approval-callback", id.as_str())).await;
+    let (status, body) = w
+        .http(
+            Function::ApprovalCallback,
+            &sample_text("approval-callback", id.as_str()),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let successes = w.callbacks.successes.lock().unwrap().clone();
     let request = sample("request-approval", id.as_str());
@@ -192,8 +201,7 @@ async fn an_unapproved_plan_fails_remediate_under_the_name_the_state_machine_mat
     for stage in [Stage::Triage, Stage::GatherContext, Stage::Rca, Stage::Plan] {
         run_stage(&w, stage, &id).await;
     }
-    let event = lambda_event(sample("remediate", id.as_str()));
-    let d = stage_handler(&w.deps, Stage::Remediate, event)
+    let d = stage_event(&w, Stage::Remediate, sample("remediate", id.as_str()))
         .await
         .unwrap_err();
     assert_eq!(d.error_type, "ApprovalMissing", "{}", d.error_message);
@@ -206,19 +214,15 @@ async fn an_unapproved_plan_fails_remediate_under_the_name_the_state_machine_mat
 async fn a_stage_for_an_unknown_incident_is_not_retried() {
     let w = world();
     // The sample events name an incident this empty store has never seen.
-    let d = stage_handler(
-        &w.deps,
-        Stage::Triage,
-        lambda_event(sample("triage", SAMPLE_ID)),
-    )
-    .await
-    .unwrap_err();
+    let d = stage_event(&w, Stage::Triage, sample("triage", SAMPLE_ID))
+        .await
+        .unwrap_err();
     assert_eq!(d.error_type, "IncidentNotFound");
     assert!(non_retryable(&asl(), "Triage").contains(&d.error_type));
 
     let mut bad = sample("gather-context", SAMPLE_ID);
     bad.as_object_mut().unwrap().remove("attempt");
-    let d = stage_handler(&w.deps, Stage::GatherContext, lambda_event(bad))
+    let d = stage_event(&w, Stage::GatherContext, bad)
         .await
         .unwrap_err();
     assert_eq!(d.error_type, "InvalidInput");
@@ -274,14 +278,7 @@ async fn an_alarm_going_back_to_ok_records_nothing_when_no_incident_had_it() {
     let (state, previous) = (detail["state"].clone(), detail["previousState"].clone());
     detail.insert("state".into(), previous);
     detail.insert("previousState".into(), state);
-    let out = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(alarm_to_ok),
-    )
-    .await
-    .unwrap();
+    let out = ingest_event(&w, alarm_to_ok).await.unwrap();
     assert_eq!(out.outcome, "unmatched");
     assert_eq!(out.incident_id, None);
     assert_eq!(
@@ -306,26 +303,12 @@ async fn an_event_iras_does_not_know_is_refused_by_name_and_writes_nothing() {
         "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"],
         "detail": {"instance-id": "i-abcd1111", "state": "stopped"}
     });
-    let d = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(ec2),
-    )
-    .await
-    .unwrap_err();
+    let d = ingest_event(&w, ec2).await.unwrap_err();
     assert_eq!(d.error_type, "UnknownEvent");
     assert!(d.error_message.contains("aws.ec2"), "{}", d.error_message);
 
     let not_eventbridge = json!({"incident_id": SAMPLE_ID});
-    let d = ingest::handle(
-        &w.deps,
-        w.starter.as_ref(),
-        w.callbacks.as_ref(),
-        lambda_event(not_eventbridge),
-    )
-    .await
-    .unwrap_err();
+    let d = ingest_event(&w, not_eventbridge).await.unwrap_err();
     assert_eq!(d.error_type, "InvalidInput");
     assert_eq!(w.incident_count().await, 0);
     assert!(w.events.0.lock().unwrap().is_empty());
@@ -346,7 +329,7 @@ async fn a_pipeline_that_did_not_start_fails_the_event_so_eventbridge_retries_it
 #[tokio::test]
 async fn the_api_function_accepts_the_sample_webhook_and_starts_the_pipeline() {
     let w = world();
-    let (status, body) = w.http(&sample_text("api", SAMPLE_ID)).await;
+    let (status, body) = w.http(Function::Api, &sample_text("api", SAMPLE_ID)).await;
     assert_eq!(status, 202, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     let id = IncidentId(body["incident_id"].as_str().unwrap().to_string());
@@ -358,7 +341,9 @@ async fn the_api_function_accepts_the_sample_webhook_and_starts_the_pipeline() {
 #[tokio::test]
 async fn the_api_function_reports_health_from_the_sample_request() {
     let w = world();
-    let (status, body) = w.http(&sample_text("api-health", SAMPLE_ID)).await;
+    let (status, body) = w
+        .http(Function::Api, &sample_text("api-health", SAMPLE_ID))
+        .await;
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["status"], json!("ok"));
@@ -368,9 +353,72 @@ async fn the_api_function_reports_health_from_the_sample_request() {
 async fn an_approval_without_the_api_key_completes_no_task() {
     let w = world();
     let forged = sample_text("approval-callback", SAMPLE_ID).replace(SAMPLE_API_KEY, "guessed-key");
-    let (status, body) = w.http(&forged).await;
+    let (status, body) = w.http(Function::ApprovalCallback, &forged).await;
     assert_eq!(status, 401, "{body}");
     assert!(w.callbacks.successes.lock().unwrap().is_empty());
+}
+
+/// A function links the adapters of the ports it declares and its Cargo.toml is held to them;
+/// every call above is checked against them. Between them, the resolved ending, the escalated
+/// one and the webhook call every port each function declares: none is linked for nothing.
+#[tokio::test]
+async fn the_two_endings_and_the_webhook_call_every_port_each_function_declares() {
+    let w = world();
+    let id = ingest_sample(&w, "ingest-iras-alert")
+        .await
+        .unwrap()
+        .incident_id
+        .expect("an incident opened");
+    for stage in [
+        Stage::Triage,
+        Stage::GatherContext,
+        Stage::Rca,
+        Stage::Plan,
+        Stage::RequestApproval,
+    ] {
+        run_stage(&w, stage, &id).await;
+    }
+    let approval = sample_text("approval-callback", id.as_str());
+    let (status, body) = w.http(Function::ApprovalCallback, &approval).await;
+    assert_eq!(status, 200, "{body}");
+    run_stage(&w, Stage::Remediate, &id).await;
+    // The dry-run executor changed nothing: Verify skips its evidence reads.
+    let verified = run_stage(&w, Stage::Verify, &id).await;
+    assert_eq!(verified["outcome"], json!("skipped"), "{verified}");
+    let resolved = run_stage(&w, Stage::PostMortem, &id).await;
+    assert_eq!(resolved["outcome"], json!("resolved"));
+
+    // Another alert: the same one again would be a recurrence of the resolved incident.
+    let other = sample_text("api", SAMPLE_ID).replace("High error rate", "Checkout latency");
+    let (status, body) = w.http(Function::Api, &other).await;
+    assert_eq!(status, 202, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let id = IncidentId(body["incident_id"].as_str().unwrap().to_string());
+    for stage in [Stage::Triage, Stage::Escalate, Stage::PostMortem] {
+        run_stage(&w, stage, &id).await;
+    }
+
+    // Ports these paths do not reach (core's stage tests reach them): a recovery ending a
+    // waiting approval (ingest, api), the evidence read after a real change (verify).
+    let elsewhere = [
+        (Function::Ingest, Port::Callbacks),
+        (Function::Api, Port::Callbacks),
+        (Function::Stage(Stage::Verify), Port::Evidence),
+    ];
+    let called = w.called.lock().unwrap();
+    for function in Function::ALL {
+        let declared: BTreeSet<Port> = function
+            .ports()
+            .iter()
+            .copied()
+            .filter(|p| !elsewhere.contains(&(function, *p)))
+            .collect();
+        assert_eq!(
+            called.get(&function),
+            Some(&declared),
+            "{function}: the ports called vs the ports it is built with"
+        );
+    }
 }
 
 #[tokio::test]

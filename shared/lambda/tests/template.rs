@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use iras_core::handler::Stage;
+use iras_lambda::{Function, Port};
 use serde_json::Value as Json;
 use serde_norway::Value;
 use support::*;
@@ -157,28 +158,29 @@ fn every_function_crate_is_built_by_sam_and_every_sam_function_has_a_crate() {
     );
 }
 
+/// Each function is built in its own folder (`CodeUri`): from there cargo enables that crate's
+/// features only, where from the workspace root it would enable every function's in each.
 #[test]
-fn every_function_runs_the_same_small_arm64_bootstrap_from_the_workspace_root() {
+fn every_function_runs_the_same_small_arm64_bootstrap_built_from_its_own_crate() {
     let t = template();
     let g = &t["Globals"]["Function"];
     assert_eq!(g["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(g["Handler"].as_str(), Some("bootstrap"));
-    assert_eq!(g["CodeUri"].as_str(), Some("."));
+    assert!(
+        g.get("CodeUri").is_none(),
+        "one CodeUri for all builds every feature into each"
+    );
     assert_eq!(g["MemorySize"].as_u64(), Some(128));
     assert_eq!(g["Architectures"][0].as_str(), Some("arm64"));
-    for (name, r) in resources(&t) {
-        for key in [
-            "Runtime",
-            "Handler",
-            "CodeUri",
-            "MemorySize",
-            "Architectures",
-        ] {
-            assert!(
-                r["Properties"].get(key).is_none(),
-                "{} overrides {key}",
-                name.as_str().unwrap()
-            );
+    for (name, binary) in cargo_lambda_functions(&t) {
+        let r = &resources(&t)[name.as_str()];
+        assert_eq!(
+            r["Properties"]["CodeUri"].as_str(),
+            Some(format!("functions/{binary}").as_str()),
+            "{name}"
+        );
+        for key in ["Runtime", "Handler", "MemorySize", "Architectures"] {
+            assert!(r["Properties"].get(key).is_none(), "{name} overrides {key}");
         }
     }
 }
@@ -269,7 +271,11 @@ async fn every_http_route_in_the_template_is_served_by_the_router() {
             event["requestContext"]["routeKey"] = Json::String(route.clone());
             event["requestContext"]["http"]["method"] = Json::String(method.to_string());
             event["requestContext"]["http"]["path"] = Json::String(concrete);
-            let (status, body) = w.http(&event.to_string()).await;
+            let function = r["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .and_then(Function::from_name)
+                .expect("an HTTP function of Function::ALL");
+            let (status, body) = w.http(function, &event.to_string()).await;
             let catch_all = status == 404 && body.contains("There is no such resource.");
             assert!(
                 !catch_all && status != 405,
@@ -359,4 +365,72 @@ fn each_function_reads_exactly_the_secrets_its_environment_names() {
         checked >= 10,
         "the template's secrets were found ({checked})"
     );
+}
+
+/// What a function links is what its role and environment let it use: the ports it calls
+/// (`Function::ports`, its features) against the template's policies and variables. A port
+/// without the permission fails on AWS; a permission without the port is access it never uses.
+#[test]
+fn each_function_is_allowed_exactly_what_its_ports_need() {
+    let t = template();
+    let mut checked = 0;
+    for (name, binary) in cargo_lambda_functions(&t) {
+        let function = Function::from_name(&binary).expect("a function of Function::ALL");
+        let r = &resources(&t)[name.as_str()];
+        let mut found = vec![];
+        statements(&r["Properties"]["Policies"], &mut found);
+        let mut actions = vec![];
+        for s in &found {
+            strings(&s["Action"], &mut actions);
+        }
+        let policies: Vec<String> = r["Properties"]["Policies"]
+            .as_sequence()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p.as_mapping())
+                    .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let variables = &r["Properties"]["Environment"]["Variables"];
+        let sets = |var: &str| variables.get(var).is_some();
+        let uses = [
+            (
+                Port::Events,
+                policies.contains(&"EventBridgePutEventsPolicy".into()),
+            ),
+            (
+                Port::Starter,
+                policies.contains(&"StepFunctionsExecutionPolicy".into()),
+            ),
+            (
+                Port::Callbacks,
+                actions.contains(&"states:SendTaskSuccess".into()),
+            ),
+            (
+                Port::Analyst,
+                actions.contains(&"bedrock:InvokeModel".into()) && sets("LLM_PROVIDER"),
+            ),
+            (Port::Notifier, sets("SLACK_BOT_TOKEN_PARAM")),
+            (Port::Pager, sets("PAGERDUTY_INTEGRATION_KEY_PARAM")),
+            (
+                Port::Evidence,
+                sets("PROMETHEUS_BASE_URL") && sets("CLOUDWATCH_LOG_GROUPS"),
+            ),
+        ];
+        for (port, allowed) in uses {
+            assert_eq!(
+                allowed,
+                function.calls(port),
+                "{name}: may use the {port} port ({allowed}) vs calls it ({})",
+                function.calls(port)
+            );
+        }
+        assert!(
+            policies.contains(&"DynamoDBCrudPolicy".into()),
+            "{name}: the store"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, Function::ALL.len());
 }

@@ -1,8 +1,9 @@
 //! What the function tests share: the checked-in sample events, in-memory ports wired the way
-//! the functions wire them (`build_deps`), and recording doubles for Step Functions.
+//! the functions wire them (`build_deps` with the function's ports), recording doubles for
+//! Step Functions, and a log of the ports each function called.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,10 +11,10 @@ use async_trait::async_trait;
 use http_body_util::BodyExt;
 use iras_core::ports::*;
 use iras_core::stages::Deps;
-use iras_core::testing::{MemoryStore, RecordingEvents};
+use iras_core::testing::{MemoryStore, PortLog, RecordingEvents};
 use iras_core::IncidentId;
 use iras_http::App;
-use iras_lambda::{build_deps, http_config, LambdaEvent, Settings};
+use iras_lambda::{build_deps, http_config, Function, LambdaEvent, Port, Settings};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -80,14 +81,18 @@ impl TaskCallbacks for RecordingCallbacks {
     }
 }
 
-/// One function's world: its ports as `build_deps` wires them, over memory.
+/// The functions' world: each function's ports as `build_deps` wires them for it, over one
+/// memory store, with every call noted.
 pub struct World {
-    pub deps: Deps,
+    pub settings: Settings,
     pub store: Arc<MemoryStore>,
     pub events: Arc<RecordingEvents>,
     pub starter: Arc<RecordingStarter>,
     pub callbacks: Arc<RecordingCallbacks>,
     pub vars: HashMap<String, String>,
+    log: Arc<PortLog>,
+    /// What each function called, over the whole test.
+    pub called: Mutex<BTreeMap<Function, BTreeSet<Port>>>,
 }
 
 /// The environment the template gives the functions, with the synthetic scenarios standing in
@@ -115,29 +120,86 @@ pub fn world_with(starter: RecordingStarter) -> World {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let settings = Settings::from_vars(&vars).expect("settings");
-    let store = Arc::new(MemoryStore::default());
-    let events = Arc::new(RecordingEvents::default());
-    let deps = build_deps(&settings, store.clone(), events.clone()).expect("deps");
     World {
-        deps,
-        store,
-        events,
+        settings: Settings::from_vars(&vars).expect("settings"),
+        store: Arc::new(MemoryStore::default()),
+        events: Arc::new(RecordingEvents::default()),
         starter: Arc::new(starter),
         callbacks: Arc::new(RecordingCallbacks::default()),
         vars,
+        log: PortLog::new(),
+        called: Mutex::default(),
     }
 }
 
 impl World {
-    pub fn app(&self) -> Arc<App> {
+    /// `function`'s ports as its cold start builds them, each call noted; the log starts over.
+    pub fn deps(&self, function: Function) -> Deps {
+        let deps = build_deps(
+            &self.settings,
+            function.ports(),
+            self.store.clone(),
+            self.events.clone(),
+        )
+        .expect("deps");
+        self.log.take();
+        self.log.wrap(&deps)
+    }
+
+    pub fn starter(&self) -> Arc<dyn PipelineStarter> {
+        self.log.starter(self.starter.clone())
+    }
+
+    pub fn callbacks(&self) -> Arc<dyn TaskCallbacks> {
+        self.log.callbacks(self.callbacks.clone())
+    }
+
+    /// The router's state as `function` builds it: the starter and callbacks it calls.
+    pub fn app(&self, function: Function) -> Arc<App> {
+        let deps = Arc::new(self.deps(function));
         Arc::new(App {
-            deps: Arc::new(self.deps.clone()),
-            starter: self.starter.clone(),
-            callbacks: self.callbacks.clone(),
+            deps,
+            starter: self.starter(),
+            callbacks: self.callbacks(),
             http: http_config(&self.vars).expect("http config"),
             runtime_health: Arc::new(|| Ok(())),
         })
+    }
+
+    /// What `function` called since its ports were built, which must be among those it
+    /// declares: an undeclared one is missing from its build on AWS.
+    pub fn called_by(&self, function: Function) -> BTreeSet<Port> {
+        let called = self.log.take();
+        let declared: BTreeSet<Port> = function.ports().iter().copied().collect();
+        assert!(
+            called.is_subset(&declared),
+            "{function} called {:?}, but declares only {declared:?}",
+            called.difference(&declared).collect::<Vec<_>>()
+        );
+        self.called
+            .lock()
+            .unwrap()
+            .entry(function)
+            .or_default()
+            .extend(called.iter().copied());
+        called
+    }
+
+    /// The ingest function's handler on `event`, as Lambda calls it.
+    pub async fn ingest(
+        &self,
+        event: Value,
+    ) -> Result<iras_lambda::ingest::IngestOutput, iras_lambda::Diagnostic> {
+        let deps = self.deps(Function::Ingest);
+        let out = iras_lambda::ingest::handle(
+            &deps,
+            self.starter().as_ref(),
+            self.callbacks().as_ref(),
+            lambda_event(event),
+        )
+        .await;
+        self.called_by(Function::Ingest);
+        out
     }
 
     pub async fn incident_count(&self) -> usize {
@@ -153,16 +215,17 @@ impl World {
     }
 
     /// An API Gateway HTTP API (v2) event, as `lambda_http` turns it into a request, through
-    /// the router the HTTP functions serve.
-    pub async fn http(&self, apigw_event: &str) -> (u16, String) {
+    /// the router `function` serves.
+    pub async fn http(&self, function: Function, apigw_event: &str) -> (u16, String) {
         let request = lambda_http::request::from_str(apigw_event).expect("an API Gateway event");
         // The lambda_http request goes to the router as it is, as `run_http` hands it over.
-        let response = iras_http::router(self.app())
+        let response = iras_http::router(self.app(function))
             .oneshot(request)
             .await
             .unwrap();
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        self.called_by(function);
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 }
