@@ -285,9 +285,32 @@ impl LocalPipeline {
         &self,
         min_age: chrono::Duration,
     ) -> Result<stages::Reconciled, LocalError> {
-        stages::reconcile_decisions(&self.deps, &RuntimeCallbacks(self.runtime.clone()), min_age)
-            .await
-            .map_err(LocalError::Stage)
+        let done = stages::reconcile_decisions(
+            &self.deps,
+            &RuntimeCallbacks(self.runtime.clone()),
+            min_age,
+        )
+        .await
+        .map_err(LocalError::Stage)?;
+        // This process has the on-call channel: it says the decision went through.
+        for id in &done.delivered_incidents {
+            let Ok(Some(inc)) = self.store.get_incident(id).await else {
+                continue;
+            };
+            let Some(d) = inc.approval.as_ref().and_then(|a| a.decision.as_ref()) else {
+                continue;
+            };
+            let news = format!(
+                "plan {} by {} via {}; delivered after a restart",
+                d.decision.as_str(),
+                d.approver,
+                d.channel
+            );
+            if let Err(e) = self.deps.notifier.incident_updated(&inc, &news).await {
+                tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the decision");
+            }
+        }
+        Ok(done)
     }
 
     pub async fn incident(&self, id: &IncidentId) -> Result<Option<Incident>, LocalError> {

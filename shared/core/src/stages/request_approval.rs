@@ -463,6 +463,10 @@ pub(crate) async fn decision_missed_window(
 pub struct Reconciled {
     /// Pending decisions delivered now.
     pub delivered: usize,
+    /// Their incidents: the caller that has an on-call channel tells it (the relay itself
+    /// runs where there may be none, as in the `ingest` function).
+    #[serde(default)]
+    pub delivered_incidents: Vec<IncidentId>,
     /// Still pending: the pipeline could not be reached, or too young to touch.
     pub pending: usize,
     /// The token was spent or expired: the execution's next stage settles the record.
@@ -518,17 +522,9 @@ pub async fn reconcile_decisions(
                         request.approver,
                         format_time(d.decided_at)
                     );
-                    let stored = settle_delivered(deps, &inc.incident_id, Some(&note)).await?;
+                    settle_delivered(deps, &inc.incident_id, Some(&note)).await?;
                     done.delivered += 1;
-                    let news = format!(
-                        "plan {} by {} via {}",
-                        d.decision.as_str(),
-                        request.approver,
-                        d.channel
-                    );
-                    if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
-                        tracing::warn!(incident = %inc.incident_id, error = %e, "could not tell the on-call channel about the decision");
-                    }
+                    done.delivered_incidents.push(inc.incident_id.clone());
                 }
                 Err(CallbackError::Unavailable(e)) => {
                     tracing::warn!(incident = %inc.incident_id, error = %e, "pending decision still not deliverable");

@@ -147,6 +147,17 @@ impl IncidentStore for Logged<dyn IncidentStore> {
     async fn postmortem(&self, id: &IncidentId) -> Result<Option<PostMortem>, StoreError> {
         self.on(Port::Store).postmortem(id).await
     }
+    async fn claim_once(
+        &self,
+        key: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.on(Port::Store).claim_once(key, until, now).await
+    }
+    async fn release_once(&self, key: &str) -> Result<(), StoreError> {
+        self.on(Port::Store).release_once(key).await
+    }
 }
 
 #[async_trait]
