@@ -20,6 +20,13 @@ use tokio::time::Instant;
 
 use crate::describe;
 
+/// An ECS service as read: its state, whether it is steady, and why its newest rollout failed.
+struct EcsLive {
+    state: ResourceState,
+    steady: bool,
+    failed_rollout: Option<String>,
+}
+
 /// How an ECS change counts as settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EcsSettle {
@@ -121,7 +128,7 @@ impl AwsExecutor {
             | Action::EcsForceNewDeployment { cluster, service }
             | Action::EcsSetDesiredCount {
                 cluster, service, ..
-            } => self.ecs_state(cluster, service).await.map(|(s, _)| s),
+            } => self.ecs_state(cluster, service).await.map(|l| l.state),
             Action::LambdaSetAlias {
                 function_name,
                 alias,
@@ -187,11 +194,7 @@ impl AwsExecutor {
         }
     }
 
-    async fn ecs_state(
-        &self,
-        cluster: &str,
-        service: &str,
-    ) -> Result<(ResourceState, bool), ExecError> {
+    async fn ecs_state(&self, cluster: &str, service: &str) -> Result<EcsLive, ExecError> {
         let out = self
             .ecs
             .describe_services()
@@ -207,25 +210,28 @@ impl AwsExecutor {
             .deployments()
             .iter()
             .find(|d| d.status() == Some("PRIMARY"));
-        let failed_rollout = s
-            .deployments()
-            .iter()
-            .any(|d| d.rollout_state().is_some_and(|r| r.as_str() == "FAILED"));
-        if failed_rollout {
-            return Err(ExecError::NotStable(format!(
-                "ECS service {cluster}/{service}: a deployment's rollout FAILED"
-            )));
-        }
+        // A FAILED rollout of the PRIMARY deployment (the circuit breaker stopped it): the
+        // settle wait fails on it only when the wait's own change started that deployment.
+        let failed_rollout = primary
+            .filter(|d| d.rollout_state().is_some_and(|r| r.as_str() == "FAILED"))
+            .map(|d| {
+                format!(
+                    "ECS service {cluster}/{service}: the rollout of deployment {} FAILED ({})",
+                    d.id().unwrap_or("?"),
+                    d.rollout_state_reason().unwrap_or("no reason given")
+                )
+            });
         let steady = s.deployments().len() == 1 && s.running_count() == s.desired_count();
-        Ok((
-            ResourceState::EcsService {
+        Ok(EcsLive {
+            state: ResourceState::EcsService {
                 task_definition: task_definition_name(s.task_definition().unwrap_or_default())
                     .to_string(),
                 desired_count: s.desired_count(),
                 primary_deployment: primary.and_then(|d| d.id()).unwrap_or_default().to_string(),
             },
             steady,
-        ))
+            failed_rollout,
+        })
     }
 
     async fn asg_state(&self, group: &str) -> Result<(i32, usize), ExecError> {
@@ -331,20 +337,36 @@ impl AwsExecutor {
         }
     }
 
+    /// Waits until the service reads back as `wanted` and (unless the emulator never starts
+    /// tasks) is steady; `from` is its state before the change, so a FAILED rollout counts only
+    /// when this change started it.
     async fn settle_ecs(
         &self,
         cluster: &str,
         service: &str,
+        from: &ResourceState,
         wanted: impl Fn(&ResourceState) -> bool,
         timeout: Duration,
     ) -> Result<ResourceState, ExecError> {
         let what = format!("ECS service {cluster}/{service}");
+        let primary = |s: &ResourceState| match s {
+            ResourceState::EcsService {
+                primary_deployment, ..
+            } => primary_deployment.clone(),
+            _ => String::new(),
+        };
+        let before = primary(from);
         self.settle(&what, timeout, || async {
-            let (state, steady) = self.ecs_state(cluster, service).await?;
-            Ok(wanted(&state) && (steady || self.ecs_settle == EcsSettle::ReadBack))
+            let live = self.ecs_state(cluster, service).await?;
+            if let Some(failure) = live.failed_rollout {
+                if primary(&live.state) != before {
+                    return Err(ExecError::NotStable(failure));
+                }
+            }
+            Ok(wanted(&live.state) && (live.steady || self.ecs_settle == EcsSettle::ReadBack))
         })
         .await?;
-        self.ecs_state(cluster, service).await.map(|(s, _)| s)
+        self.ecs_state(cluster, service).await.map(|l| l.state)
     }
 
     async fn update_ecs(
@@ -667,6 +689,7 @@ impl Executor for AwsExecutor {
                     .settle_ecs(
                         cluster,
                         service,
+                        &live,
                         |s| matches!(s, ResourceState::EcsService { task_definition, .. } if *task_definition == target),
                         call.timeout,
                     )
@@ -696,6 +719,7 @@ impl Executor for AwsExecutor {
                     .settle_ecs(
                         cluster,
                         service,
+                        &live,
                         |s| matches!(s, ResourceState::EcsService { primary_deployment, .. } if *primary_deployment != old),
                         call.timeout,
                     )
@@ -718,6 +742,7 @@ impl Executor for AwsExecutor {
                     .settle_ecs(
                         cluster,
                         service,
+                        &live,
                         |s| matches!(s, ResourceState::EcsService { desired_count, .. } if *desired_count == n),
                         call.timeout,
                     )
@@ -775,13 +800,24 @@ impl Executor for AwsExecutor {
                 if finished(&live) {
                     return Ok(Self::unchanged(live));
                 }
-                self.codedeploy
+                let stopped = self
+                    .codedeploy
                     .stop_deployment()
                     .deployment_id(deployment_id)
                     .auto_rollback_enabled(true)
                     .send()
-                    .await
-                    .map_err(|e| failed("codedeploy StopDeployment", e))?;
+                    .await;
+                if let Err(e) = stopped {
+                    // It finished between the read and the stop: there is nothing left to stop,
+                    // and Verify judges whether its end helped.
+                    let done = e
+                        .as_service_error()
+                        .is_some_and(|e| e.is_deployment_already_completed_exception());
+                    if !done {
+                        return Err(failed("codedeploy StopDeployment", e));
+                    }
+                    return Ok(Self::unchanged(self.read(action).await?));
+                }
                 self.settle(
                     &format!("CodeDeploy deployment {deployment_id}"),
                     call.timeout,
@@ -889,6 +925,7 @@ impl Executor for AwsExecutor {
                     .settle_ecs(
                         cluster,
                         service,
+                        &live,
                         |s| matches!(s, ResourceState::EcsService { task_definition, .. } if *task_definition == target),
                         call.timeout,
                     )
@@ -912,6 +949,7 @@ impl Executor for AwsExecutor {
                     .settle_ecs(
                         cluster,
                         service,
+                        &live,
                         |s| matches!(s, ResourceState::EcsService { desired_count, .. } if *desired_count == n),
                         call.timeout,
                     )

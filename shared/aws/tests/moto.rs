@@ -8,8 +8,14 @@ mod support;
 mod aws_deployments;
 #[path = "moto/cloudwatch_evidence.rs"]
 mod cloudwatch_evidence;
+#[cfg(feature = "remediation")]
+#[path = "moto/codedeploy_stop.rs"]
+mod codedeploy_stop;
 #[path = "moto/dynamo_store.rs"]
 mod dynamo_store;
+#[cfg(feature = "remediation")]
+#[path = "moto/ecs_steady_state.rs"]
+mod ecs_steady_state;
 #[path = "moto/eventbridge.rs"]
 mod eventbridge;
 #[cfg(feature = "remediation")]

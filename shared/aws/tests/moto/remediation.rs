@@ -19,7 +19,7 @@ use crate::support::Moto;
 
 const POLICY: &str = r#"
 rules:
-  - actions: [ecs_set_task_definition, ecs_set_desired_count]
+  - actions: [ecs_set_task_definition, ecs_set_desired_count, ecs_force_new_deployment]
     resources: ["shop/payment"]
   - actions: [lambda_set_alias, lambda_set_reserved_concurrency]
     resources: ["pay-api"]
@@ -437,6 +437,53 @@ async fn an_approved_plan_changes_every_live_resource() {
         "the command ran to Success: {:?}",
         records[7]
     );
+}
+
+/// The PRIMARY deployment of shop/payment as ECS reports it.
+async fn primary_deployment(moto: &Moto) -> String {
+    let s = aws_sdk_ecs::Client::new(&moto.config)
+        .describe_services()
+        .cluster("shop")
+        .services("payment")
+        .send()
+        .await
+        .unwrap();
+    s.services()[0]
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.id())
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_forced_deployment_replaces_the_primary_deployment_once() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    resources(&moto).await;
+    let policy = RemediationPolicy::parse(POLICY, "policy.yaml").unwrap();
+    let before = primary_deployment(&moto).await;
+    let force = Action::EcsForceNewDeployment {
+        cluster: "shop".into(),
+        service: "payment".into(),
+    };
+    let (deps, id) = approved(vec![step(force)], &policy, executor(&moto, &policy)).await;
+    let out = remediate(&deps, &input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied, "{}", out.summary);
+    let after = primary_deployment(&moto).await;
+    assert_ne!(after, before, "a new deployment replaced the tasks");
+    let rec = &deps.store.steps(&id).await.unwrap()[0];
+    assert!(
+        matches!(rec.after, Some(ResourceState::EcsService { ref primary_deployment, .. }) if *primary_deployment == after),
+        "{rec:?}"
+    );
+    // Run again (a retried Lambda): the recorded prior deployment is gone, so nothing is forced.
+    remediate(&deps, &input(&id)).await.unwrap();
+    assert_eq!(primary_deployment(&moto).await, after);
+    let live = live(&moto).await;
+    assert_eq!(live.task_definition, "payment:2", "same task definition");
 }
 
 #[tokio::test]

@@ -5,14 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::Router;
 use iras_aws::AwsExecutor;
 use iras_core::policy::RemediationPolicy;
 use iras_core::ports::{ExecError, Executor, StepCall};
 use iras_core::*;
 use serde_json::Value;
+
+use crate::support::fake_json_api;
 
 /// The documented response shapes, kept verbatim with their sources in the fixture.
 const FIXTURE: &str = include_str!("../fixtures/ssm-automation.json");
@@ -32,48 +31,31 @@ async fn serve(ends_as: &'static str) -> (String, Arc<Fake>) {
         ..Default::default()
     });
     let f = fake.clone();
-    let app = Router::new().route(
-        "/",
-        post(move |headers: HeaderMap, body: String| {
-            let f = f.clone();
-            async move {
-                let doc: Value = serde_json::from_str(FIXTURE).unwrap();
-                let target = headers
-                    .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let req: Value = serde_json::from_str(&body).unwrap_or_default();
-                let answer = match target.as_str() {
-                    "AmazonSSM.StartAutomationExecution" => {
-                        f.starts.lock().unwrap().push((
-                            req["ClientToken"].as_str().unwrap_or("").to_string(),
-                            req["Parameters"].clone(),
-                        ));
-                        doc["StartAutomationExecution"].clone()
-                    }
-                    "AmazonSSM.GetAutomationExecution" => {
-                        let mut polls = f.polls.lock().unwrap();
-                        *polls += 1;
-                        let mut a = doc["GetAutomationExecution"].clone();
-                        if *polls > 1 {
-                            a["AutomationExecution"]["AutomationExecutionStatus"] =
-                                Value::String(f.ends_as.into());
-                        }
-                        a
-                    }
-                    other => panic!("unexpected call {other}"),
-                };
-                (
-                    [("content-type", "application/x-amz-json-1.1")],
-                    answer.to_string(),
-                )
+    let url = fake_json_api(move |operation, req| {
+        let doc: Value = serde_json::from_str(FIXTURE).unwrap();
+        let answer = match operation {
+            "StartAutomationExecution" => {
+                f.starts.lock().unwrap().push((
+                    req["ClientToken"].as_str().unwrap_or("").to_string(),
+                    req["Parameters"].clone(),
+                ));
+                doc["StartAutomationExecution"].clone()
             }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            "GetAutomationExecution" => {
+                let mut polls = f.polls.lock().unwrap();
+                *polls += 1;
+                let mut a = doc["GetAutomationExecution"].clone();
+                if *polls > 1 {
+                    a["AutomationExecution"]["AutomationExecutionStatus"] =
+                        Value::String(f.ends_as.into());
+                }
+                a
+            }
+            other => panic!("unexpected call {other}"),
+        };
+        (200, answer)
+    })
+    .await;
     (url, fake)
 }
 

@@ -144,3 +144,41 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A local fake of one AWS JSON-protocol API (the `x-amz-target` header names the operation)
+/// for what moto does not answer: `answer(operation, request)` gives the status and the body.
+/// Returns the endpoint URL; the server stops with the test's runtime.
+#[allow(dead_code)] // not every test binary that includes this harness fakes an API
+pub async fn fake_json_api<F>(answer: F) -> String
+where
+    F: Fn(&str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
+{
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::Arc;
+    let answer = Arc::new(answer);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let answer = answer.clone();
+            async move {
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                // "AmazonSSM.GetAutomationExecution" → "GetAutomationExecution".
+                let operation = target.rsplit('.').next().unwrap_or(target).to_string();
+                let request = serde_json::from_str(&body).unwrap_or_default();
+                let (status, reply) = answer(&operation, request);
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "application/x-amz-json-1.1")],
+                    reply.to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
