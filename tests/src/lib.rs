@@ -102,6 +102,7 @@ impl Harness {
                     approval_id: None,
                     decision,
                     approver: "alice@example.com".into(),
+                    identity: None,
                     channel: "cli".into(),
                     comment: Some("looks right".into()),
                 },

@@ -299,6 +299,7 @@ async fn a_runtime_killed_while_waiting_for_approval_resumes_and_applies_each_st
             approval_id: None,
             decision: Decision::Approved,
             approver: "bob".into(),
+            identity: None,
             channel: "cli".into(),
             comment: None,
         },

@@ -127,6 +127,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
                                     approval_id: None,
                                     decision: d,
                                     approver: "demo".into(),
+                                    identity: None,
                                     channel: "demo".into(),
                                     comment: None,
                                 },

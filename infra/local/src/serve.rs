@@ -86,6 +86,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .collect();
     // WEBHOOK_SECRET(_<SOURCE>), WEBHOOK_BODY_LIMIT_BYTES, ALERT_SERVICE_LABELS.
     let from_env = HttpConfig::from_env().map_err(|e| e.to_string())?;
+    // SLACK_APPROVERS: refused at start-up rather than the buttons going quietly off.
+    iras_http::slack::SlackInteractivity::from_env()?;
     let timeout = iras_core::config::EnvVars(&std::env::vars().collect())
         .timeout()
         .map_err(|e| e.to_string())?;

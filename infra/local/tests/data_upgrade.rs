@@ -82,6 +82,7 @@ async fn an_approval_waiting_in_a_pre_split_data_directory_survives_the_upgrade(
                 approval_id: None,
                 decision: Decision::Approved,
                 approver: "alice".into(),
+                identity: None,
                 channel: "cli".into(),
                 comment: None,
             },

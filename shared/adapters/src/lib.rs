@@ -189,8 +189,13 @@ pub fn slack_from_env(vars: &HashMap<String, String>) -> Result<Integrations, Co
                     "; SLACK_SIGNING_SECRET unset: the Approve/Reject buttons are refused, decide on the approval page",
                 );
             }
+            if let Some(g) = &c.oncall_usergroup {
+                note.push_str(&format!("; approval requests mention user group {g}"));
+            }
             out.notes.push(note);
-            out.notifier = Some(Arc::new(SlackNotifier::new(c)?));
+            let slack = Arc::new(SlackNotifier::new(c)?);
+            out.notifier = Some(slack.clone());
+            out.slack = Some(slack);
         }
         None => out.notes.push(
             "Slack unset (SLACK_BOT_TOKEN, SLACK_ONCALL_CHANNEL_ID): notifications on the console"

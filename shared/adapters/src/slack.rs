@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use iras_core::config::ConfigError;
-use iras_core::{Decision, Incident, IncidentStatus, Notifier, NotifyError};
+use iras_core::{
+    ApproverIdentity, Decision, Incident, IncidentStatus, Notifier, NotifyError, SlackWorkspace,
+};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -52,6 +54,9 @@ pub struct SlackConfig {
     pub token: String,
     /// Channel id (`C…`) of the on-call channel.
     pub channel: String,
+    /// `SLACK_ONCALL_USERGROUP` (`S…`): mentioned in each approval request, so the people on
+    /// call are notified, not just the channel.
+    pub oncall_usergroup: Option<String>,
     pub timeout: Duration,
 }
 
@@ -61,6 +66,7 @@ impl std::fmt::Debug for SlackConfig {
             .field("api_url", &self.api_url.as_str())
             .field("token", &"<redacted>")
             .field("channel", &self.channel)
+            .field("oncall_usergroup", &self.oncall_usergroup)
             .finish()
     }
 }
@@ -71,6 +77,7 @@ impl SlackConfig {
             api_url,
             token: token.into(),
             channel: channel.into(),
+            oncall_usergroup: None,
             timeout: crate::config::DEFAULT_TIMEOUT,
         }
     }
@@ -101,6 +108,15 @@ impl SlackConfig {
             channel,
         );
         c.timeout = vars.timeout()?;
+        if let Some(group) = vars.get("SLACK_ONCALL_USERGROUP") {
+            if !is_slack_id(group, 'S') {
+                return Err(error(
+                    "SLACK_ONCALL_USERGROUP",
+                    "expected a user group id like S0604QSJC (its handle is not enough)",
+                ));
+            }
+            c.oncall_usergroup = Some(group.to_string());
+        }
         Ok(Some(c))
     }
 }
@@ -128,6 +144,45 @@ impl std::fmt::Debug for SlackNotifier {
     }
 }
 
+/// An encoded Slack id (`U0604QSJC`, `S0604QSJC`): the kind's letter, then capitals and
+/// digits. Only such ids are put inside `<…>` mentions, so nothing typed becomes markup.
+pub fn is_slack_id(id: &str, kind: char) -> bool {
+    id.len() >= 3
+        && id.len() <= 32
+        && id.starts_with(kind)
+        && id[1..]
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// A time each reader sees in their own time zone (Slack's date formatting), with the UTC
+/// text for clients that cannot render it.
+pub fn slack_date(at: iras_core::Timestamp) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+        at.timestamp(),
+        at.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+/// Who decided: a Slack user as a mention (Slack shows their current name), anyone else by
+/// the name recorded and how IRAS knows it.
+fn approver_text(d: &iras_core::ApprovalDecision) -> String {
+    match &d.identity {
+        Some(ApproverIdentity::Slack { user_id, .. })
+            if is_slack_id(user_id, 'U') || is_slack_id(user_id, 'W') =>
+        {
+            format!("<@{user_id}>")
+        }
+        Some(identity) => format!(
+            "{} ({})",
+            md(&d.approver, 200),
+            md(&identity.describe(), 200)
+        ),
+        None => md(&d.approver, 200),
+    }
+}
+
 fn md(text: &str, max: usize) -> String {
     slack_mrkdwn(&clip(text, max))
 }
@@ -145,9 +200,9 @@ fn decision_line(incident: &Incident) -> Option<String> {
     };
     Some(format!(
         "{icon} *{verb}* by {} via {} at {}{}",
-        md(&d.approver, 200),
+        approver_text(d),
         md(&d.channel, 40),
-        d.decided_at.format("%Y-%m-%d %H:%M UTC"),
+        slack_date(d.decided_at),
         d.comment
             .as_deref()
             .map(|c| format!(": {}", md(c, 500)))
@@ -186,7 +241,9 @@ pub fn approval_blocks(
         fields.push(json!({"type": "mrkdwn", "text": format!("*Service*\n{}", md(service, 200))}));
     }
     if let Some(a) = &incident.approval {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Decide by*\n{}", a.expires_at.format("%Y-%m-%d %H:%M UTC"))}));
+        fields.push(
+            json!({"type": "mrkdwn", "text": format!("*Decide by*\n{}", slack_date(a.expires_at))}),
+        );
     }
     blocks.push(json!({"type": "section", "fields": fields}));
 
@@ -359,19 +416,31 @@ impl Notifier for SlackNotifier {
         incident: &Incident,
         approval_url: Option<&str>,
     ) -> Result<Option<String>, NotifyError> {
+        let mention = self
+            .config
+            .oncall_usergroup
+            .as_deref()
+            .map(|g| format!("<!subteam^{g}> "))
+            .unwrap_or_default();
         let text = format!(
-            "Approval needed for {} ({}): {}",
+            "{mention}Approval needed for {} ({}): {}",
             incident.incident_id,
             incident.severity.map(|s| s.as_str()).unwrap_or("untriaged"),
             md(&incident.title, 300)
         );
+        let mut blocks = approval_blocks(incident, approval_url, None);
+        if !mention.is_empty() {
+            // In the blocks too: a message with blocks shows them, not `text`, and only a
+            // mention in what is shown notifies the group.
+            blocks.insert(1, section(format!("{mention}your approval is needed")));
+        }
         let answer = self
             .api(
                 "chat.postMessage",
                 &json!({
                     "channel": self.config.channel,
                     "text": text,
-                    "blocks": approval_blocks(incident, approval_url, None),
+                    "blocks": blocks,
                     "unfurl_links": false,
                     "unfurl_media": false,
                 }),
@@ -446,6 +515,71 @@ impl Notifier for SlackNotifier {
     }
 }
 
+#[async_trait]
+impl SlackWorkspace for SlackNotifier {
+    async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, NotifyError> {
+        const METHOD: &str = "usergroups.users.list";
+        // This method takes a query string or a form body, not JSON (Slack's reference).
+        let mut url = endpoint(&self.config.api_url, &[METHOD]);
+        url.query_pairs_mut().append_pair("usergroup", usergroup);
+        let reply = self
+            .caller
+            .call_retrying_429(METHOD, RATE_LIMIT, || {
+                self.caller
+                    .client
+                    .get(url.clone())
+                    .bearer_auth(&self.config.token)
+            })
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.caller.status_failure(&reply, METHOD).into());
+        }
+        let answer: Value = self.caller.json(&reply)?;
+        if answer.get("ok") != Some(&Value::Bool(true)) {
+            let reason = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no error given");
+            return Err(NotifyError::Failed(format!("slack: {METHOD}: {reason}")));
+        }
+        Ok(answer
+            .get("users")
+            .and_then(Value::as_array)
+            .map(|u| {
+                u.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn reply_privately(&self, response_url: &str, text: &str) -> Result<(), NotifyError> {
+        let url = Url::parse(response_url)
+            .map_err(|e| NotifyError::Failed(format!("slack: response_url: {e}")))?;
+        let body = json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": text,
+        });
+        let reply = self
+            .caller
+            .call(
+                self.caller
+                    .client
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string()),
+            )
+            .await?;
+        if !reply.status.is_success() {
+            // 404 `expired_url` / `used_url`: after 30 minutes or 5 uses Slack takes no more.
+            return Err(self.caller.status_failure(&reply, "response_url").into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,5 +600,28 @@ mod tests {
             SlackConfig::from_vars(&Vars(&vars)).unwrap_err().name,
             "SLACK_ONCALL_CHANNEL_ID"
         );
+    }
+
+    #[test]
+    fn the_oncall_user_group_must_be_an_id_not_a_handle() {
+        let vars = |g: &str| -> HashMap<String, String> {
+            [
+                ("SLACK_BOT_TOKEN".to_string(), "xoxb-1".to_string()),
+                (
+                    "SLACK_ONCALL_CHANNEL_ID".to_string(),
+                    "C0ONCALL".to_string(),
+                ),
+                ("SLACK_ONCALL_USERGROUP".to_string(), g.to_string()),
+            ]
+            .into()
+        };
+        let ok = SlackConfig::from_vars(&Vars(&vars("S0604QSJC")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.oncall_usergroup.as_deref(), Some("S0604QSJC"));
+        for bad in ["@oncall", "s0604qsjc", "S0>", "U0604QSJC"] {
+            let e = SlackConfig::from_vars(&Vars(&vars(bad))).unwrap_err();
+            assert_eq!(e.name, "SLACK_ONCALL_USERGROUP", "{bad}");
+        }
     }
 }

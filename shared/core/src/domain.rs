@@ -807,10 +807,74 @@ impl Decision {
     }
 }
 
+/// Who decided, as far as IRAS could check it. The approver's name is for people to read;
+/// this is what makes two approvals two people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApproverIdentity {
+    /// The named API key that authenticated the request (`APPROVAL_API_KEYS=name:key`).
+    ApiKey { name: String },
+    /// A Slack user, by the id Slack signed into the click (names can be changed; ids not).
+    Slack {
+        user_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        team_id: Option<String>,
+    },
+    /// A name typed on the approval page, opened through a link sent to `via`: not verified.
+    SelfDeclared {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+    },
+    /// Whoever runs `iras` on this machine (the CLI, the demo).
+    Local { name: String },
+}
+
+impl ApproverIdentity {
+    /// What two approvals must differ in. A verified identity is its key or id; a typed name
+    /// is only the name, whatever its case or spacing.
+    pub fn key(&self) -> String {
+        match self {
+            ApproverIdentity::ApiKey { name } => format!("api-key:{name}"),
+            ApproverIdentity::Slack { user_id, team_id } => {
+                format!("slack:{}/{user_id}", team_id.as_deref().unwrap_or(""))
+            }
+            ApproverIdentity::SelfDeclared { name, .. } => {
+                format!("self-declared:{}", name.trim().to_lowercase())
+            }
+            ApproverIdentity::Local { name } => format!("local:{}", name.trim().to_lowercase()),
+        }
+    }
+
+    /// True when IRAS checked who this is (a key or a signed Slack click).
+    pub fn verified(&self) -> bool {
+        matches!(
+            self,
+            ApproverIdentity::ApiKey { .. } | ApproverIdentity::Slack { .. }
+        )
+    }
+
+    /// How it reads beside the name: "API key ops-bot", "Slack user U123", "self-declared".
+    pub fn describe(&self) -> String {
+        match self {
+            ApproverIdentity::ApiKey { name } => format!("API key {name}"),
+            ApproverIdentity::Slack { user_id, .. } => format!("Slack user {user_id}"),
+            ApproverIdentity::SelfDeclared { via: Some(via), .. } => {
+                format!("self-declared, through the link sent to {via}")
+            }
+            ApproverIdentity::SelfDeclared { via: None, .. } => "self-declared".into(),
+            ApproverIdentity::Local { .. } => "local operator".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalDecision {
     pub decision: Decision,
     pub approver: String,
+    /// Records written before identities existed have none: their name is all there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<ApproverIdentity>,
     /// `cli`, `api`, `page`, `slack`, `demo`.
     pub channel: String,
     pub decided_at: Timestamp,

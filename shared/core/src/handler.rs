@@ -138,12 +138,15 @@ impl Stage {
             Stage::Plan => &[Store, Analyst],
             // The approval link goes to the on-call channel; `PlanAwaitingApproval` to the bus.
             Stage::RequestApproval => &[Store, Notifier, Events],
-            Stage::Remediate => &[Store, Executor, Events],
+            // The approval thread hears "applied" and "rolled back".
+            Stage::Remediate => &[Store, Executor, Notifier, Events],
             // The symptom series again; the executor only by name (which one changed things).
-            Stage::Verify => &[Store, Evidence],
+            // The thread hears whether it recovered.
+            Stage::Verify => &[Store, Evidence, Notifier],
             Stage::Escalate => &[Store, Pager, Notifier, Events],
-            // The pager too: a resolved incident closes the page it may have opened.
-            Stage::PostMortem => &[Store, Analyst, Pager, Events],
+            // The pager too: a resolved incident closes the page it may have opened. The
+            // thread's last word, and the approval message's final state.
+            Stage::PostMortem => &[Store, Analyst, Pager, Notifier, Events],
         }
     }
 }

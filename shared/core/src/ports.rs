@@ -304,6 +304,8 @@ pub struct Integrations {
     pub evidence: EvidenceSources,
     pub notifier: Option<Arc<dyn Notifier>>,
     pub pager: Option<Arc<dyn Pager>>,
+    /// Slack's Web API for the interactivity endpoint, when a bot token is configured.
+    pub slack: Option<Arc<dyn SlackWorkspace>>,
     pub notes: Vec<String>,
 }
 
@@ -316,6 +318,9 @@ impl Integrations {
         }
         if other.pager.is_some() {
             self.pager = other.pager;
+        }
+        if other.slack.is_some() {
+            self.slack = other.slack;
         }
         self.notes.extend(other.notes);
     }
@@ -433,6 +438,17 @@ pub trait Notifier: Send + Sync {
     ) -> Result<Option<String>, NotifyError>;
     async fn incident_updated(&self, incident: &Incident, message: &str)
         -> Result<(), NotifyError>;
+}
+
+/// What the Slack interactivity endpoint asks of Slack itself: who is in an approver user
+/// group, and a private answer to the person who clicked (Slack shows nothing of the HTTP
+/// reply to a button click).
+#[async_trait]
+pub trait SlackWorkspace: Send + Sync {
+    /// `usergroups.users.list`: the user ids in a user group (`S…`).
+    async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, NotifyError>;
+    /// Posts an ephemeral message to the clicker through the click's `response_url`.
+    async fn reply_privately(&self, response_url: &str, text: &str) -> Result<(), NotifyError>;
 }
 
 /// Wakes a person (PagerDuty, console).

@@ -159,10 +159,15 @@ async fn approve(f: &Fixture, id: &IncidentId) {
 }
 
 fn approval_by(who: &str) -> DecisionRequest {
+    approval_as(who, None)
+}
+
+fn approval_as(who: &str, identity: Option<ApproverIdentity>) -> DecisionRequest {
     DecisionRequest {
         approval_id: None,
         decision: Decision::Approved,
         approver: who.into(),
+        identity,
         channel: "cli".into(),
         comment: None,
     }
@@ -498,6 +503,7 @@ async fn a_second_decision_changes_nothing() {
             approval_id: None,
             decision: Decision::Rejected,
             approver: "mallory".into(),
+            identity: None,
             channel: "api".into(),
             comment: None,
         },
@@ -532,6 +538,7 @@ async fn a_decision_after_the_window_is_refused() {
             approval_id: None,
             decision: Decision::Approved,
             approver: "bob".into(),
+            identity: None,
             channel: "cli".into(),
             comment: None,
         },
@@ -729,6 +736,7 @@ async fn a_decision_for_another_approval_id_changes_nothing() {
             approval_id: Some("apr-from-an-older-link".into()),
             decision: Decision::Approved,
             approver: "eve".into(),
+            identity: None,
             channel: "page".into(),
             comment: None,
         },
@@ -790,6 +798,7 @@ async fn each_stage_calls_exactly_the_ports_it_declares() {
         approval_id: None,
         decision: Decision::Approved,
         approver: "alice".into(),
+        identity: None,
         channel: "cli".into(),
         comment: None,
     };
@@ -869,7 +878,8 @@ async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() 
         .await
         .unwrap();
     let cb = NullCallbacks(Mutex::new(vec![]));
-    let first = decide(&f.deps, &cb, &id, approval_by("alice"))
+    let key = |name: &str| Some(ApproverIdentity::ApiKey { name: name.into() });
+    let first = decide(&f.deps, &cb, &id, approval_as("alice", key("alice")))
         .await
         .unwrap();
     assert!(first.approval.as_ref().unwrap().decision.is_none());
@@ -877,10 +887,11 @@ async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() 
         cb.0.lock().unwrap().is_empty(),
         "one approval does not start it"
     );
-    let again = decide(&f.deps, &cb, &id, approval_by(" Alice "))
+    // The same key under another name (a bot typing for someone) is the same person.
+    let again = decide(&f.deps, &cb, &id, approval_as(" Bob ", key("alice")))
         .await
         .unwrap_err();
-    assert_eq!(again, DecideError::AlreadyApproved(" Alice ".into()));
+    assert_eq!(again, DecideError::AlreadyApproved(" Bob ".into()));
     assert!(
         cb.0.lock().unwrap().is_empty(),
         "the same person twice counts once"
@@ -888,7 +899,41 @@ async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() 
     // Not yet approved: Remediate refuses.
     let err = remediate(&f.deps, &remediate_input(&id)).await.unwrap_err();
     assert_eq!(err.name(), "ApprovalMissing");
-    let second = decide(&f.deps, &cb, &id, approval_by("bob")).await.unwrap();
+    // A name typed on the page counts once, but two typed names cannot be two people.
+    let typed = |name: &str| {
+        Some(ApproverIdentity::SelfDeclared {
+            name: name.into(),
+            via: Some("slack".into()),
+        })
+    };
+    let mut f2 = fixture(
+        scripted(Some(lying_plan(vec![step(scale("6"), RiskLevel::Medium)]))),
+        FailingExecutor::default(),
+    );
+    f2.deps.config.policy = f.deps.config.policy.clone();
+    let id2 = through_plan(&f2).await;
+    request_approval(&f2.deps, &approval_input(&id2, "tok2"))
+        .await
+        .unwrap();
+    decide(&f2.deps, &cb, &id2, approval_as("carol", typed("carol")))
+        .await
+        .unwrap();
+    let unchecked = decide(&f2.deps, &cb, &id2, approval_as("dave", typed("dave")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unchecked,
+        DecideError::SecondApprovalUnchecked("carol".into())
+    );
+    assert!(cb.0.lock().unwrap().is_empty());
+
+    let slack = Some(ApproverIdentity::Slack {
+        user_id: "U0G9QF9C6".into(),
+        team_id: Some("T1DC2JH3J".into()),
+    });
+    let second = decide(&f.deps, &cb, &id, approval_as("bob", slack))
+        .await
+        .unwrap();
     let d = second.approval.as_ref().unwrap().decision.clone().unwrap();
     assert_eq!(d.decision, Decision::Approved);
     assert_eq!(cb.0.lock().unwrap().as_slice(), ["tok".to_string()]);
@@ -971,6 +1016,41 @@ async fn verify_resolves_the_incident_when_the_symptom_recovers() {
         ("payment-service", "error_rate")
     );
     assert!(check.during_incident > 0.3 && check.since_change == Some(0.002));
+
+    // A retried Verify and the post-mortem: the thread hears each step once, and last that
+    // the incident is resolved (the message's final state).
+    verify(&f.deps, &verify_input(&id, 1)).await.unwrap();
+    let r = IncidentRef {
+        incident_id: id.clone(),
+    };
+    postmortem(&f.deps, &r).await.unwrap();
+    postmortem(&f.deps, &r).await.unwrap();
+    let news: Vec<String> = f
+        .notifier
+        .updates
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(i, _)| *i == id)
+        .map(|(_, m)| m.clone())
+        .collect();
+    let after_decision: Vec<&String> = news
+        .iter()
+        .skip_while(|m| !m.starts_with("applied"))
+        .collect();
+    assert_eq!(after_decision.len(), 3, "{news:#?}");
+    assert!(
+        after_decision[0].contains("2 step(s)") && after_decision[0].contains("checking in 2m"),
+        "{news:#?}"
+    );
+    assert!(
+        after_decision[1].to_lowercase().contains("recover"),
+        "{news:#?}"
+    );
+    assert!(
+        after_decision[2].starts_with("resolved: post-mortem written"),
+        "{news:#?}"
+    );
 }
 
 #[tokio::test]
@@ -1018,6 +1098,28 @@ async fn a_plan_that_did_not_help_is_rolled_back_in_reverse_and_escalated_with_t
         e.detail
     );
     assert!(e.detail.contains("0.4100"), "the figures: {}", e.detail);
+    let news: Vec<String> = f
+        .notifier
+        .updates
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.clone())
+        .collect();
+    let pending = news
+        .iter()
+        .filter(|m| m.contains("pending") || m.contains("still"))
+        .count();
+    assert_eq!(
+        pending, 0,
+        "a verification still waiting is not news: {news:#?}"
+    );
+    assert!(
+        news.iter()
+            .any(|m| m.starts_with("rolled back: applied but did not help")),
+        "{news:#?}"
+    );
+    assert!(news.iter().any(|m| m.starts_with("escalated")), "{news:#?}");
 }
 
 fn resolved(mut alert: Alert) -> Alert {

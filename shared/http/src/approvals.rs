@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use iras_core::signing::secure_eq;
 use iras_core::stages::{decide, DecideError, DecisionRequest};
-use iras_core::{ApprovalDecision, Decision, IncidentId, IncidentStore};
+use iras_core::{ApprovalDecision, ApproverIdentity, Decision, IncidentId, IncidentStore};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -38,56 +38,61 @@ pub(crate) async fn reject(
 }
 
 /// Checked before anything else, so an unauthenticated caller learns nothing about ids.
-fn authorize(http: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
-    let keys: Vec<&str> = http.usable_api_keys().collect();
+/// Returns the name of the key presented: who is deciding.
+fn authorize(http: &HttpConfig, headers: &HeaderMap) -> Result<String, ApiError> {
+    let keys = http.approval_keys();
     if keys.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "API approvals are disabled: set APPROVAL_API_KEY.",
+            "API approvals are disabled: set APPROVAL_API_KEYS (name:key) or APPROVAL_API_KEY.",
         ));
     }
-    check_bearer(headers, &keys, "APPROVAL_API_KEY")
+    let matched = check_bearer(headers, &keys, "APPROVAL_API_KEYS")?;
+    Ok(matched.to_string())
 }
 
 /// The read routes (`/incidents`, a report, a post-mortem) carry alert payloads, approvers,
 /// log snippets and plans: they need a key, `READ_API_KEYS` or any approval key. With none
 /// configured, reads are refused, never open.
 pub(crate) fn authorize_read(http: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
-    let keys: Vec<&str> = http
+    let keys: Vec<(&str, &str)> = http
         .read_api_keys
         .iter()
-        .map(|k| k.trim())
-        .filter(|k| !k.is_empty())
-        .chain(http.usable_api_keys())
+        .map(|k| ("reader", k.trim()))
+        .filter(|(_, k)| !k.is_empty())
+        .chain(http.approval_keys())
         .collect();
     if keys.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "Reading incidents is disabled: set READ_API_KEYS (or APPROVAL_API_KEY).",
+            "Reading incidents is disabled: set READ_API_KEYS (or APPROVAL_API_KEYS).",
         ));
     }
-    check_bearer(headers, &keys, "READ_API_KEYS")
+    check_bearer(headers, &keys, "READ_API_KEYS").map(|_| ())
 }
 
-fn check_bearer(headers: &HeaderMap, keys: &[&str], var: &str) -> Result<(), ApiError> {
+/// The name of the key the bearer token is.
+fn check_bearer<'a>(
+    headers: &HeaderMap,
+    keys: &[(&'a str, &str)],
+    var: &str,
+) -> Result<&'a str, ApiError> {
     let Some(token) = bearer_token(headers) else {
         return Err(ApiError::unauthorized(format!(
             "This endpoint requires Authorization: Bearer <{var}>."
         )));
     };
     // Every key is compared, so timing does not tell which one (if any) nearly matched.
-    let matched = keys
-        .iter()
-        .fold(false, |found, key| found | secure_eq(token, key));
-    if !matched {
-        return Err(ApiError::unauthorized("The API key is not valid."));
-    }
-    Ok(())
+    let matched = keys.iter().fold(None, |found, (name, key)| {
+        let this = secure_eq(token, key);
+        found.or(this.then_some(*name))
+    });
+    matched.ok_or_else(|| ApiError::unauthorized("The API key is not valid."))
 }
 
 #[derive(Debug, PartialEq)]
 struct DecisionBody {
-    approver: String,
+    approver: Option<String>,
     comment: Option<String>,
 }
 
@@ -106,11 +111,11 @@ fn optional_text(
     }
 }
 
-/// The body is optional: an empty one approves as "api" without a comment.
+/// The body is optional: an empty one decides as the key's name without a comment.
 fn parse_body(body: &[u8]) -> Result<DecisionBody, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody {
-            approver: "api".into(),
+            approver: None,
             comment: None,
         });
     }
@@ -126,8 +131,11 @@ fn parse_body(body: &[u8]) -> Result<DecisionBody, ApiError> {
             "The body must be a JSON object like {\"approver\": \"...\", \"comment\": \"...\"}.",
         ));
     };
-    let approver = optional_text(&obj, "approver")?.unwrap_or_else(|| "api".into());
-    if approver.chars().count() > MAX_APPROVER_CHARS {
+    let approver = optional_text(&obj, "approver")?;
+    if approver
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > MAX_APPROVER_CHARS)
+    {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`approver` must be at most {MAX_APPROVER_CHARS} characters."),
@@ -171,17 +179,23 @@ async fn decide_by_api(
     decision: Decision,
 ) -> Result<Response, ApiError> {
     let app = &state.app;
-    authorize(&app.http, &headers)?;
+    let key_name = authorize(&app.http, &headers)?;
     let id = parse_id(raw)?;
     let body = match body {
         Ok(b) => b,
         Err(r) => return Err(ApiError::new(r.status(), "The body could not be read.")),
     };
     let DecisionBody { approver, comment } = parse_body(&body)?;
+    // The key is who decides; a name in the body is kept as what its holder typed (a bot
+    // deciding for someone), and never makes a second person.
+    let approver = approver.unwrap_or_else(|| key_name.clone());
     let request = DecisionRequest {
         approval_id: None,
         decision,
         approver: approver.clone(),
+        identity: Some(ApproverIdentity::ApiKey {
+            name: key_name.clone(),
+        }),
         channel: "api".into(),
         comment,
     };
@@ -203,6 +217,7 @@ async fn decide_by_api(
                     "status": incident.status.as_str(),
                     "decision": decision.as_str(),
                     "approver": approver,
+                    "api_key": key_name,
                     "delivery": if pending { "pending" } else { "delivered" },
                 })),
             )
@@ -240,6 +255,13 @@ async fn decide_error(store: &dyn IncidentStore, id: &IncidentId, e: DecideError
             StatusCode::CONFLICT,
             format!("{who} already approved this plan: it needs another person's approval."),
         ),
+        DecideError::SecondApprovalUnchecked(who) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{who} approved through the page; the other approval must come from a checked \
+                 identity (a named API key or Slack)."
+            ),
+        ),
         DecideError::Unavailable(detail) => ApiError::unavailable(
             "The decision could not be delivered to the pipeline",
             detail,
@@ -252,21 +274,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_body_decides_as_api() {
+    fn an_empty_body_names_no_one_and_the_key_decides() {
         assert_eq!(
             parse_body(b"").unwrap(),
             DecisionBody {
-                approver: "api".into(),
+                approver: None,
                 comment: None
             }
         );
-        assert_eq!(parse_body(b" {} ").unwrap().approver, "api");
+        assert_eq!(parse_body(b" {} ").unwrap().approver, None);
     }
 
     #[test]
     fn the_body_names_its_bad_field() {
         let b = parse_body(br#"{"approver": " alice ", "comment": "looks right"}"#).unwrap();
-        assert_eq!(b.approver, "alice");
+        assert_eq!(b.approver.as_deref(), Some("alice"));
         assert_eq!(b.comment.as_deref(), Some("looks right"));
         assert_eq!(
             parse_body(br#"{"approver": 3}"#)

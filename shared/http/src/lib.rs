@@ -43,6 +43,10 @@ pub struct HttpConfig {
     /// `APPROVAL_API_KEY`, comma-separated: several keys let one be rotated out while the
     /// other still works. Empty disables API approvals.
     pub api_keys: Vec<String>,
+    /// `APPROVAL_API_KEYS=name:key,name:key`: each key names who holds it, and the name is
+    /// the approver's checked identity (two approvals by one key are one person). The
+    /// unnamed `APPROVAL_API_KEY`s are all one identity, `api`: a shared key names nobody.
+    pub named_api_keys: Vec<(String, String)>,
     /// `APPROVAL_SIGNING_KEY`: signs and verifies approval links. Empty disables the pages.
     pub approval_signing_key: Vec<u8>,
     pub body_limit_bytes: usize,
@@ -67,6 +71,7 @@ impl Default for HttpConfig {
         HttpConfig {
             webhook_secret: None,
             api_keys: Vec::new(),
+            named_api_keys: Vec::new(),
             approval_signing_key: Vec::new(),
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             source_secrets: HashMap::new(),
@@ -107,6 +112,7 @@ impl HttpConfig {
             intake: IntakeConfig::from_vars(vars),
             ..HttpConfig::default()
         };
+        c.named_api_keys = named_keys(&env.list("APPROVAL_API_KEYS"))?;
         if let Some(v) = get("WEBHOOK_BODY_LIMIT_BYTES") {
             c.body_limit_bytes = v
                 .parse()
@@ -120,13 +126,53 @@ impl HttpConfig {
         Ok(c)
     }
 
-    /// The configured API keys that can actually be presented (a blank one never matches).
-    fn usable_api_keys(&self) -> impl Iterator<Item = &str> {
-        self.api_keys
+    /// Every usable approval key with the identity it proves.
+    pub(crate) fn approval_keys(&self) -> Vec<(&str, &str)> {
+        self.named_api_keys
             .iter()
-            .map(|k| k.trim())
-            .filter(|k| !k.is_empty())
+            .map(|(name, key)| (name.as_str(), key.trim()))
+            .chain(self.api_keys.iter().map(|k| (SHARED_KEY_NAME, k.trim())))
+            .filter(|(_, k)| !k.is_empty())
+            .collect()
     }
+}
+
+/// The identity of every unnamed `APPROVAL_API_KEY`.
+pub const SHARED_KEY_NAME: &str = "api";
+
+/// `name:key` entries of `APPROVAL_API_KEYS`. A mistake is named by its position, never by
+/// echoing the entry: it holds a secret.
+fn named_keys(entries: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let problem = |p: &str| ConfigError {
+            name: "APPROVAL_API_KEYS".into(),
+            problem: format!("entry {}: {p}", i + 1),
+        };
+        let (name, key) = entry
+            .split_once(':')
+            .ok_or_else(|| problem("expected name:key"))?;
+        let (name, key) = (name.trim(), key.trim());
+        if name.is_empty() || key.is_empty() {
+            return Err(problem("the name and the key must both be non-empty"));
+        }
+        let valid = name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        if !valid {
+            return Err(problem(
+                "a name is up to 64 letters, digits and - _ . @ (it is shown as the approver)",
+            ));
+        }
+        if name == SHARED_KEY_NAME || keys.iter().any(|(n, _)| n == name) {
+            return Err(problem(&format!(
+                "the name {name} is already taken: one name, one holder"
+            )));
+        }
+        keys.push((name.to_string(), key.to_string()));
+    }
+    Ok(keys)
 }
 
 /// Secrets are shown only as "set"/"unset" so a logged config leaks nothing.
@@ -136,6 +182,14 @@ impl fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("webhook_secret", &set(self.webhook_secret.is_some()))
             .field("api_keys", &format!("<{} key(s)>", self.api_keys.len()))
+            .field(
+                "named_api_keys",
+                &self
+                    .named_api_keys
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "read_api_keys",
                 &format!("<{} key(s)>", self.read_api_keys.len()),
@@ -192,7 +246,13 @@ pub(crate) type AppState = Arc<Shared>;
 /// The whole HTTP surface: webhook, incidents, approvals and health; Slack's buttons too
 /// when `SLACK_SIGNING_SECRET` is set.
 pub fn router(app: Arc<App>) -> Router {
-    router_with_slack(app, slack::SlackInteractivity::from_env())
+    // `iras serve` and the Lambda boot check this configuration before they serve; should it
+    // still be wrong here, the buttons are off (refused), never open to everyone.
+    let slack = slack::SlackInteractivity::from_env().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "Slack interactivity is off");
+        None
+    });
+    router_with_slack(app, slack)
 }
 
 /// [`router`] with Slack interactivity given by the caller (`None`: `/slack/interactions`

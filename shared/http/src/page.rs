@@ -314,6 +314,10 @@ pub(crate) async fn submit(
         approval_id: Some(approval.approval_id.clone()),
         decision,
         approver: approver.clone(),
+        identity: Some(iras_core::ApproverIdentity::SelfDeclared {
+            name: approver.clone(),
+            via: None,
+        }),
         channel: "page".into(),
         comment,
     };
@@ -359,6 +363,15 @@ pub(crate) async fn submit(
             StatusCode::CONFLICT,
             "Already approved by you",
             format!("{who} already approved this plan: it needs another person's approval."),
+        )),
+        Err(DecideError::SecondApprovalUnchecked(who)) => Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "Another checked approval needed",
+            format!(
+                "{who} already approved through this page. This plan needs two people, and two \
+                 names typed here cannot tell two people apart: the second approval must come \
+                 through the API with a named key, or from Slack."
+            ),
         )),
         Err(DecideError::Unavailable(e)) => Err(unavailable(e)),
     }

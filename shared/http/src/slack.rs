@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use iras_core::signing::{hmac_hex, secure_eq};
 use iras_core::stages::{decide, DecideError, DecisionRequest};
-use iras_core::{Decision, Incident, IncidentId, Timestamp};
+use iras_core::{ApproverIdentity, Decision, Incident, IncidentId, SlackWorkspace, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -35,18 +36,44 @@ const DECISION_BUDGET: Duration = Duration::from_millis(2000);
 /// Until the reply, the thread update may use what is left of this.
 const REPLY_BUDGET: Duration = Duration::from_millis(2500);
 
-/// The signing secret of the Slack app (`SLACK_SIGNING_SECRET`).
+/// Where Slack's `response_url`s point; a signed click naming anything else is not followed.
+pub const DEFAULT_RESPONSE_URL_PREFIX: &str = "https://hooks.slack.com/";
+/// A user group's members are read again after this long: a person taken off the on-call
+/// group loses the buttons within a minute, and a click storm makes one call, not hundreds.
+const MEMBERS_TTL: Duration = Duration::from_secs(60);
+
+/// The signing secret of the Slack app (`SLACK_SIGNING_SECRET`) and who may decide.
 #[derive(Clone)]
 pub struct SlackInteractivity {
     signing_secret: String,
+    /// `SLACK_APPROVERS`: user ids (`U…`, `W…`) and user group ids (`S…`). Empty: anyone in
+    /// the channel may decide (and the start-up notes say so).
+    pub approvers: Vec<String>,
+    /// `SLACK_RESPONSE_URL_PREFIX`: private replies go only to URLs that start with it.
+    pub response_url_prefix: String,
+    members: Arc<Mutex<HashMap<String, Members>>>,
 }
+
+/// A user group's members, and when they were read.
+type Members = (Instant, Vec<String>);
 
 impl fmt::Debug for SlackInteractivity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlackInteractivity")
             .field("signing_secret", &"<redacted>")
+            .field("approvers", &self.approvers)
+            .field("response_url_prefix", &self.response_url_prefix)
             .finish()
     }
+}
+
+fn is_id(id: &str, kinds: &[char]) -> bool {
+    id.len() >= 3
+        && id.len() <= 32
+        && kinds.iter().any(|k| id.starts_with(*k))
+        && id[1..]
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 impl SlackInteractivity {
@@ -55,19 +82,98 @@ impl SlackInteractivity {
         let s = signing_secret.trim();
         (!s.is_empty()).then(|| SlackInteractivity {
             signing_secret: s.to_string(),
+            approvers: Vec::new(),
+            response_url_prefix: DEFAULT_RESPONSE_URL_PREFIX.into(),
+            members: Arc::default(),
         })
     }
 
-    /// `SLACK_SIGNING_SECRET`; unset or blank turns Slack interactivity off.
-    pub fn from_vars(vars: &HashMap<String, String>) -> Option<Self> {
-        vars.get("SLACK_SIGNING_SECRET")
-            .and_then(|s| SlackInteractivity::new(s))
+    /// Only these users, and the members of these user groups, may decide.
+    pub fn with_approvers(mut self, approvers: Vec<String>) -> Result<Self, String> {
+        if let Some(bad) = approvers.iter().find(|a| !is_id(a, &['U', 'W', 'S'])) {
+            return Err(format!(
+                "SLACK_APPROVERS: {bad} is not a Slack user id (U…, W…) or user group id (S…)"
+            ));
+        }
+        self.approvers = approvers;
+        Ok(self)
     }
 
-    pub fn from_env() -> Option<Self> {
-        std::env::var("SLACK_SIGNING_SECRET")
-            .ok()
-            .and_then(|s| SlackInteractivity::new(&s))
+    /// `SLACK_SIGNING_SECRET` (unset or blank turns Slack interactivity off),
+    /// `SLACK_APPROVERS` and `SLACK_RESPONSE_URL_PREFIX`.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Option<Self>, String> {
+        let Some(mut slack) = vars
+            .get("SLACK_SIGNING_SECRET")
+            .and_then(|s| SlackInteractivity::new(s))
+        else {
+            return Ok(None);
+        };
+        let list = |k: &str| -> Vec<String> {
+            vars.get(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        slack = slack.with_approvers(list("SLACK_APPROVERS"))?;
+        if let Some(prefix) = vars
+            .get("SLACK_RESPONSE_URL_PREFIX")
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+        {
+            slack.response_url_prefix = prefix.to_string();
+        }
+        Ok(Some(slack))
+    }
+
+    pub fn from_env() -> Result<Option<Self>, String> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Whether this Slack user may decide. A user group whose members cannot be read refuses
+    /// (closed, not open), and says why.
+    async fn may_decide(
+        &self,
+        user_id: &str,
+        workspace: Option<&Arc<dyn SlackWorkspace>>,
+    ) -> Result<bool, String> {
+        if self.approvers.is_empty() || self.approvers.iter().any(|a| a == user_id) {
+            return Ok(true);
+        }
+        for group in self.approvers.iter().filter(|a| a.starts_with('S')) {
+            let cached = self
+                .members
+                .lock()
+                .ok()
+                .and_then(|m| m.get(group).cloned())
+                .filter(|(at, _)| at.elapsed() < MEMBERS_TTL);
+            let members = match cached {
+                Some((_, members)) => members,
+                None => {
+                    let Some(workspace) = workspace else {
+                        return Err(format!(
+                            "SLACK_APPROVERS names user group {group} but no SLACK_BOT_TOKEN is set to read it"
+                        ));
+                    };
+                    let members = workspace
+                        .usergroup_members(group)
+                        .await
+                        .map_err(|e| format!("could not read user group {group}: {e}"))?;
+                    if let Ok(mut m) = self.members.lock() {
+                        m.insert(group.clone(), (Instant::now(), members.clone()));
+                    }
+                    members
+                }
+            };
+            if members.iter().any(|m| m == user_id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -144,7 +250,13 @@ struct Click {
     decision: Decision,
     incident: IncidentId,
     approval_id: String,
+    /// The name to show beside the id: Slack's `username` (it can be changed).
     approver: String,
+    /// The stable user id Slack signed into the click: what is checked and recorded.
+    user_id: String,
+    team_id: Option<String>,
+    /// Where a private answer to the clicker goes (Slack shows nothing of the HTTP reply).
+    response_url: Option<String>,
 }
 
 /// `Ok(None)` for a payload that is not one of our decision buttons (the approval-page link
@@ -177,6 +289,23 @@ fn read_click(payload: &Value) -> Result<Option<Click>, String> {
         .ok_or("This button does not name an approval.")?;
     let incident = IncidentId::parse(incident).ok_or("This button does not name an incident.")?;
     let user = payload.get("user").cloned().unwrap_or(Value::Null);
+    let user_id = user
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|id| is_id(id, &['U', 'W']))
+        .ok_or("The click carries no Slack user id.")?
+        .to_string();
+    let team_id = user
+        .get("team_id")
+        .or_else(|| payload.get("team").and_then(|t| t.get("id")))
+        .and_then(Value::as_str)
+        .filter(|t| is_id(t, &['T', 'E']))
+        .map(str::to_string);
+    let response_url = payload
+        .get("response_url")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let approver = ["username", "name", "id"]
         .iter()
         .find_map(|k| {
@@ -192,6 +321,9 @@ fn read_click(payload: &Value) -> Result<Option<Click>, String> {
         incident,
         approval_id: approval_id.to_string(),
         approver,
+        user_id,
+        team_id,
+        response_url,
     }))
 }
 
@@ -215,6 +347,10 @@ async fn refusal_text(state: &AppState, id: &IncidentId, e: &DecideError) -> Str
         ),
         DecideError::AlreadyApproved(who) => format!(
             "{} already approved this plan: it needs another person's approval.",
+            mrkdwn(who)
+        ),
+        DecideError::SecondApprovalUnchecked(who) => format!(
+            "{} approved through the approval page; a second approval from you here in Slack counts.",
             mrkdwn(who)
         ),
         DecideError::Unavailable(detail) => {
@@ -252,6 +388,33 @@ pub(crate) async fn interactions(
         Ok(None) => return Ok(StatusCode::OK.into_response()),
         Err(why) => return Ok(reply(why)),
     };
+    let workspace = state.app.deps.slack.clone();
+    let answer = |text: String| {
+        tell_clicker(
+            slack,
+            workspace.clone(),
+            click.response_url.as_deref(),
+            &text,
+        );
+        Ok(reply(text))
+    };
+    match slack.may_decide(&click.user_id, workspace.as_ref()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(incident = %click.incident, user = %click.user_id, "refused a Slack decision: not an approver");
+            return answer(format!(
+                "<@{}>, you are not on this incident's approver list (SLACK_APPROVERS): nothing was decided. Ask someone on call to approve.",
+                click.user_id
+            ));
+        }
+        Err(why) => {
+            tracing::error!(incident = %click.incident, error = %why, "could not check a Slack approver");
+            return answer(format!(
+                "IRAS could not check who may approve ({}): nothing was decided. Try again shortly.",
+                mrkdwn(&why)
+            ));
+        }
+    }
 
     // The decision runs in its own task: if it outlives our budget it still completes (a
     // decision cut in half could record an approval the pipeline never hears of).
@@ -262,6 +425,10 @@ pub(crate) async fn interactions(
         approval_id: Some(click.approval_id.clone()),
         decision: click.decision,
         approver: click.approver.clone(),
+        identity: Some(ApproverIdentity::Slack {
+            user_id: click.user_id.clone(),
+            team_id: click.team_id.clone(),
+        }),
         channel: "slack".into(),
         comment: None,
     };
@@ -272,39 +439,79 @@ pub(crate) async fn interactions(
     });
 
     let outcome = tokio::time::timeout(DECISION_BUDGET, rx).await;
-    let text = match outcome {
+    let who = format!("<@{}>", click.user_id);
+    // A decision everyone sees in the message update needs no private word; anything else
+    // (a refusal, a pending delivery, a half-done two-person approval) reaches the clicker.
+    let (text, private) = match outcome {
         Ok(Ok(Ok(stored))) => {
-            tracing::info!(incident = %click.incident, decision = click.decision.as_str(), approver = %click.approver, "plan decided via slack");
+            tracing::info!(incident = %click.incident, decision = click.decision.as_str(), approver = %click.approver, user = %click.user_id, "plan decided via slack");
             let left = REPLY_BUDGET.saturating_sub(started.elapsed());
             let _ = tokio::time::timeout(left, &mut task).await;
+            let waiting_for_another = stored
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.decision.is_none());
             match click.decision {
-                _ if stored.decision_delivery_pending() => format!(
-                    "Decision by {} recorded; the pipeline could not be reached just now and IRAS delivers it as soon as it answers.",
-                    mrkdwn(&click.approver)
-                ),
-                Decision::Approved => format!(
-                    "Plan approved by {}. IRAS is applying it.",
-                    mrkdwn(&click.approver)
-                ),
-                Decision::Rejected => format!(
-                    "Plan rejected by {}. On-call is being paged.",
-                    mrkdwn(&click.approver)
-                ),
-                Decision::Recovered => "The source recovered; nothing was applied.".into(),
+                _ if stored.decision_delivery_pending() => (format!(
+                    "Decision by {who} recorded; the pipeline could not be reached just now and IRAS delivers it as soon as it answers."
+                ), true),
+                Decision::Approved if waiting_for_another => (format!(
+                    "Approval by {who} recorded. This plan needs another person's approval before it runs."
+                ), true),
+                Decision::Approved => (format!("Plan approved by {who}. IRAS is applying it."), false),
+                Decision::Rejected => (format!("Plan rejected by {who}. On-call is being paged."), false),
+                Decision::Recovered => ("The source recovered; nothing was applied.".into(), false),
             }
         }
-        Ok(Ok(Err(e))) => refusal_text(&state, &click.incident, &e).await,
-        Ok(Err(_)) => {
+        Ok(Ok(Err(e))) => (refusal_text(&state, &click.incident, &e).await, true),
+        Ok(Err(_)) => (
             "The decision failed unexpectedly; nothing may have been recorded. Check the incident."
-                .into()
-        }
+                .into(),
+            true,
+        ),
         Err(_) => {
             tracing::warn!(incident = %click.incident, "slack decision still running after the budget");
-            "IRAS is still recording the decision; the incident thread will say when it is done."
-                .into()
+            (
+                "IRAS is still recording the decision; the incident thread will say when it is done."
+                    .into(),
+                true,
+            )
         }
     };
+    if private {
+        return answer(text);
+    }
     Ok(reply(text))
+}
+
+/// Sends `text` to the clicker alone, through the click's `response_url`, in the background:
+/// Slack wants the HTTP answer within 3 seconds, and a lost private note loses no decision.
+fn tell_clicker(
+    slack: &SlackInteractivity,
+    workspace: Option<Arc<dyn SlackWorkspace>>,
+    response_url: Option<&str>,
+    text: &str,
+) {
+    let Some(url) = response_url else {
+        return;
+    };
+    if !url.starts_with(&slack.response_url_prefix) {
+        tracing::warn!(
+            prefix = %slack.response_url_prefix,
+            "a Slack click's response_url is not Slack's: no private reply"
+        );
+        return;
+    }
+    let Some(workspace) = workspace else {
+        tracing::warn!("no SLACK_BOT_TOKEN: the clicker sees no private reply");
+        return;
+    };
+    let (url, text) = (url.to_string(), text.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = workspace.reply_privately(&url, &text).await {
+            tracing::warn!(error = %e, "private Slack reply not delivered");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -377,7 +584,7 @@ mod tests {
 
     #[test]
     fn plus_is_a_space_and_an_escaped_plus_is_a_plus() {
-        let body = "token=t&payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U1%22%2C%22username%22%3A%22ada+lovelace%2Bops%22%7D%2C%22actions%22%3A%5B%7B%22action_id%22%3A%22iras_approve%22%2C%22value%22%3A%22inc-1%3Aapr-2%22%7D%5D%7D&trigger_id=1.2";
+        let body = "token=t&payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U0G9QF9C6%22%2C%22username%22%3A%22ada+lovelace%2Bops%22%7D%2C%22actions%22%3A%5B%7B%22action_id%22%3A%22iras_approve%22%2C%22value%22%3A%22inc-1%3Aapr-2%22%7D%5D%7D&trigger_id=1.2";
         let payload = interaction_payload(body.as_bytes()).unwrap();
         let click = read_click(&payload).unwrap().unwrap();
         assert_eq!(click.approver, "ada lovelace+ops");
@@ -388,7 +595,7 @@ mod tests {
     fn a_click_names_the_decision_the_approval_and_the_person() {
         let payload = json!({
             "type": "block_actions",
-            "user": {"id": "U2CERLKJA", "username": "alice", "name": "alice", "team_id": "T1"},
+            "user": {"id": "U2CERLKJA", "username": "alice", "name": "alice", "team_id": "T1DC2JH3J"},
             "actions": [{"action_id": "iras_reject", "value": "inc-1:apr-2", "type": "button"}]
         });
         assert_eq!(
@@ -398,15 +605,18 @@ mod tests {
                 incident: IncidentId("inc-1".into()),
                 approval_id: "apr-2".into(),
                 approver: "alice".into(),
+                user_id: "U2CERLKJA".into(),
+                team_id: Some("T1DC2JH3J".into()),
+                response_url: None,
             })
         );
-        let only_id = json!({"type": "block_actions", "user": {"id": "U1"},
+        let only_id = json!({"type": "block_actions", "user": {"id": "U0G9QF9C6"},
             "actions": [{"action_id": "iras_approve", "value": "inc-1:apr-2"}]});
-        assert_eq!(read_click(&only_id).unwrap().unwrap().approver, "U1");
-        let link = json!({"type": "block_actions", "user": {"id": "U1"},
+        assert_eq!(read_click(&only_id).unwrap().unwrap().approver, "U0G9QF9C6");
+        let link = json!({"type": "block_actions", "user": {"id": "U0G9QF9C6"},
             "actions": [{"action_id": "iras_open_page", "value": ""}]});
         assert_eq!(read_click(&link), Ok(None));
-        let bad = json!({"type": "block_actions", "user": {"id": "U1"},
+        let bad = json!({"type": "block_actions", "user": {"id": "U0G9QF9C6"},
             "actions": [{"action_id": "iras_approve", "value": "../x:apr"}]});
         assert!(read_click(&bad).is_err());
         assert_eq!(read_click(&json!({"type": "view_submission"})), Ok(None));

@@ -1011,7 +1011,7 @@ async fn api_approval_is_403_when_no_keys_are_configured() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(
         r.json()["error"],
-        "API approvals are disabled: set APPROVAL_API_KEY."
+        "API approvals are disabled: set APPROVAL_API_KEYS (name:key) or APPROVAL_API_KEY."
     );
 }
 
@@ -1606,4 +1606,90 @@ async fn a_listing_says_what_it_could_not_read_and_counts_repeats() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["unreadable"], json!([]));
     assert_eq!(r.json()["incidents"][0]["repeats"], 2);
+}
+
+#[test]
+fn named_api_keys_are_read_and_a_bad_entry_is_named_by_position_not_echoed() {
+    let vars = |v: &str| -> std::collections::HashMap<String, String> {
+        [("APPROVAL_API_KEYS".to_string(), v.to_string())].into()
+    };
+    let c = HttpConfig::from_vars(&vars("alice:k-alice, ops-bot:k-bot")).unwrap();
+    assert_eq!(
+        c.named_api_keys,
+        [
+            ("alice".to_string(), "k-alice".to_string()),
+            ("ops-bot".to_string(), "k-bot".to_string())
+        ]
+    );
+    for bad in [
+        "alice:k1,secret-without-a-name",
+        "alice:k1,alice:k2",
+        "api:k1",
+        "al ice:k1",
+    ] {
+        let e = HttpConfig::from_vars(&vars(bad)).unwrap_err();
+        assert_eq!(e.name, "APPROVAL_API_KEYS");
+        assert!(
+            !e.problem.contains("k1") && !e.problem.contains("secret"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_named_key_is_the_approver_and_two_approvals_need_two_keys() {
+    let f = fixture_with(
+        HttpConfig {
+            named_api_keys: vec![
+                ("alice".into(), "k-alice".into()),
+                ("bob".into(), "k-bob".into()),
+            ],
+            ..http_config()
+        },
+        None,
+    );
+    let (id, _) = f.awaiting_approval(demo_alert_json()).await;
+    // The policy asked for two people.
+    let mut inc = f.incident(&id).await;
+    inc.approval.as_mut().unwrap().required_approvers = 2;
+    f.deps.store.update_incident(&inc).await.unwrap();
+
+    let first = f
+        .post_api(
+            &format!("/incidents/{id}/approve"),
+            Some("k-alice"),
+            r#"{"approver": "Alice Liddell"}"#,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(first.json()["api_key"], "alice");
+    assert_eq!(first.json()["approver"], "Alice Liddell");
+    // The same key again, claiming to be someone else: the same person.
+    let again = f
+        .post_api(
+            &format!("/incidents/{id}/approve"),
+            Some("k-alice"),
+            r#"{"approver": "Bob"}"#,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    assert!(f.callbacks.successes.lock().unwrap().is_empty());
+
+    let second = f
+        .post_api(&format!("/incidents/{id}/approve"), Some("k-bob"), "")
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert_eq!(second.json()["approver"], "bob");
+    assert_eq!(f.callbacks.successes.lock().unwrap().len(), 1);
+    let a = f.incident(&id).await.approval.unwrap();
+    let ids: Vec<_> = a.approvals.iter().map(|d| d.identity.clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            Some(ApproverIdentity::ApiKey {
+                name: "alice".into()
+            }),
+            Some(ApproverIdentity::ApiKey { name: "bob".into() })
+        ]
+    );
 }

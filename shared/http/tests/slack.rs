@@ -65,13 +65,25 @@ struct Fx {
 }
 
 fn fixture(slack: Option<SlackInteractivity>) -> Fx {
+    fixture_with(slack, None)
+}
+
+/// With Slack's Web API at `workspace` (user groups, private replies).
+fn fixture_with(
+    slack: Option<SlackInteractivity>,
+    workspace: Option<Arc<dyn SlackWorkspace>>,
+) -> Fx {
     let scenario = Arc::new(Scenario::parse(DEMO_SCENARIO, "demo").unwrap());
     let src = Arc::new(scenario.sources());
     let store = Arc::new(MemoryStore::default());
     let clock = Arc::new(ManualClock::at(scenario.alert.timestamp));
     let notifier = Arc::new(RecordingNotifier::default());
+    let mut builder = Deps::builder(store.clone());
+    if let Some(w) = workspace {
+        builder = builder.slack(w);
+    }
     let deps = Arc::new(
-        Deps::builder(store.clone())
+        builder
             .evidence(EvidenceSources::all_from(src))
             .notifier(notifier.clone())
             .pager(Arc::new(RecordingPager::default()))
@@ -185,16 +197,25 @@ fn set_clock(clock: &ManualClock, unix: i64) {
 
 /// A `block_actions` payload as Slack sends it when a button of our message is pressed.
 fn click(action_id: &str, value: &str) -> String {
+    click_by(
+        "U2CERLKJA",
+        action_id,
+        value,
+        "https://hooks.slack.com/actions/T1DC2JH3J/1/abc",
+    )
+}
+
+fn click_by(user_id: &str, action_id: &str, value: &str, response_url: &str) -> String {
     let payload = json!({
         "type": "block_actions",
-        "user": {"id": "U2CERLKJA", "username": "alice", "name": "alice", "team_id": "T1DC2JH3J"},
+        "user": {"id": user_id, "username": "alice", "name": "alice", "team_id": "T1DC2JH3J"},
         "api_app_id": "A0APP",
         "token": "legacy-verification-token",
         "container": {"type": "message", "message_ts": "1710252460.000100", "channel_id": "C0ONCALL", "is_ephemeral": false},
         "trigger_id": "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c",
         "team": {"id": "T1DC2JH3J", "domain": "testteamnow"},
         "channel": {"id": "C0ONCALL", "name": "oncall"},
-        "response_url": "https://hooks.slack.com/actions/T1DC2JH3J/1/abc",
+        "response_url": response_url,
         "actions": [{
             "action_id": action_id, "block_id": "iras_approval", "type": "button",
             "value": value, "action_ts": "1710252600.123456",
@@ -235,7 +256,7 @@ async fn approve_in_slack_decides_as_the_slack_user_and_resumes_the_pipeline() {
         r.body["text"]
             .as_str()
             .unwrap()
-            .contains("approved by alice"),
+            .contains("approved by <@U2CERLKJA>"),
         "{:?}",
         r.body
     );
@@ -243,6 +264,14 @@ async fn approve_in_slack_decides_as_the_slack_user_and_resumes_the_pipeline() {
     let decision = f.incident(&id).await.approval.unwrap().decision.unwrap();
     assert_eq!(decision.decision, Decision::Approved);
     assert_eq!(decision.approver, "alice");
+    assert_eq!(
+        decision.identity,
+        Some(ApproverIdentity::Slack {
+            user_id: "U2CERLKJA".into(),
+            team_id: Some("T1DC2JH3J".into())
+        }),
+        "recorded by the id Slack signed, not the changeable name"
+    );
     assert_eq!(decision.channel, "slack");
     let successes = f.callbacks.successes.lock().unwrap().clone();
     assert_eq!(successes.len(), 1);
@@ -376,4 +405,232 @@ async fn without_a_signing_secret_slack_interactivity_is_off() {
         SlackInteractivity::new("   ").is_none(),
         "a blank secret is no secret"
     );
+}
+
+/// A fake Slack: `usergroups.users.list` in the shape of Slack's reference
+/// (https://api.slack.com/methods/usergroups.users.list) for group S0604QSJC, `no_such_subteam`
+/// for any other, and a `response_url` that records each private reply.
+struct FakeSlack {
+    url: String,
+    replies: Arc<Mutex<Vec<Value>>>,
+    group_reads: Arc<Mutex<u32>>,
+}
+
+impl FakeSlack {
+    async fn start(members: Vec<&'static str>) -> FakeSlack {
+        use axum::extract::Query;
+        use axum::routing::{get, post};
+        let replies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let group_reads: Arc<Mutex<u32>> = Arc::default();
+        let (r, g) = (replies.clone(), group_reads.clone());
+        let app = Router::new()
+            .route(
+                "/api/usergroups.users.list",
+                get(
+                    move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                        let (g, members) = (g.clone(), members.clone());
+                        async move {
+                            *g.lock().unwrap() += 1;
+                            axum::Json(match q.get("usergroup").map(String::as_str) {
+                                Some("S0604QSJC") => json!({"ok": true, "users": members}),
+                                _ => json!({"ok": false, "error": "no_such_subteam"}),
+                            })
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/actions/T1DC2JH3J/1/abc",
+                post(move |axum::Json(body): axum::Json<Value>| {
+                    let r = r.clone();
+                    async move {
+                        r.lock().unwrap().push(body);
+                        ""
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeSlack {
+            url,
+            replies,
+            group_reads,
+        }
+    }
+
+    fn workspace(&self) -> Arc<dyn SlackWorkspace> {
+        let config = iras_adapters::SlackConfig::new(
+            format!("{}/api/", self.url).parse().unwrap(),
+            "xoxb-test",
+            "C0ONCALL",
+        );
+        Arc::new(iras_adapters::SlackNotifier::new(config).unwrap())
+    }
+
+    fn response_url(&self) -> String {
+        format!("{}/actions/T1DC2JH3J/1/abc", self.url)
+    }
+
+    /// The private replies, once the background send has had its moment.
+    async fn replies(&self, expected: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            if self.replies.lock().unwrap().len() >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.replies.lock().unwrap().clone()
+    }
+}
+
+fn guarded(fake: &FakeSlack, approvers: &[&str]) -> Fx {
+    let mut slack = SlackInteractivity::new(SECRET)
+        .unwrap()
+        .with_approvers(approvers.iter().map(|a| a.to_string()).collect())
+        .unwrap();
+    slack.response_url_prefix = format!("{}/actions/", fake.url);
+    fixture_with(Some(slack), Some(fake.workspace()))
+}
+
+#[tokio::test]
+async fn a_click_by_someone_not_allowed_is_refused_and_they_are_told_privately() {
+    let fake = FakeSlack::start(vec!["U060R4BJ4"]).await;
+    let f = guarded(&fake, &["U0ALLOWED1", "S0604QSJC"]);
+    let (id, approval_id) = f.awaiting_approval().await;
+    let r = f
+        .post_signed(&click_by(
+            "U2CERLKJA",
+            "iras_approve",
+            &format!("{id}:{approval_id}"),
+            &fake.response_url(),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "Slack gets its answer in time");
+    let replies = fake.replies(1).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["response_type"], "ephemeral");
+    assert_eq!(replies[0]["replace_original"], false);
+    let text = replies[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("<@U2CERLKJA>") && text.contains("not on"),
+        "{text}"
+    );
+    assert!(
+        f.callbacks.successes.lock().unwrap().is_empty(),
+        "nothing decided"
+    );
+    let inc = f.incident(&id).await;
+    assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
+    assert!(inc.approval.unwrap().decision.is_none());
+}
+
+#[tokio::test]
+async fn a_member_of_an_approver_group_decides_and_a_late_click_is_told_privately() {
+    let fake = FakeSlack::start(vec!["U060R4BJ4", "U2CERLKJA"]).await;
+    let f = guarded(&fake, &["S0604QSJC"]);
+    let (id, approval_id) = f.awaiting_approval().await;
+    let value = format!("{id}:{approval_id}");
+    let r = f
+        .post_signed(&click_by(
+            "U2CERLKJA",
+            "iras_approve",
+            &value,
+            &fake.response_url(),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let decision = f.incident(&id).await.approval.unwrap().decision.unwrap();
+    assert_eq!(decision.decision, Decision::Approved);
+    assert!(
+        matches!(decision.identity, Some(ApproverIdentity::Slack { ref user_id, .. }) if user_id == "U2CERLKJA")
+    );
+    assert_eq!(f.callbacks.successes.lock().unwrap().len(), 1);
+
+    // Another member clicks Reject a moment later: refused, and only they hear why.
+    let r = f
+        .post_signed(&click_by(
+            "U060R4BJ4",
+            "iras_reject",
+            &value,
+            &fake.response_url(),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let replies = fake.replies(1).await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("already decided"),
+        "{replies:?}"
+    );
+    assert_eq!(f.callbacks.successes.lock().unwrap().len(), 1);
+    assert_eq!(
+        *fake.group_reads.lock().unwrap(),
+        1,
+        "members are cached, not read per click"
+    );
+}
+
+#[tokio::test]
+async fn when_the_approver_group_cannot_be_read_nobody_decides() {
+    let fake = FakeSlack::start(vec!["U2CERLKJA"]).await;
+    let f = guarded(&fake, &["S0DELETED1"]);
+    let (id, approval_id) = f.awaiting_approval().await;
+    f.post_signed(&click_by(
+        "U2CERLKJA",
+        "iras_approve",
+        &format!("{id}:{approval_id}"),
+        &fake.response_url(),
+    ))
+    .await;
+    let replies = fake.replies(1).await;
+    let text = replies[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("could not check") && text.contains("no_such_subteam"),
+        "{text}"
+    );
+    assert!(f.incident(&id).await.approval.unwrap().decision.is_none());
+}
+
+#[tokio::test]
+async fn a_response_url_that_is_not_slacks_is_never_called() {
+    let fake = FakeSlack::start(vec![]).await;
+    // The default prefix: only https://hooks.slack.com/ is followed.
+    let slack = SlackInteractivity::new(SECRET)
+        .unwrap()
+        .with_approvers(vec!["U0ALLOWED1".into()])
+        .unwrap();
+    let f = fixture_with(Some(slack), Some(fake.workspace()));
+    let (id, approval_id) = f.awaiting_approval().await;
+    let r = f
+        .post_signed(&click_by(
+            "U2CERLKJA",
+            "iras_approve",
+            &format!("{id}:{approval_id}"),
+            &fake.response_url(),
+        ))
+        .await;
+    assert!(r.body["text"].as_str().unwrap().contains("not on"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fake.replies.lock().unwrap().is_empty());
+}
+
+#[test]
+fn an_approver_list_with_a_name_instead_of_an_id_is_refused() {
+    let vars = |v: &str| -> std::collections::HashMap<String, String> {
+        [
+            ("SLACK_SIGNING_SECRET".to_string(), SECRET.to_string()),
+            ("SLACK_APPROVERS".to_string(), v.to_string()),
+        ]
+        .into()
+    };
+    let ok = SlackInteractivity::from_vars(&vars("U060R4BJ4, S0604QSJC"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.approvers, ["U060R4BJ4", "S0604QSJC"]);
+    let e = SlackInteractivity::from_vars(&vars("U060R4BJ4,@alice")).unwrap_err();
+    assert!(e.contains("@alice"), "{e}");
 }

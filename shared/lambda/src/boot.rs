@@ -302,6 +302,11 @@ const NOT_HERE: &str = "this function runs no remediation steps: only remediate 
 /// The HTTP surface's secrets and limits, from `vars` with secrets resolved.
 #[cfg(feature = "http")]
 pub fn http_config(vars: &HashMap<String, String>) -> Result<HttpConfig, BootError> {
+    // A wrong approver list must stop the boot, not turn the buttons off in silence.
+    iras_http::slack::SlackInteractivity::from_vars(vars).map_err(|problem| ConfigError {
+        name: "SLACK_APPROVERS".into(),
+        problem,
+    })?;
     Ok(HttpConfig::from_vars(vars)?)
 }
 

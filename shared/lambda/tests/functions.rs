@@ -129,6 +129,7 @@ async fn a_decision_recorded_by_a_killed_callback_is_delivered_by_the_schedule()
     let decision = iras_core::ApprovalDecision {
         decision: iras_core::Decision::Approved,
         approver: "alice".into(),
+        identity: None,
         channel: "api".into(),
         decided_at,
         comment: None,

@@ -203,6 +203,7 @@ async fn a_failing_runner_answer_rolls_the_earlier_step_back_to_its_recorded_sta
     let d = ApprovalDecision {
         decision: Decision::Approved,
         approver: "alice".into(),
+        identity: None,
         channel: "cli".into(),
         decided_at: now,
         comment: None,

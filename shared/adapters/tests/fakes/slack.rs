@@ -215,6 +215,7 @@ async fn an_update_replies_in_the_thread_and_edits_the_original_with_the_decisio
     inc.approval.as_mut().unwrap().decision = Some(ApprovalDecision {
         decision: Decision::Approved,
         approver: "alice".into(),
+        identity: None,
         channel: "slack".into(),
         decided_at: inc.created_at + chrono::Duration::minutes(3),
         comment: None,
@@ -388,4 +389,131 @@ async fn malformed_bodies_are_errors() {
         let e = notifier(&fake).approval_requested(&incident(), None).await;
         assert!(e.is_err(), "{status} {body}");
     }
+}
+
+/// `usergroups.users.list` as Slack's reference shows it
+/// (https://api.slack.com/methods/usergroups.users.list: "Common successful response" and
+/// "Common error response"), and a `response_url` that takes the private reply.
+fn workspace_fake() -> Router {
+    use axum::extract::Query;
+    use axum::routing::get;
+    Router::new()
+        .route(
+            "/usergroups.users.list",
+            get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    match q.get("usergroup").map(String::as_str) {
+                        Some("S0604QSJC") => {
+                            Json(json!({"ok": true, "users": ["U060R4BJ4", "W123A4BC5"]}))
+                        }
+                        _ => Json(json!({"ok": false, "error": "no_such_subteam"})),
+                    }
+                },
+            ),
+        )
+        .route("/actions/T1DC2JH3J/1/abc", post(|| async { "" }))
+}
+
+#[tokio::test]
+async fn a_user_groups_members_are_read_with_the_bot_token_and_its_errors_named() {
+    let fake = FakeServer::start(workspace_fake()).await;
+    let slack = notifier(&fake);
+    let members = slack.usergroup_members("S0604QSJC").await.unwrap();
+    assert_eq!(members, ["U060R4BJ4", "W123A4BC5"]);
+    let r = &fake.requests()[0];
+    assert_eq!(r.method, "GET", "this method takes no JSON body");
+    assert_eq!(r.query, "usergroup=S0604QSJC");
+    assert_eq!(r.header("authorization"), Some("Bearer xoxb-test-token"));
+    let e = slack.usergroup_members("S0NOSUCH1").await.unwrap_err();
+    assert!(e.to_string().contains("no_such_subteam"), "{e}");
+}
+
+#[tokio::test]
+async fn a_private_reply_goes_to_the_response_url_as_an_ephemeral_message() {
+    let fake = FakeServer::start(workspace_fake()).await;
+    let slack = notifier(&fake);
+    let url = format!("{}/actions/T1DC2JH3J/1/abc", fake.url);
+    slack
+        .reply_privately(&url, "you are not on the approver list")
+        .await
+        .unwrap();
+    let r = &fake.requests()[0];
+    assert_eq!(r.path, "/actions/T1DC2JH3J/1/abc");
+    assert_eq!(
+        r.json(),
+        json!({"response_type": "ephemeral", "replace_original": false,
+               "text": "you are not on the approver list"})
+    );
+    // Slack answers 404 once the URL was used five times or thirty minutes passed.
+    let gone = format!("{}/actions/expired", fake.url);
+    assert!(slack.reply_privately(&gone, "late").await.is_err());
+}
+
+#[tokio::test]
+async fn the_request_mentions_the_oncall_group_and_times_read_in_each_readers_zone() {
+    let fake = FakeServer::start(ok_fake()).await;
+    let mut config = SlackConfig::new(fake.url(), "xoxb-test-token", "C0ONCALL");
+    config.oncall_usergroup = Some("S0604QSJC".into());
+    let slack = SlackNotifier::new(config).unwrap();
+    let mut inc = incident();
+    slack.approval_requested(&inc, None).await.unwrap();
+    let body = fake.requests()[0].json();
+    assert!(all_text(&body["text"]).starts_with("<!subteam^S0604QSJC> Approval needed"));
+    let shown = all_text(&body["blocks"]);
+    assert!(
+        shown.contains("<!subteam^S0604QSJC>"),
+        "a mention in the blocks notifies"
+    );
+    let expires = inc.approval.as_ref().unwrap().expires_at;
+    assert!(
+        shown.contains(&format!(
+            "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+            expires.timestamp(),
+            expires.format("%Y-%m-%d %H:%M UTC")
+        )),
+        "{shown}"
+    );
+
+    // Decided in Slack: the decider is a mention of their stable id, not a changeable name.
+    inc.approval.as_mut().unwrap().decision = Some(ApprovalDecision {
+        decision: Decision::Approved,
+        approver: "alice".into(),
+        identity: Some(ApproverIdentity::Slack {
+            user_id: "U060R4BJ4".into(),
+            team_id: Some("T1DC2JH3J".into()),
+        }),
+        channel: "slack".into(),
+        decided_at: inc.created_at + chrono::Duration::minutes(3),
+        comment: None,
+        plan_hash: String::new(),
+        delivery_pending: false,
+    });
+    slack.incident_updated(&inc, "approved").await.unwrap();
+    let edit = fake.requests()[2].json();
+    assert!(all_text(&edit["blocks"]).contains("*Approved* by <@U060R4BJ4> via slack at <!date^"));
+    // A typed name says it was typed.
+    inc.approval
+        .as_mut()
+        .unwrap()
+        .decision
+        .as_mut()
+        .unwrap()
+        .identity = Some(ApproverIdentity::SelfDeclared {
+        name: "<@U999> bob".into(),
+        via: Some("slack".into()),
+    });
+    inc.approval
+        .as_mut()
+        .unwrap()
+        .decision
+        .as_mut()
+        .unwrap()
+        .approver = "<@U999> bob".into();
+    slack.incident_updated(&inc, "approved").await.unwrap();
+    let edit = fake.requests()[4].json();
+    let text = all_text(&edit["blocks"]);
+    assert!(
+        text.contains("&lt;@U999&gt; bob (self-declared, through the link sent to slack)"),
+        "{text}"
+    );
 }

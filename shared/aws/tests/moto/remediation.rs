@@ -359,6 +359,7 @@ async fn approved(
     let decision = ApprovalDecision {
         decision: Decision::Approved,
         approver: "alice".into(),
+        identity: None,
         channel: "cli".into(),
         decided_at: now,
         comment: None,

@@ -292,6 +292,7 @@ async fn end_wait_on_recovery(
         approval_id: None,
         decision: Decision::Recovered,
         approver: format!("{source} (source recovered)"),
+        identity: None,
         channel: "source".into(),
         comment: Some(format!(
             "the source reported recovery at {}; AUTO_CANCEL_ON_RECOVERY ended the wait",
@@ -303,6 +304,7 @@ async fn end_wait_on_recovery(
         // A person decided first, or the window closed: their outcome stands.
         Err(DecideError::AlreadyDecided(_))
         | Err(DecideError::AlreadyApproved(_))
+        | Err(DecideError::SecondApprovalUnchecked(_))
         | Err(DecideError::NotAwaiting(_))
         | Err(DecideError::Expired(_)) => Ok(()),
         Err(DecideError::NotFound(id)) => Err(StageError::IncidentNotFound(id)),

@@ -59,6 +59,8 @@ pub struct Deps {
     pub source_timeout: Duration,
     /// Lifecycle events for other systems to subscribe to (EventBridge); `NoEvents` locally.
     pub events: Arc<dyn EventPublisher>,
+    /// Slack's Web API, for the approval buttons' endpoint (user groups, private replies).
+    pub slack: Option<Arc<dyn SlackWorkspace>>,
 }
 
 /// Each evidence source gets this long before the stage moves on without it.
@@ -80,6 +82,7 @@ impl Deps {
             config: PipelineConfig::default(),
             source_timeout: DEFAULT_SOURCE_TIMEOUT,
             events: Arc::new(NoEvents),
+            slack: None,
         })
     }
 }
@@ -106,6 +109,13 @@ impl DepsBuilder {
         if let Some(p) = integrations.pager {
             self.0.pager = p;
         }
+        if integrations.slack.is_some() {
+            self.0.slack = integrations.slack;
+        }
+        self
+    }
+    pub fn slack(mut self, slack: Arc<dyn SlackWorkspace>) -> Self {
+        self.0.slack = Some(slack);
         self
     }
     pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
@@ -214,6 +224,34 @@ where
     F: FnMut(&mut Incident) -> Result<bool, StageError>,
 {
     mutate_or(deps, id, change).await
+}
+
+/// [`mutate`], also saying whether this call made the change (`false`: it was already made,
+/// by an earlier run of the same stage or by another writer).
+pub(crate) async fn mutate_first<F>(
+    deps: &Deps,
+    id: &IncidentId,
+    mut change: F,
+) -> Result<(Incident, bool), StageError>
+where
+    F: FnMut(&mut Incident) -> Result<bool, StageError>,
+{
+    let mut changed = false;
+    let stored = mutate_or(deps, id, |inc| {
+        changed = change(inc)?;
+        Ok::<bool, StageError>(changed)
+    })
+    .await?;
+    Ok((stored, changed))
+}
+
+/// Tells the on-call channel (a reply in the approval thread, and the message edited to
+/// show where the incident stands). Callers tell only on the write that first recorded the
+/// news, so a retried stage does not say it twice; a channel that is down never fails it.
+pub(crate) async fn tell(deps: &Deps, incident: &Incident, news: &str) {
+    if let Err(e) = deps.notifier.incident_updated(incident, news).await {
+        tracing::warn!(incident = %incident.incident_id, error = %e, "could not tell the on-call channel");
+    }
 }
 
 /// [`mutate`] whose `change` may refuse with its own typed outcome (an approval already

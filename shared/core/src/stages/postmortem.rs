@@ -125,7 +125,7 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         verification: incident.verification.clone(),
     };
     deps.store.put_postmortem(&pm).await?;
-    let stored = mutate(deps, &input.incident_id, |inc| {
+    let (stored, first) = mutate_first(deps, &input.incident_id, |inc| {
         if inc.has_event("postmortem") {
             return Ok(false);
         }
@@ -145,6 +145,15 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         serde_json::json!({"outcome": pm.outcome, "duration_seconds": pm.duration_seconds}),
     )
     .await;
+    if first {
+        // The last word in the thread, and the message's final state.
+        let news = format!(
+            "{}: post-mortem written after {}",
+            stored.status.as_str(),
+            format_duration(pm.duration_seconds)
+        );
+        tell(deps, &stored, &news).await;
+    }
     if stored.status == IncidentStatus::Resolved {
         // Closes the page if one was ever opened; best effort, the record is what counts.
         let _ = deps.pager.resolve(&stored).await;

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{announce, lifecycle, load, mutate, request_approval, Deps, StageError};
+use super::{
+    announce, lifecycle, load, mutate, mutate_first, request_approval, tell, Deps, StageError,
+};
 use crate::domain::*;
 use crate::ports::{ExecError, StepCall};
 
@@ -305,7 +307,7 @@ pub async fn remediate(deps: &Deps, input: &RemediateInput) -> Result<RemediateO
 
     let Some((failed_step, why, restore_failed)) = failed else {
         let done = deps.clock.now();
-        let stored = mutate(deps, id, |inc| {
+        let (stored, first) = mutate_first(deps, id, |inc| {
             if inc.remediation.is_some() {
                 return Ok(false);
             }
@@ -330,6 +332,22 @@ pub async fn remediate(deps: &Deps, input: &RemediateInput) -> Result<RemediateO
             serde_json::json!({"steps": plan.steps.len(), "executor": deps.executor.name()}),
         )
         .await;
+        if first {
+            let check = if verify_after_seconds > 0 {
+                format!(
+                    "; checking in {} whether the symptom is gone",
+                    crate::format_duration(verify_after_seconds as i64)
+                )
+            } else {
+                String::new()
+            };
+            let news = format!(
+                "applied: {} step(s) with the {} executor{check}",
+                plan.steps.len(),
+                deps.executor.name()
+            );
+            tell(deps, &stored, &news).await;
+        }
         return Ok(RemediateOutput {
             outcome: RemediationOutcome::Applied,
             failed_step: None,
@@ -362,7 +380,7 @@ pub async fn remediate(deps: &Deps, input: &RemediateInput) -> Result<RemediateO
         }
     );
     let line = detail.clone();
-    mutate(deps, id, |inc| {
+    let (stored, first) = mutate_first(deps, id, |inc| {
         if inc.remediation.is_some() {
             return Ok(false);
         }
@@ -371,6 +389,9 @@ pub async fn remediate(deps: &Deps, input: &RemediateInput) -> Result<RemediateO
         Ok(true)
     })
     .await?;
+    if first {
+        tell(deps, &stored, &format!("rolled back: {detail}")).await;
+    }
     Ok(RemediateOutput {
         outcome: RemediationOutcome::RolledBack,
         failed_step: Some(failed_step),
@@ -453,7 +474,7 @@ async fn roll_back_applied(
         }
     );
     let line = detail.clone();
-    mutate(deps, id, |inc| {
+    let (stored, first) = mutate_first(deps, id, |inc| {
         if inc.remediation == Some(RemediationOutcome::RolledBack) {
             return Ok(false);
         }
@@ -462,6 +483,9 @@ async fn roll_back_applied(
         Ok(true)
     })
     .await?;
+    if first {
+        tell(deps, &stored, &format!("rolled back: {detail}")).await;
+    }
     Ok(RemediateOutput {
         outcome: RemediationOutcome::RolledBack,
         failed_step: None,

@@ -143,9 +143,18 @@ pub async fn request_approval(
     })
 }
 
-/// The same person whatever the case or spacing of the name they gave.
-fn person(name: &str) -> String {
-    name.trim().to_lowercase()
+/// What makes two approvals two people: the checked identity when there is one, else the
+/// name whatever its case or spacing (the key of a self-declared name, so a record written
+/// before identities existed and one written after compare alike).
+fn person(approver: &str, identity: Option<&ApproverIdentity>) -> String {
+    match identity {
+        Some(identity) => identity.key(),
+        None => ApproverIdentity::SelfDeclared {
+            name: approver.to_string(),
+            via: None,
+        }
+        .key(),
+    }
 }
 
 fn new_approval_id() -> String {
@@ -160,6 +169,8 @@ pub struct DecisionRequest {
     pub approval_id: Option<String>,
     pub decision: Decision,
     pub approver: String,
+    /// Who IRAS checked this is; `None` is a bare name, compared as a self-declared one.
+    pub identity: Option<ApproverIdentity>,
     pub channel: String,
     pub comment: Option<String>,
 }
@@ -177,6 +188,10 @@ pub enum DecideError {
     /// The same person approving again counts once: another person must approve.
     #[error("{0} already approved this plan; it needs another person's approval")]
     AlreadyApproved(String),
+    /// Two names typed on the page can be one person: where two approvers are needed, at most
+    /// one approval may rest on a name nobody checked.
+    #[error("{0} approved through the page; the other approval must come from a checked identity (an API key or Slack)")]
+    SecondApprovalUnchecked(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -228,6 +243,7 @@ pub async fn decide(
         let decision = ApprovalDecision {
             decision: request.decision,
             approver: request.approver.clone(),
+            identity: request.identity.clone(),
             channel: request.channel.clone(),
             decided_at: now,
             comment: request.comment.clone(),
@@ -240,9 +256,23 @@ pub async fn decide(
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
         if request.decision == Decision::Approved {
-            let who = person(&request.approver);
-            if approval.approvals.iter().any(|a| person(&a.approver) == who) {
+            let who = person(&request.approver, request.identity.as_ref());
+            if approval
+                .approvals
+                .iter()
+                .any(|a| person(&a.approver, a.identity.as_ref()) == who)
+            {
                 return Err(DecideError::AlreadyApproved(request.approver.clone()));
+            }
+            let checked = |i: Option<&ApproverIdentity>| i.is_some_and(ApproverIdentity::verified);
+            if approval.required_approvers > 1 && !checked(request.identity.as_ref()) {
+                if let Some(earlier) = approval
+                    .approvals
+                    .iter()
+                    .find(|a| !checked(a.identity.as_ref()))
+                {
+                    return Err(DecideError::SecondApprovalUnchecked(earlier.approver.clone()));
+                }
             }
             approval.approvals.push(decision.clone());
             let have = approval.approvals.len() as u32;
@@ -354,8 +384,9 @@ pub async fn decide(
         a.decision = None;
         // The last approval is the one that did not reach the pipeline.
         if request.decision == Decision::Approved {
-            let who = person(&request.approver);
-            a.approvals.retain(|d| person(&d.approver) != who);
+            let who = person(&request.approver, request.identity.as_ref());
+            a.approvals
+                .retain(|d| person(&d.approver, d.identity.as_ref()) != who);
         }
         inc.timeline.retain(|e| e.key != "approval:decided");
         inc.record(
@@ -512,6 +543,7 @@ pub async fn reconcile_decisions(
                 approval_id: Some(a.approval_id.clone()),
                 decision: d.decision,
                 approver: who_decided(a, d),
+                identity: d.identity.clone(),
                 channel: d.channel.clone(),
                 comment: d.comment.clone(),
             };

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{load, mutate, Deps, StageError};
+use super::{load, mutate_first, tell, Deps, StageError};
 use crate::domain::*;
 use crate::executor::DRY_RUN;
 use crate::ports::*;
@@ -264,7 +264,7 @@ async fn record(
     v: &Verification,
     now: Timestamp,
 ) -> Result<(), StageError> {
-    mutate(deps, id, |inc| {
+    let (stored, first) = mutate_first(deps, id, |inc| {
         if inc.verification.as_ref().is_some_and(|old| {
             old.outcome != VerificationOutcome::Pending || old.attempts >= v.attempts
         }) {
@@ -303,6 +303,16 @@ async fn record(
         Ok(true)
     })
     .await?;
+    // Said once it is settled: each attempt that still waits would only be noise.
+    if first && v.outcome != VerificationOutcome::Pending {
+        let figures = v.figures();
+        let news = if figures.is_empty() {
+            v.headline()
+        } else {
+            format!("{}: {figures}", v.headline())
+        };
+        tell(deps, &stored, &news).await;
+    }
     Ok(())
 }
 
