@@ -140,7 +140,9 @@ fn repeats_from(
 fn record_body(incident: &Incident) -> Result<String, StoreError> {
     let mut stored = incident.clone();
     stored.repeats = AlertRepeats::default();
-    encode(&stored)
+    let body = encode(&stored)?;
+    iras_core::ports::check_record_size(&incident.incident_id, &body)?;
+    Ok(body)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -430,12 +432,22 @@ impl IncidentStore for SqliteStore {
                     },
                 )
                 .map_err(unavailable)?;
-            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
-            let more = rows.len() > limit;
             let mut incidents = Vec::new();
             let mut unreadable = Vec::new();
             let mut next = None;
-            for (id, body, count, rec, first, last) in rows.into_iter().take(limit) {
+            let mut more = false;
+            let mut bytes = 0;
+            // Row by row: a page stops at `limit` records or MAX_PAGE_BYTES of them, so a list
+            // never holds two hundred of the largest records at once.
+            for (taken, row) in rows.enumerate() {
+                let (id, body, count, rec, first, last) = row.map_err(unavailable)?;
+                let full = taken >= limit
+                    || (taken > 0 && bytes + body.len() > iras_core::ports::MAX_PAGE_BYTES);
+                if full {
+                    more = true;
+                    break;
+                }
+                bytes += body.len();
                 next = Some(id.clone());
                 // One record that cannot be read must not hide every other one.
                 match decode::<Incident>(&body)

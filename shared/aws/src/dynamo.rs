@@ -369,7 +369,11 @@ impl DynamoStore {
         // The repeats live in their own items, never in the record.
         let mut record = incident.clone();
         record.repeats = AlertRepeats::default();
-        item.insert("body".into(), s(encode(&record)?));
+        let body = encode(&record)?;
+        // Refused here, alike in every store, rather than as DynamoDB's ValidationException
+        // (which would read as "unavailable" and be retried for ever).
+        iras_core::ports::check_record_size(&incident.incident_id, &body)?;
+        item.insert("body".into(), s(body));
         item.insert("status".into(), s(incident.status.as_str()));
         if let Some(closed) = incident.closed_at {
             item.insert("closed_at".into(), s(time_text(closed)));
@@ -895,8 +899,10 @@ impl IncidentStore for DynamoStore {
         let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
         let mut incidents = Vec::new();
         let mut start: Option<Item> = None;
+        let mut bytes = 0;
+        let mut heavy = false;
         // One more than asked tells whether there is a next page.
-        while incidents.len() <= limit {
+        'pages: while incidents.len() <= limit {
             let mut query = self
                 .client
                 .query()
@@ -925,6 +931,13 @@ impl IncidentStore for DynamoStore {
             let out = query.send().await.map_err(|e| sdk_unavailable(&e))?;
             for item in out.items.unwrap_or_default() {
                 let id = string_attr(&item, "id").unwrap_or_default().to_string();
+                let weight = string_attr(&item, "body").map(str::len).unwrap_or(0);
+                // A page stops at MAX_PAGE_BYTES of records (and holds at least one).
+                if !incidents.is_empty() && bytes + weight > iras_core::ports::MAX_PAGE_BYTES {
+                    heavy = true;
+                    break 'pages;
+                }
+                bytes += weight;
                 // One record that cannot be read must not hide every other one.
                 incidents.push((id, decode_body::<Incident>(&item)));
             }
@@ -933,7 +946,7 @@ impl IncidentStore for DynamoStore {
                 break;
             }
         }
-        let next = if incidents.len() > limit {
+        let next = if incidents.len() > limit || heavy {
             incidents.truncate(limit);
             incidents.last().map(|(id, _)| id.clone())
         } else {

@@ -43,6 +43,20 @@ impl Mem {
 }
 
 /// What the store writes: never the repeats, which live beside the record.
+/// The same bound as the stores that serialise: the record as it would be written.
+fn check_size(incident: &Incident) -> Result<(), StoreError> {
+    let body = serde_json::to_string(&record_of(incident))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    crate::ports::check_record_size(&incident.incident_id, &body)
+}
+
+/// What a page of records weighs as stored.
+fn weight(incident: &Incident) -> usize {
+    serde_json::to_string(incident)
+        .map(|s| s.len())
+        .unwrap_or(0)
+}
+
 fn record_of(incident: &Incident) -> Incident {
     let mut stored = incident.clone();
     stored.repeats = AlertRepeats::default();
@@ -60,6 +74,7 @@ impl MemoryStore {
 #[async_trait]
 impl IncidentStore for MemoryStore {
     async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
+        check_size(incident)?;
         let mut m = self.mem();
         if m.incidents.contains_key(&incident.incident_id) {
             return Err(StoreError::AlreadyExists(incident.incident_id.to_string()));
@@ -81,6 +96,7 @@ impl IncidentStore for MemoryStore {
         Ok(m.incidents.get(id).map(|i| m.joined(i, true)))
     }
     async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
+        check_size(incident)?;
         let mut m = self.mem();
         let current = m
             .incidents
@@ -106,13 +122,20 @@ impl IncidentStore for MemoryStore {
             .collect();
         all.sort_by(|a, b| b.incident_id.cmp(&a.incident_id));
         let limit = if q.limit == 0 { 50 } else { q.limit };
-        let next = (all.len() > limit).then(|| all[limit - 1].incident_id.0.clone());
+        let mut incidents = Vec::new();
+        let mut bytes = 0;
+        for i in all.iter().take(limit) {
+            if !incidents.is_empty() && bytes + weight(i) > crate::ports::MAX_PAGE_BYTES {
+                break;
+            }
+            bytes += weight(i);
+            incidents.push(m.joined(i, false));
+        }
+        let next = (all.len() > incidents.len())
+            .then(|| incidents.last().map(|i: &Incident| i.incident_id.0.clone()))
+            .flatten();
         Ok(IncidentPage {
-            incidents: all
-                .into_iter()
-                .take(limit)
-                .map(|i| m.joined(i, false))
-                .collect(),
+            incidents,
             next,
             unreadable: Vec::new(),
         })

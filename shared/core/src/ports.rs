@@ -24,6 +24,35 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The record is over [`MAX_RECORD_BYTES`]: refused by every store alike (DynamoDB could
+    /// not hold it), and never worth retrying.
+    #[error("record of incident {id} is {bytes} bytes, over the {max}-byte bound")]
+    TooLarge {
+        id: String,
+        bytes: usize,
+        max: usize,
+    },
+}
+
+/// The most an incident's record may weigh in any store: one DynamoDB item (400 KB, keys and
+/// attribute names included) with room for them. Reads of the largest record are what the
+/// server's memory bound is measured on (`cargo bench -p iras-local --bench read_memory`).
+pub const MAX_RECORD_BYTES: usize = 380 * 1024;
+
+/// A page of `list_incidents` stops once its records weigh this much (and always holds at
+/// least one): 200 records of the largest size would be 76 MB per request otherwise.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// [`StoreError::TooLarge`] when `body` (a record as stored) is over [`MAX_RECORD_BYTES`].
+pub fn check_record_size(id: &IncidentId, body: &str) -> Result<(), StoreError> {
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(StoreError::TooLarge {
+            id: id.to_string(),
+            bytes: body.len(),
+            max: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

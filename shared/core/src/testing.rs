@@ -675,6 +675,77 @@ pub mod store_contract {
     }
 
     /// Every case, in order.
+    /// A record over the bound is refused alike by every store, and the stored one stays; a
+    /// page of large records stops at the page bound and goes on from where it stopped.
+    pub async fn records_and_pages_are_bounded(store: &dyn IncidentStore) {
+        let mut inc = sample_incident(40);
+        inc.fingerprint = format!("contract:bounded:{}", inc.incident_id);
+        store.create_incident(&inc).await.unwrap();
+        let mut stored = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        let before = stored.clone();
+        stored.title = "x".repeat(crate::ports::MAX_RECORD_BYTES);
+        let e = store.update_incident(&stored).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::TooLarge { bytes, max, .. } if bytes > max && max == crate::ports::MAX_RECORD_BYTES),
+            "{e:?}"
+        );
+        let kept = store.get_incident(&inc.incident_id).await.unwrap().unwrap();
+        assert_eq!(kept.title, before.title);
+        assert_eq!(kept.version, before.version);
+        let mut huge = sample_incident(41);
+        huge.title = "y".repeat(crate::ports::MAX_RECORD_BYTES);
+        assert!(matches!(
+            store.create_incident(&huge).await,
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert!(store
+            .get_incident(&huge.incident_id)
+            .await
+            .unwrap()
+            .is_none());
+
+        // Records close to the bound, with a severity of their own so only they are listed:
+        // a page can hold `per_page` of them, and there are three more than that.
+        let big = crate::ports::MAX_RECORD_BYTES - 8 * 1024;
+        let per_page = crate::ports::MAX_PAGE_BYTES / big;
+        let mut ids = Vec::new();
+        for n in 0..per_page + 3 {
+            let mut i = sample_incident(100 + n as u32);
+            i.fingerprint = format!("contract:page:{}", i.incident_id);
+            i.severity = Some(Severity::P0);
+            i.title = "z".repeat(big);
+            store.create_incident(&i).await.unwrap();
+            ids.push(i.incident_id);
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list_incidents(&IncidentQuery {
+                    severity: Some(Severity::P0),
+                    limit: 200,
+                    cursor: cursor.clone(),
+                    ..IncidentQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(!page.incidents.is_empty());
+            assert!(
+                page.incidents.len() <= per_page,
+                "{} records of {big} bytes in one page",
+                page.incidents.len()
+            );
+            seen.extend(page.incidents.iter().map(|i| i.incident_id.clone()));
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        seen.sort();
+        ids.sort();
+        assert_eq!(seen, ids, "every record, once, across the pages");
+    }
+
     pub async fn run_all(store: &dyn IncidentStore) {
         one_time_values_are_claimed_once(store).await;
         create_get_roundtrip(store).await;
@@ -688,6 +759,7 @@ pub mod store_contract {
         approvals_are_found_by_their_id(store).await;
         repeats_are_counted_beside_the_record(store).await;
         the_newest_incident_of_a_fingerprint_is_found_open_or_closed(store).await;
+        records_and_pages_are_bounded(store).await;
     }
 }
 

@@ -128,7 +128,10 @@ impl From<StoreError> for StageError {
         let message = e.to_string();
         match e {
             StoreError::NotFound(id) => StageError::IncidentNotFound(id),
-            StoreError::Corrupt(_) => StageError::StoreCorrupt(message),
+            // Neither can be fixed by trying again: the record is as it is.
+            StoreError::Corrupt(_) | StoreError::TooLarge { .. } => {
+                StageError::StoreCorrupt(message)
+            }
             StoreError::Conflict(_) | StoreError::AlreadyExists(_) | StoreError::Duplicate(_) => {
                 StageError::StoreConflict(message)
             }
