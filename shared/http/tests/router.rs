@@ -133,6 +133,16 @@ impl IncidentStore for DownStore {
     async fn release_once(&self, _: &str) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn append_audit(
+        &self,
+        _: &IncidentId,
+        _: &iras_core::audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn audit(&self, _: &IncidentId) -> Result<Vec<iras_core::audit::AuditEntry>, StoreError> {
+        Err(down())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
