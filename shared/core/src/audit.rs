@@ -129,6 +129,55 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// One line for people: what happened, without the chain's fields.
+    pub fn summary(&self) -> String {
+        match self {
+            AuditEvent::Decision {
+                decision,
+                approver,
+                channel,
+                approvals,
+                required,
+                ..
+            } => {
+                let of = if *required > 1 {
+                    format!(" ({approvals} of {required})")
+                } else {
+                    String::new()
+                };
+                format!("plan {decision} by {approver} via {channel}{of}")
+            }
+            AuditEvent::StepApplied { step, command, .. } => {
+                format!("step {step} applied: {command}")
+            }
+            AuditEvent::StepFailed { step, error, .. } => format!("step {step} failed: {error}"),
+            AuditEvent::Rollback {
+                step,
+                succeeded,
+                command,
+                ..
+            } => format!(
+                "rollback of step {step} {}: {command}",
+                if *succeeded { "succeeded" } else { "FAILED" }
+            ),
+            AuditEvent::Escalation { reason, detail, .. } => {
+                format!("escalated ({reason}): {detail}")
+            }
+            AuditEvent::ModelCall {
+                stage,
+                model,
+                input_tokens,
+                output_tokens,
+                outcome,
+                ..
+            } => format!(
+                "{stage} call to {model}: {input_tokens} in / {output_tokens} out, {outcome}"
+            ),
+        }
+    }
+}
+
 /// An event about to be appended: the chain fields are added by [`append`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditDraft {
