@@ -474,7 +474,10 @@ async fn an_audit_entry_edited_in_the_table_is_found_at_its_seq() {
         .unwrap()
         .item
         .expect("entry 2 is an item of the incident's partition");
-    let body = item["body"].as_s().unwrap().replace("desired 6", "desired 60");
+    let body = item["body"]
+        .as_s()
+        .unwrap()
+        .replace("desired 6", "desired 60");
     client
         .update_item()
         .table_name(TABLE)
