@@ -1564,3 +1564,47 @@ async fn each_model_call_is_in_the_audit_log_with_its_model_and_tokens() {
         Ok(1)
     );
 }
+
+#[tokio::test]
+async fn a_decision_recorded_before_a_crash_is_audited_before_the_relay_delivers_it() {
+    let (f, key) = with_audit_key(fixture(scripted(None), FailingExecutor::default()));
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-crash"))
+        .await
+        .unwrap();
+    // What a crash between recording the decision and writing its entry leaves behind.
+    let mut inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    let a = inc.approval.as_mut().unwrap();
+    let d = ApprovalDecision {
+        decision: Decision::Approved,
+        approver: "alice".into(),
+        channel: "page".into(),
+        decided_at: f.clock.now(),
+        comment: None,
+        plan_hash: a.plan_hash.clone(),
+        delivery_pending: true,
+    };
+    a.approvals.push(d.clone());
+    a.decision = Some(d);
+    f.store.update_incident(&inc).await.unwrap();
+    assert!(f.store.audit(&id).await.unwrap().is_empty());
+
+    let cb = FlakyCallbacks::default();
+    cb.reachable.store(true, Ordering::SeqCst);
+    f.store.fail_audit_appends(true);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.pending), (0, 1), "held while unaudited");
+    assert!(cb.told.lock().unwrap().is_empty());
+
+    f.store.fail_audit_appends(false);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 1);
+    let log = f.store.audit(&id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].actor, "alice via page");
+    assert_eq!(iras_core::audit::verify(&id, &log, Some(&key)), Ok(1));
+}
