@@ -56,6 +56,30 @@ enum Command {
     Approve(DecideArgs),
     /// Reject the plan of an incident awaiting approval; on-call is paged.
     Reject(DecideArgs),
+    /// An incident's audit log: every decision, step, rollback, escalation and model call,
+    /// hash-chained so that an edited entry is found.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that no entry was edited, deleted or reordered; fails naming the first that was.
+    Verify(AuditArgs),
+    /// Print every entry, then check the log as `verify` does.
+    Show(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    id: String,
+    #[command(flatten)]
+    data: DataArg,
+    /// The entries and the verdict as one JSON document.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -163,6 +187,10 @@ async fn main() -> ExitCode {
         } => ops::list(&data.data, status.as_deref(), limit, json).await,
         Command::Incident { id, data, json } => ops::show(&data.data, &id, json).await,
         Command::Eval(a) => eval_cli::run(a).await,
+        Command::Audit { command } => match command {
+            AuditCommand::Verify(a) => ops::audit(&a.data.data, &a.id, false, a.json).await,
+            AuditCommand::Show(a) => ops::audit(&a.data.data, &a.id, true, a.json).await,
+        },
         Command::Approve(a) => {
             ops::decide(
                 &a.data.data,

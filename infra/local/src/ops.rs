@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use iras_core::ports::{IncidentQuery, IncidentStore};
+use iras_core::audit::{AuditKey, Verification};
+use iras_core::ports::{IncidentQuery, IncidentStore, StoreError};
 use iras_core::*;
 use serde_json::{json, Value};
 
-use crate::serve::{API_KEY_FILE, SERVER_FILE};
+use crate::serve::{API_KEY_FILE, AUDIT_KEY_FILE, SERVER_FILE};
 use crate::store::SqliteStore;
 
 fn open_store(data: &Path) -> Result<SqliteStore, String> {
@@ -200,6 +201,73 @@ pub async fn show(data: &Path, id: &str, json_out: bool) -> Result<(), String> {
         println!("  {} [{}] {}", e.at.format("%H:%M:%S"), e.stage, e.message);
     }
     Ok(())
+}
+
+/// The key `iras serve` signs audit entries with: `AUDIT_SIGNING_KEY`, else the data dir's.
+fn audit_key(data: &Path) -> Option<AuditKey> {
+    let env = std::env::var(iras_core::config::AUDIT_SIGNING_KEY).unwrap_or_default();
+    let key = match env.trim() {
+        "" => std::fs::read_to_string(data.join(AUDIT_KEY_FILE)).ok()?,
+        k => k.to_string(),
+    };
+    AuditKey::new(key.trim().as_bytes())
+}
+
+/// `iras audit verify|show`: reads the incident's audit log from the store and checks it.
+/// Exits non-zero, naming the entry, when it does not verify.
+pub async fn audit(data: &Path, id: &str, show: bool, json_out: bool) -> Result<(), String> {
+    let id = IncidentId::parse(id).ok_or_else(|| format!("`{id}` is not an incident id"))?;
+    let store = open_store(data)?;
+    let key = audit_key(data);
+    let entries = match store.audit(&id).await {
+        Ok(entries) => entries,
+        Err(StoreError::Corrupt(e)) => {
+            return Err(format!("the audit log of {id} does not verify: {e}"))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if entries.is_empty()
+        && store
+            .get_incident(&id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+    {
+        return Err(format!("no incident {id} in {}", data.display()));
+    }
+    let v = Verification::of(&id, &entries, key.as_ref());
+    if json_out {
+        let doc = json!({"incident_id": id, "entries": entries, "verification": v});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else if show {
+        for e in &entries {
+            println!(
+                "{:>4}  {}  {:<12}  {}: {}",
+                e.seq,
+                e.at.format("%Y-%m-%d %H:%M:%S"),
+                e.event.kind(),
+                e.actor,
+                e.event.summary()
+            );
+        }
+    }
+    match &v.problem {
+        Some(problem) => Err(format!(
+            "the audit log of {id} does not verify at entry {}: {problem}",
+            problem.seq
+        )),
+        None => {
+            if !json_out {
+                let signatures = if v.signatures_checked {
+                    "signatures checked"
+                } else {
+                    "signatures not checked: no audit key (AUDIT_SIGNING_KEY or DATA/audit-key)"
+                };
+                println!("{id}: {} entries, chain intact, {signatures}", v.entries);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Approves or rejects through the running server with the data dir's API key.

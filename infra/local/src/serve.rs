@@ -26,6 +26,8 @@ pub struct ServeOptions {
 pub const SERVER_FILE: &str = "server.json";
 pub const API_KEY_FILE: &str = "api-key";
 const SIGNING_KEY_FILE: &str = "signing-key";
+/// Signs audit entries unless `AUDIT_SIGNING_KEY` is set; `iras audit verify` reads it too.
+pub const AUDIT_KEY_FILE: &str = "audit-key";
 const LOCK_FILE: &str = "serve.lock";
 
 /// A secret from the environment, else from a file in the data dir, created on first use
@@ -112,6 +114,16 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     let limits = ServerLimits::from_vars(EnvVars(&vars)).map_err(|e| e.to_string())?;
     let mut config = PipelineConfig::from_env().map_err(|e| e.to_string())?;
+    if config.audit_key.is_none() {
+        // Beside the store, the key guards against edits of iras.db alone; set
+        // AUDIT_SIGNING_KEY from elsewhere to guard against whoever can write the directory.
+        let (key, _) = secret(
+            iras_core::config::AUDIT_SIGNING_KEY,
+            &opts.data,
+            AUDIT_KEY_FILE,
+        )?;
+        config.audit_key = iras_core::audit::AuditKey::new(key.into_bytes());
+    }
     config.approval_links = Some(ApprovalLinks {
         base_url: base_url.clone(),
         signing_key: signing_key.as_bytes().to_vec(),

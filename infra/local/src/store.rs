@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use iras_core::audit::AuditEntry;
 use iras_core::ports::{
     FingerprintMatch, IncidentPage, IncidentQuery, IncidentStore, StoreError, UnreadableIncident,
     MAX_ALERT_SAMPLES,
@@ -18,7 +19,7 @@ pub struct SqliteStore {
 }
 
 /// The tables this store owns (the data directory tells them from the engine's).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "incidents",
     "open_fingerprints",
     "attempts",
@@ -27,6 +28,7 @@ pub const TABLES: [&str; 8] = [
     "alert_repeats",
     "alert_samples",
     "once_keys",
+    "audit_entries",
 ];
 
 /// Migration 1: the schema exactly as it was before it was versioned, so a store written then
@@ -83,6 +85,17 @@ CREATE TABLE once_keys (
 CREATE INDEX once_keys_by_until ON once_keys(until);
 "#;
 
+/// Version 4: the audit log, one row per entry. `(incident_id, seq)` is the key an append is
+/// conditional on; `body` is the entry as JSON, hash and signature included.
+const SCHEMA_V4: &str = r#"
+CREATE TABLE audit_entries (
+    incident_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (incident_id, seq)
+);
+"#;
+
 const SCHEMA_V2: &str = r#"
 ALTER TABLE incidents ADD COLUMN closed_at TEXT;
 CREATE INDEX incidents_by_fingerprint ON incidents(fingerprint, id);
@@ -103,7 +116,12 @@ CREATE TABLE alert_samples (
 
 /// The schema's history, oldest first; the file's `user_version` counts those applied.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2), M::up(SCHEMA_V3)])
+    Migrations::new(vec![
+        M::up(SCHEMA_V1),
+        M::up(SCHEMA_V2),
+        M::up(SCHEMA_V3),
+        M::up(SCHEMA_V4),
+    ])
 }
 
 /// Times in the repeat tables: fixed width, so SQLite's `min`/`max` on text order them.
@@ -695,6 +713,48 @@ impl IncidentStore for SqliteStore {
             c.execute("DELETE FROM once_keys WHERE key = ?1", params![key])
                 .map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, id: &IncidentId, entry: &AuditEntry) -> Result<(), StoreError> {
+        let (id, seq, body) = (id.clone(), entry.seq as i64, encode(entry)?);
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO audit_entries (incident_id, seq, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(incident_id, seq) DO NOTHING",
+                    params![id.as_str(), seq, body],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "audit entry {seq} of {id} already exists"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit(&self, id: &IncidentId) -> Result<Vec<AuditEntry>, StoreError> {
+        let id = id.0.clone();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT seq, body FROM audit_entries WHERE incident_id = ?1 ORDER BY seq")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([id.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(unavailable)?;
+            rows.map(|row| {
+                let (seq, body) = row.map_err(unavailable)?;
+                // An entry edited into something unreadable is tampering too: say which.
+                serde_json::from_str(&body)
+                    .map_err(|e| corrupt(format!("audit entry {seq} of {id} cannot be read: {e}")))
+            })
+            .collect()
         })
         .await
     }

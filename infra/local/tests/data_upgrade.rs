@@ -69,8 +69,9 @@ async fn an_approval_waiting_in_a_pre_split_data_directory_survives_the_upgrade(
     assert!(tables(&files.executions)
         .iter()
         .all(|t| t.starts_with("asl_")));
-    // Migrated to the newest incident schema (3: the durable replay cache).
-    assert_eq!(user_version(&files.incidents), 3);
+    // Migrated to the newest incident schema (4: the audit log).
+    assert_eq!(user_version(&files.incidents), 4);
+    assert!(tables(&files.incidents).contains(&"audit_entries".to_string()));
     assert_eq!(user_version(&files.executions), 1);
 
     // Opening again is a no-op, and the waiting execution takes the decision.

@@ -458,3 +458,143 @@ async fn the_data_directory_is_readable_by_its_owner_only() {
         assert_eq!(mode(&path), 0o600, "{name}");
     }
 }
+
+fn iras_audit(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_iras"))
+        .args(["audit"])
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("AUDIT_SIGNING_KEY")
+        .output()
+        .expect("iras runs")
+}
+
+/// Issue 13's "done when": the audit log of an incident run by the real server, read through
+/// its router, verified by the real CLI, and an entry edited in the database found by name.
+#[tokio::test]
+async fn a_tampered_audit_entry_is_found_by_iras_audit_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let c = server.client();
+    let url = server.url.clone();
+    let id = post_alert(
+        &c,
+        &url,
+        &payment_alert("High error rate on payment-service"),
+    )
+    .await;
+    let waiting = wait_status(&c, &url, &id, "awaiting_approval").await;
+    let steps = waiting["plan"]["steps"].as_array().unwrap().len();
+    let r = c
+        .post(format!("{url}/incidents/{id}/approve"))
+        .bearer_auth(server.api_key())
+        .json(&json!({"approver": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_status(&c, &url, &id, "resolved").await;
+    // The post-mortem is the last stage: once it is there, the log is complete.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .get(format!("{url}/incidents/{id}/postmortem"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "no post-mortem");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let anonymous = client()
+        .get(format!("{url}/incidents/{id}/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let log: Value = c
+        .get(format!("{url}/incidents/{id}/audit"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1 + steps, "{log:#}");
+    assert_eq!(entries[0]["event"]["kind"], "decision");
+    assert_eq!(entries[0]["actor"], "alice via api");
+    assert_eq!(log["verification"]["intact"], true, "{log:#}");
+    assert_eq!(log["verification"]["signatures_checked"], true);
+    server.kill();
+
+    let ok = iras_audit(&["verify", &id], &data);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} entries, chain intact, signatures checked",
+            1 + steps
+        )),
+        "{stdout}"
+    );
+
+    // Someone with the database edits who approved.
+    let db = rusqlite::Connection::open(data.join("iras.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE audit_entries SET body = json_set(body, '$.actor', 'mallory via api')
+             WHERE incident_id = ?1 AND seq = 1",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let bad = iras_audit(&["verify", &id], &data);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "tampering must fail verification");
+    assert!(
+        stderr.contains("does not verify at entry 1: entry 1 was altered"),
+        "{stderr}"
+    );
+    let shown = iras_audit(&["show", &id], &data);
+    assert!(!shown.status.success());
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("mallory via api"),
+        "show prints the entries as stored"
+    );
+
+    // Deleting an entry instead is found at the gap it leaves.
+    let db = rusqlite::Connection::open(data.join("iras.db")).unwrap();
+    db.execute(
+        "UPDATE audit_entries SET body = json_set(body, '$.actor', 'alice via api')
+         WHERE incident_id = ?1 AND seq = 1",
+        [&id],
+    )
+    .unwrap();
+    assert!(
+        iras_audit(&["verify", &id], &data).status.success(),
+        "restored"
+    );
+    db.execute(
+        "DELETE FROM audit_entries WHERE incident_id = ?1 AND seq = 2",
+        [&id],
+    )
+    .unwrap();
+    drop(db);
+    let gap = iras_audit(&["verify", &id], &data);
+    assert!(!gap.status.success());
+    assert!(
+        String::from_utf8_lossy(&gap.stderr).contains("entry 2 is missing or out of place"),
+        "{}",
+        String::from_utf8_lossy(&gap.stderr)
+    );
+}

@@ -15,6 +15,8 @@
 //! - `FP#<fingerprint>`, `LATEST`: the newest incident created with it, open or closed.
 //! - `ONCE#<key>`, `ONCE`: a signed webhook request already received, with `until` (epoch
 //!   seconds) and `ttl`, so a replay is refused across cold starts and DynamoDB expires it.
+//! - `INC#<id>`, `AUDIT#<seq, 10 digits>`: one audit log entry as JSON in `body`, written
+//!   only if its seq is free (`attribute_not_exists`), never updated.
 //!
 //! The META item also carries `closed_at` once the incident is final. Reading an incident is
 //! one query on `PK` with `SK` beginning `META`: the record, its counters and samples.
@@ -39,6 +41,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
+use iras_core::audit::AuditEntry;
 use iras_core::ports::{
     FingerprintMatch, IncidentPage, IncidentQuery, IncidentStore, StoreError, UnreadableIncident,
     MAX_ALERT_SAMPLES,
@@ -59,6 +62,7 @@ const SAMPLE_PREFIX: &str = "META#SAMPLE#";
 const LATEST: &str = "LATEST";
 const ATTEMPT_PREFIX: &str = "ATTEMPT#";
 const STEP_PREFIX: &str = "STEP#";
+const AUDIT_PREFIX: &str = "AUDIT#";
 const ENTITY_INCIDENT: &str = "incident";
 
 const BY_STATUS: &str = "by_status";
@@ -125,6 +129,10 @@ fn phase_key(p: StepPhase) -> &'static str {
 
 fn step_sk(phase: StepPhase, step: usize) -> String {
     format!("{STEP_PREFIX}{}#{step:010}", phase_key(phase))
+}
+
+fn audit_sk(seq: u64) -> String {
+    format!("{AUDIT_PREFIX}{seq:010}")
 }
 
 fn outcome_key(o: PostMortemOutcome) -> &'static str {
@@ -1244,6 +1252,41 @@ impl IncidentStore for DynamoStore {
             .map_err(|e| sdk_unavailable(&e))?;
         Ok(())
     }
+
+    async fn append_audit(&self, id: &IncidentId, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut item = key(inc_pk(id), &audit_sk(entry.seq));
+        item.insert("seq".into(), n(entry.seq));
+        item.insert("body".into(), s(encode(entry)?));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match result.map_err(SdkError::into_service_error) {
+            Ok(_) => Ok(()),
+            Err(PutItemError::ConditionalCheckFailedException(_)) => Err(StoreError::Conflict(
+                format!("audit entry {} of {id} already exists", entry.seq),
+            )),
+            Err(e) => Err(sdk_unavailable(&e)),
+        }
+    }
+
+    async fn audit(&self, id: &IncidentId) -> Result<Vec<AuditEntry>, StoreError> {
+        // Zero-padded sort keys: ascending by key is ascending by seq.
+        self.query_prefix(id, AUDIT_PREFIX)
+            .await?
+            .iter()
+            .map(|item| {
+                decode_body(item).map_err(|e| {
+                    let seq = string_attr(item, "SK").unwrap_or_default();
+                    corrupt(format!("audit entry {seq} of {id} cannot be read: {e}"))
+                })
+            })
+            .collect()
+    }
 }
 
 /// Keys are signatures (hex): short, but bounded anyway so no caller can exceed DynamoDB's
@@ -1323,6 +1366,7 @@ mod tests {
 
     #[test]
     fn sort_keys_order_numerically() {
+        assert!(audit_sk(9) < audit_sk(10));
         assert!(attempt_sk(2) < attempt_sk(10));
         assert!(step_sk(StepPhase::Apply, 9) < step_sk(StepPhase::Apply, 10));
     }

@@ -2,7 +2,11 @@
 
 use std::collections::HashMap;
 
+use crate::audit::AuditKey;
 use crate::domain::{RiskLevel, Severity};
+
+/// The variable holding the audit log's signing key (a secret: `AUDIT_SIGNING_KEY_PARAM` on AWS).
+pub const AUDIT_SIGNING_KEY: &str = "AUDIT_SIGNING_KEY";
 use crate::policy::RemediationPolicy;
 
 #[derive(Debug, Clone)]
@@ -40,6 +44,9 @@ pub struct PipelineConfig {
     pub verify_after_seconds: u64,
     /// `VERIFY_ATTEMPTS`: how many reads before an applied plan that did not help is rolled back.
     pub verify_attempts: u32,
+    /// `AUDIT_SIGNING_KEY`: signs each audit entry, so that someone who can write the store
+    /// but does not hold the key cannot rewrite the log consistently. Unset: hash chain only.
+    pub audit_key: Option<AuditKey>,
 }
 
 /// Who carries out an approved plan.
@@ -95,6 +102,7 @@ impl Default for PipelineConfig {
             executor: ExecutorKind::DryRun,
             verify_after_seconds: 120,
             verify_attempts: 3,
+            audit_key: None,
         }
     }
 }
@@ -227,6 +235,7 @@ impl PipelineConfig {
         }
         c.verify_after_seconds = env.number("VERIFY_AFTER_SECONDS", 120, (0, 3600))?;
         c.verify_attempts = env.number("VERIFY_ATTEMPTS", 3, (1, 20))? as u32;
+        c.audit_key = get(AUDIT_SIGNING_KEY).and_then(|k| AuditKey::new(k.as_bytes()));
         Ok(c)
     }
 }

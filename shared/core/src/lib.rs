@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod analyst;
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod executor;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::audit::AuditEntry;
 use crate::domain::*;
 use crate::ports::*;
 
@@ -24,6 +25,9 @@ struct Mem {
     /// Kept beside the incidents, as the real stores keep them beside the record.
     repeats: HashMap<IncidentId, AlertRepeats>,
     once: HashMap<String, Timestamp>,
+    audit: HashMap<IncidentId, BTreeMap<u64, AuditEntry>>,
+    /// Set by the tests that show what happens when the audit log cannot be written.
+    audit_down: bool,
 }
 
 impl Mem {
@@ -68,6 +72,25 @@ impl MemoryStore {
     /// one insert), so the store stays usable.
     fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every audit append fail (or work again), as a store outage would.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_audit_appends(&self, down: bool) {
+        self.mem().audit_down = down;
+    }
+
+    /// Edits a stored audit entry in place, as someone with write access to a store could:
+    /// for the tests that show verification finds it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn tamper_audit(&self, id: &IncidentId, seq: u64, edit: impl FnOnce(&mut AuditEntry)) {
+        let mut m = self.mem();
+        let entry = m
+            .audit
+            .get_mut(id)
+            .and_then(|log| log.get_mut(&seq))
+            .expect("an audit entry to tamper with");
+        edit(entry);
     }
 }
 
@@ -261,5 +284,28 @@ impl IncidentStore for MemoryStore {
     async fn release_once(&self, key: &str) -> Result<(), StoreError> {
         self.mem().once.remove(key);
         Ok(())
+    }
+    async fn append_audit(&self, id: &IncidentId, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut m = self.mem();
+        if m.audit_down {
+            return Err(StoreError::Unavailable("audit log unreachable".into()));
+        }
+        let log = m.audit.entry(id.clone()).or_default();
+        if log.contains_key(&entry.seq) {
+            return Err(StoreError::Conflict(format!(
+                "audit entry {} of {id} already exists",
+                entry.seq
+            )));
+        }
+        log.insert(entry.seq, entry.clone());
+        Ok(())
+    }
+    async fn audit(&self, id: &IncidentId) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self
+            .mem()
+            .audit
+            .get(id)
+            .map(|log| log.values().cloned().collect())
+            .unwrap_or_default())
     }
 }

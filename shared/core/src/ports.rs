@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::audit::AuditEntry;
 use crate::domain::*;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -155,6 +156,14 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Forgets a claim: the request failed on our side, and the sender may retry it as it is.
     async fn release_once(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Writes `entry` at `entry.seq` of the incident's audit log only if no entry holds that
+    /// seq yet; `Conflict` otherwise (another writer appended first: re-read the tail and
+    /// chain onto it, as [`crate::audit::append`] does). Entries are never overwritten.
+    async fn append_audit(&self, id: &IncidentId, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The incident's audit log ascending by seq, exactly as stored: checking it is
+    /// [`crate::audit::verify`]'s job, not the store's.
+    async fn audit(&self, id: &IncidentId) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -1412,3 +1412,302 @@ async fn a_decision_that_never_reached_the_pipeline_before_the_window_closed_is_
     assert!(!text.contains("nobody decided"), "{text}");
     assert!(text.contains("did not reach the pipeline"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The audit log
+
+fn with_audit_key(mut f: Fixture) -> (Fixture, iras_core::audit::AuditKey) {
+    let key = iras_core::audit::AuditKey::new(b"stage-audit-key".to_vec()).unwrap();
+    f.deps.config.audit_key = Some(key.clone());
+    (f, key)
+}
+
+fn kinds(log: &[iras_core::audit::AuditEntry]) -> Vec<(String, String)> {
+    log.iter()
+        .map(|e| (e.event.kind().to_string(), e.key.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_log_holds_the_decision_each_step_each_rollback_and_the_escalation_once() {
+    use iras_core::audit::{verify, AuditEvent};
+    let plan = lying_plan(vec![
+        step(undo(), RiskLevel::Medium),
+        step(scale("8"), RiskLevel::Medium),
+    ]);
+    let (f, key) = with_audit_key(fixture(
+        scripted(Some(plan)),
+        FailingExecutor::failing_at(1),
+    ));
+    let id = through_plan(&f).await;
+    approve(&f, &id).await;
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::RolledBack);
+    // A retried Lambda of each stage records nothing twice.
+    remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    let esc = EscalateInput {
+        incident_id: id.clone(),
+        escalation: EscalationInput {
+            reason: EscalationReason::RemediationFailed,
+            error: None,
+            cause: None,
+        },
+    };
+    escalate(&f.deps, &esc).await.unwrap();
+    escalate(&f.deps, &esc).await.unwrap();
+    let r = IncidentRef {
+        incident_id: id.clone(),
+    };
+    postmortem(&f.deps, &r).await.unwrap();
+
+    let log = f.store.audit(&id).await.unwrap();
+    let approval_id = f
+        .store
+        .get_incident(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .approval
+        .unwrap()
+        .approval_id;
+    assert_eq!(
+        kinds(&log),
+        vec![
+            (
+                "decision".into(),
+                format!("decision:{approval_id}:approved:alice")
+            ),
+            ("step_applied".into(), "step:apply:0".into()),
+            ("step_failed".into(), "step:apply:1".into()),
+            ("rollback".into(), "step:rollback:0".into()),
+            ("escalation".into(), "escalation".into()),
+        ]
+    );
+    assert_eq!(log[0].actor, "alice via cli");
+    assert!(
+        matches!(&log[2].event, AuditEvent::StepFailed { step: 2, error, .. } if error.contains("exit status 1")),
+        "{:?}",
+        log[2].event
+    );
+    assert!(matches!(
+        &log[3].event,
+        AuditEvent::Rollback {
+            step: 1,
+            succeeded: true,
+            ..
+        }
+    ));
+    assert!(log.iter().all(|e| e.mac.is_some()), "signed with the key");
+    assert_eq!(verify(&id, &log, Some(&key)), Ok(5));
+}
+
+#[tokio::test]
+async fn a_decision_the_audit_log_cannot_take_is_taken_back_and_never_delivered() {
+    let (f, _) = with_audit_key(fixture(scripted(None), FailingExecutor::default()));
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "token-1"))
+        .await
+        .unwrap();
+    f.store.fail_audit_appends(true);
+    let told = NullCallbacks(Mutex::new(vec![]));
+    let refused = decide(&f.deps, &told, &id, approval_by("alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, DecideError::Unavailable(m) if m.contains("audit log")),
+        "{refused:?}"
+    );
+    assert!(told.0.lock().unwrap().is_empty(), "nothing was delivered");
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    let a = inc.approval.as_ref().unwrap();
+    assert!(a.decision.is_none() && a.approvals.is_empty(), "{a:?}");
+    assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
+    // Nor can the plan run on it.
+    assert!(remediate(&f.deps, &remediate_input(&id)).await.is_err());
+    assert!(f.executor.calls().is_empty());
+
+    // Once the log is back, the same person decides again and it goes through.
+    f.store.fail_audit_appends(false);
+    decide(&f.deps, &told, &id, approval_by("alice"))
+        .await
+        .unwrap();
+    assert_eq!(told.0.lock().unwrap().len(), 1);
+    let log = f.store.audit(&id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].event.kind(), "decision");
+}
+
+#[tokio::test]
+async fn steps_run_on_when_the_audit_log_is_down_and_are_written_by_the_post_mortem() {
+    let plan = lying_plan(vec![step(undo(), RiskLevel::Medium)]);
+    let (f, key) = with_audit_key(fixture(scripted(Some(plan)), FailingExecutor::default()));
+    let id = through_plan(&f).await;
+    approve(&f, &id).await;
+    f.store.fail_audit_appends(true);
+    let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied, "the plan ran");
+    assert_eq!(
+        f.store.audit(&id).await.unwrap().len(),
+        1,
+        "the decision only"
+    );
+    f.store.fail_audit_appends(false);
+    postmortem(
+        &f.deps,
+        &IncidentRef {
+            incident_id: id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let log = f.store.audit(&id).await.unwrap();
+    assert_eq!(
+        kinds(&log).into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        vec!["decision", "step_applied"]
+    );
+    assert_eq!(iras_core::audit::verify(&id, &log, Some(&key)), Ok(2));
+}
+
+#[tokio::test]
+async fn a_plan_that_needed_nobody_is_audited_as_the_policys_decision() {
+    let plan = lying_plan(vec![step(status(), RiskLevel::Low)]);
+    let (mut f, _) = with_audit_key(fixture(scripted(Some(plan)), FailingExecutor::default()));
+    f.deps.config.auto_approve_max_risk = Some(RiskLevel::Low);
+    let id = through_plan(&f).await;
+    let inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    assert!(
+        !inc.plan.as_ref().unwrap().requires_human_approval,
+        "{:?}",
+        inc.plan
+    );
+    remediate(&f.deps, &remediate_input(&id)).await.unwrap();
+    let log = f.store.audit(&id).await.unwrap();
+    assert_eq!(log[0].event.kind(), "decision");
+    assert_eq!(log[0].actor, "remediation policy");
+    assert_eq!(log[1].event.kind(), "step_applied");
+}
+
+/// The offline analyst, reporting one model call per triage as an LLM analyst does.
+struct MeteredAnalyst(OfflineAnalyst);
+
+#[async_trait]
+impl Analyst for MeteredAnalyst {
+    fn name(&self) -> String {
+        "metered".into()
+    }
+    async fn triage(&self, alert: &Alert) -> Result<TriageResult, AnalystError> {
+        iras_core::usage::record(iras_core::usage::LlmCall {
+            stage: "triage".into(),
+            provider: "anthropic".into(),
+            model: "claude-haiku".into(),
+            input_tokens: 812,
+            output_tokens: 64,
+            cache_read_tokens: 0,
+            latency_ms: 420,
+            outcome: "ok".into(),
+            estimated_cost_usd: 0.000_913,
+            at: alert.timestamp,
+        });
+        self.0.triage(alert).await
+    }
+    async fn rca(
+        &self,
+        alert: &Alert,
+        t: &TriageResult,
+        c: &ContextBundle,
+    ) -> Result<RootCauseHypothesis, AnalystError> {
+        self.0.rca(alert, t, c).await
+    }
+    async fn plan(
+        &self,
+        alert: &Alert,
+        h: &RootCauseHypothesis,
+        c: &ContextBundle,
+    ) -> Result<RemediationPlan, AnalystError> {
+        self.0.plan(alert, h, c).await
+    }
+    async fn postmortem(
+        &self,
+        facts: &PostMortemFacts<'_>,
+    ) -> Result<PostMortemNarrative, AnalystError> {
+        self.0.postmortem(facts).await
+    }
+}
+
+#[tokio::test]
+async fn each_model_call_is_in_the_audit_log_with_its_model_and_tokens() {
+    use iras_core::audit::AuditEvent;
+    let (f, key) = with_audit_key(fixture(
+        Arc::new(MeteredAnalyst(OfflineAnalyst::default())),
+        FailingExecutor::default(),
+    ));
+    let inc = open_incident(&f.deps, demo_alert()).await.unwrap();
+    let r = IncidentRef {
+        incident_id: inc.incident_id.clone(),
+    };
+    triage(&f.deps, &r).await.unwrap();
+    let log = f.store.audit(&inc.incident_id).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].actor, "anthropic claude-haiku");
+    assert_eq!(
+        log[0].event,
+        AuditEvent::ModelCall {
+            stage: "triage".into(),
+            provider: "anthropic".into(),
+            model: "claude-haiku".into(),
+            input_tokens: 812,
+            output_tokens: 64,
+            latency_ms: 420,
+            outcome: "ok".into(),
+        }
+    );
+    assert_eq!(
+        iras_core::audit::verify(&inc.incident_id, &log, Some(&key)),
+        Ok(1)
+    );
+}
+
+#[tokio::test]
+async fn a_decision_recorded_before_a_crash_is_audited_before_the_relay_delivers_it() {
+    let (f, key) = with_audit_key(fixture(scripted(None), FailingExecutor::default()));
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok-crash"))
+        .await
+        .unwrap();
+    // What a crash between recording the decision and writing its entry leaves behind.
+    let mut inc = f.store.get_incident(&id).await.unwrap().unwrap();
+    let a = inc.approval.as_mut().unwrap();
+    let d = ApprovalDecision {
+        decision: Decision::Approved,
+        approver: "alice".into(),
+        identity: None,
+        channel: "page".into(),
+        decided_at: f.clock.now(),
+        comment: None,
+        plan_hash: a.plan_hash.clone(),
+        delivery_pending: true,
+    };
+    a.approvals.push(d.clone());
+    a.decision = Some(d);
+    f.store.update_incident(&inc).await.unwrap();
+    assert!(f.store.audit(&id).await.unwrap().is_empty());
+
+    let cb = FlakyCallbacks::default();
+    cb.reachable.store(true, Ordering::SeqCst);
+    f.store.fail_audit_appends(true);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.pending), (0, 1), "held while unaudited");
+    assert!(cb.told.lock().unwrap().is_empty());
+
+    f.store.fail_audit_appends(false);
+    let r = reconcile_decisions(&f.deps, &cb, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 1);
+    let log = f.store.audit(&id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].actor, "alice via page");
+    assert_eq!(iras_core::audit::verify(&id, &log, Some(&key)), Ok(1));
+}

@@ -1,4 +1,5 @@
-//! `GET /incidents`, `/incidents/{id}`, `/incidents/{id}/postmortem`: read-only views.
+//! `GET /incidents`, `/incidents/{id}`, `/incidents/{id}/postmortem`, `/incidents/{id}/audit`:
+//! read-only views.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE, VARY};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use iras_core::audit::Verification;
 use iras_core::report::incident_report;
 use iras_core::{Incident, IncidentId, IncidentQuery, IncidentStatus, Severity};
 use serde_json::{json, Value};
@@ -184,6 +186,56 @@ pub(crate) async fn report(
         }
         Err(e) => Err(ApiError::unavailable("The incident could not be read", e)),
     }
+}
+
+/// The incident's audit log and whether it is intact: the entries as stored, and the first
+/// one that does not verify. A broken log is still `200`: the read worked, and what it found
+/// is the answer.
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize_read(&state.app.http, &headers)?;
+    let id = parse_id(raw)?;
+    let store = state.app.deps.store.as_ref();
+    let key = state.app.deps.config.audit_key.as_ref();
+    let (entries, verification) = match store.audit(&id).await {
+        Ok(entries) => {
+            let v = Verification::of(&id, &entries, key);
+            (entries, json!(v))
+        }
+        // An entry edited into something unreadable is a broken log, not a broken server.
+        Err(iras_core::StoreError::Corrupt(e)) => (
+            Vec::new(),
+            json!({
+                "intact": false,
+                "signatures_checked": key.is_some(),
+                "problem": {"fault": "unreadable"},
+                "message": e,
+            }),
+        ),
+        Err(e) => return Err(ApiError::unavailable("The audit log could not be read", e)),
+    };
+    if entries.is_empty() && verification["intact"] == true {
+        let exists = store
+            .get_incident(&id)
+            .await
+            .map_err(|e| ApiError::unavailable("The incident could not be read", e))?
+            .is_some();
+        if !exists {
+            return Err(unknown(&id));
+        }
+    }
+    if verification["intact"] != true {
+        tracing::error!(incident = %id, problem = %verification["message"], "audit log does not verify");
+    }
+    Ok(Json(json!({
+        "incident_id": id,
+        "entries": entries,
+        "verification": verification,
+    }))
+    .into_response())
 }
 
 pub(crate) async fn postmortem(

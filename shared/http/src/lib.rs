@@ -280,6 +280,7 @@ pub fn router_with_slack(app: Arc<App>, slack: Option<slack::SlackInteractivity>
         .route("/incidents", get(incidents::list))
         .route("/incidents/{id}", get(incidents::report))
         .route("/incidents/{id}/postmortem", get(incidents::postmortem))
+        .route("/incidents/{id}/audit", get(incidents::audit))
         .route("/incidents/{id}/approve", post(approvals::approve))
         .route("/incidents/{id}/reject", post(approvals::reject))
         .route(

@@ -133,6 +133,16 @@ impl IncidentStore for DownStore {
     async fn release_once(&self, _: &str) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn append_audit(
+        &self,
+        _: &IncidentId,
+        _: &iras_core::audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn audit(&self, _: &IncidentId) -> Result<Vec<iras_core::audit::AuditEntry>, StoreError> {
+        Err(down())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,6 +153,7 @@ const API_KEY: &str = "api-key-1";
 const API_KEY_2: &str = "api-key-2";
 const SIGNING_KEY: &[u8] = b"page-signing-key";
 const TOKEN: &str = "task-token-1";
+const AUDIT_KEY: &[u8] = b"router-audit-key";
 
 struct Fx {
     router: Router,
@@ -181,6 +192,10 @@ fn fixture_with(http: HttpConfig, store_override: Option<Arc<dyn IncidentStore>>
             .executor(Arc::new(FailingExecutor::default()))
             .clock(clock.clone())
             .source_timeout(Duration::from_secs(5))
+            .config(PipelineConfig {
+                audit_key: iras_core::audit::AuditKey::new(AUDIT_KEY.to_vec()),
+                ..PipelineConfig::default()
+            })
             .build(),
     );
     let starter = Arc::new(RecordingStarter::default());
@@ -875,6 +890,7 @@ async fn reads_without_a_key_or_with_a_wrong_one_are_401_and_show_nothing() {
         "/incidents".to_string(),
         format!("/incidents/{id}"),
         format!("/incidents/{id}/postmortem"),
+        format!("/incidents/{id}/audit"),
         "/incidents/inc-0000000000000000000000000000000a".to_string(),
     ] {
         let r = f.get_anonymous(&uri).await;
@@ -1692,4 +1708,79 @@ async fn a_named_key_is_the_approver_and_two_approvals_need_two_keys() {
             Some(ApproverIdentity::ApiKey { name: "bob".into() })
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit log
+
+#[tokio::test]
+async fn the_audit_log_of_an_approved_incident_shows_each_decision_and_step_and_any_tampering() {
+    let f = fixture();
+    let (id, _) = f.awaiting_approval(demo_alert_json()).await;
+    let uri = format!("/incidents/{id}/audit");
+    let approved = f
+        .post_api(
+            &format!("/incidents/{id}/approve"),
+            Some(API_KEY),
+            r#"{"approver": "alice", "comment": "go"}"#,
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text());
+    let r = IncidentRef {
+        incident_id: id.clone(),
+    };
+    let out = remediate(
+        &f.deps,
+        &RemediateInput {
+            incident_id: id.clone(),
+            rollback: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.outcome, RemediationOutcome::Applied);
+    postmortem(&f.deps, &r).await.unwrap();
+    let steps = f.incident(&id).await.plan.unwrap().steps.len();
+
+    let anonymous = f.get_anonymous(&uri).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(!anonymous.text().contains("alice"));
+
+    let log = f.get(&uri).await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text());
+    let body = log.json();
+    let entries = body["entries"].as_array().unwrap();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"]["kind"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["decision"];
+    expected.extend(std::iter::repeat_n("step_applied", steps));
+    assert_eq!(kinds, expected, "{body:#}");
+    assert_eq!(entries[0]["actor"], "alice via api");
+    assert_eq!(entries[0]["event"]["comment"], "go");
+    assert_eq!(entries[0]["seq"], 1);
+    assert_eq!(entries[1]["prev"], entries[0]["hash"]);
+    assert_eq!(
+        body["verification"],
+        json!({"intact": true, "entries": steps + 1, "signatures_checked": true}),
+    );
+
+    // Someone with write access to the store changes who approved.
+    f.store
+        .tamper_audit(&id, 1, |e| e.actor = "mallory via api".into());
+    let tampered = f.get(&uri).await.json();
+    let v = &tampered["verification"];
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(v["problem"]["seq"], 1);
+    assert_eq!(v["problem"]["fault"], "altered");
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("entry 1 was altered"));
+
+    let unknown = f
+        .get("/incidents/inc-0000000000000000000000000000000a/audit")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }

@@ -19,11 +19,13 @@ pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
 
 /// Every secret a function may be given: IRAS's own keys, then the integrations' credentials
 /// (read by `iras-adapters` and `iras-llm` under these same names).
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     APPROVAL_SIGNING_KEY,
     APPROVAL_API_KEY,
     // Named approval keys, name:key,name:key.
     "APPROVAL_API_KEYS",
+    // Signs audit log entries (`iras_core::config::AUDIT_SIGNING_KEY`).
+    "AUDIT_SIGNING_KEY",
     // Read-only keys for the incident API.
     "READ_API_KEYS",
     WEBHOOK_SECRET,

@@ -37,6 +37,7 @@ impl Server {
             .env_remove("WEBHOOK_SECRET")
             .env_remove("IRAS_PUBLIC_URL")
             .env_remove("WEBHOOK_BODY_LIMIT_BYTES")
+            .env_remove("AUDIT_SIGNING_KEY")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)

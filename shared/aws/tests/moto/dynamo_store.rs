@@ -430,3 +430,66 @@ async fn the_table_expires_stuck_fingerprints_and_setup_can_rerun() {
         )
     );
 }
+
+/// The audit log's items as the README describes them (`AUDIT#<seq>` in the incident's
+/// partition): an entry edited in the table is found at its seq.
+#[tokio::test]
+async fn an_audit_entry_edited_in_the_table_is_found_at_its_seq() {
+    use iras_core::audit::{append, verify, AuditDraft, AuditEvent, AuditFault};
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let store = store(&moto).await;
+    let inc = incident("audited", "fp-audit");
+    store.create_incident(&inc).await.unwrap();
+    let id = &inc.incident_id;
+    for step in 1..=3u64 {
+        let draft = AuditDraft {
+            key: format!("step:apply:{step}"),
+            at: at(20),
+            actor: "executor aws".into(),
+            event: AuditEvent::StepApplied {
+                step,
+                command: "aws ecs update-service --desired-count 6".into(),
+                executor: "aws".into(),
+                prior: Some("desired 4".into()),
+                after: Some("desired 6".into()),
+                output: "ok".into(),
+            },
+        };
+        append(&store, None, id, draft).await.unwrap();
+    }
+    assert_eq!(verify(id, &store.audit(id).await.unwrap(), None), Ok(3));
+
+    let client = moto.dynamodb();
+    let pk = AttributeValue::S(format!("INC#{id}"));
+    let sk = AttributeValue::S("AUDIT#0000000002".into());
+    let item = client
+        .get_item()
+        .table_name(TABLE)
+        .key("PK", pk.clone())
+        .key("SK", sk.clone())
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("entry 2 is an item of the incident's partition");
+    let body = item["body"]
+        .as_s()
+        .unwrap()
+        .replace("desired 6", "desired 60");
+    client
+        .update_item()
+        .table_name(TABLE)
+        .key("PK", pk)
+        .key("SK", sk)
+        .update_expression("SET body = :b")
+        .expression_attribute_values(":b", AttributeValue::S(body))
+        .send()
+        .await
+        .unwrap();
+    let broken = verify(id, &store.audit(id).await.unwrap(), None).unwrap_err();
+    assert_eq!((broken.seq, broken.fault), (2, AuditFault::Altered));
+    // The incident's own record is not one of them.
+    assert!(store.get_incident(id).await.unwrap().is_some());
+}

@@ -34,6 +34,8 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
     }
     let incident = load(deps, &input.incident_id).await?;
     if let Some(e) = &incident.escalation {
+        // A retry after a crash between the record and the log.
+        audit_or_warn(deps, &input.incident_id, escalation_draft(e)).await;
         return Ok(EscalateOutput {
             reason: e.reason,
             paged_via: e.paged_via.clone(),
@@ -113,6 +115,8 @@ pub async fn escalate(deps: &Deps, input: &EscalateInput) -> Result<EscalateOutp
         Ok(true)
     })
     .await?;
+    // The page went out already; a log that cannot be written now must not hold it back.
+    audit_or_warn(deps, &input.incident_id, escalation_draft(&escalation)).await;
     let _ = deps
         .notifier
         .incident_updated(&stored, &format!("escalated: {}", escalation.detail))
@@ -138,4 +142,18 @@ fn missed_window_note(incident: &Incident) -> Option<String> {
         .iter()
         .find(|e| e.key == "approval:missed-window")
         .map(|e| e.message.clone())
+}
+
+/// The escalation's audit entry: one per incident, as the escalation itself.
+pub(crate) fn escalation_draft(e: &Escalation) -> AuditDraft {
+    AuditDraft {
+        key: "escalation".into(),
+        at: e.escalated_at,
+        actor: "iras".into(),
+        event: AuditEvent::Escalation {
+            reason: e.reason.as_str().to_string(),
+            detail: e.detail.clone(),
+            paged_via: e.paged_via.clone(),
+        },
+    }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::analyst::OfflineAnalyst;
+use crate::audit::{AuditDraft, AuditEntry, AuditEvent};
 use crate::config::PipelineConfig;
 use crate::domain::*;
 use crate::executor::DryRunExecutor;
@@ -197,13 +198,77 @@ pub(crate) async fn keep_calls(
     if calls.is_empty() {
         return Ok(());
     }
+    let mut kept = 0;
     mutate(deps, id, |inc| {
         let room = MAX_LLM_CALLS.saturating_sub(inc.llm_calls.len());
+        kept = calls.len().min(room);
         inc.llm_calls.extend(calls.iter().take(room).cloned());
         Ok(true)
     })
     .await?;
+    // A model call's entry only warns when it cannot be written: the call has happened and
+    // changed nothing, and failing the stage would only make it call the model again.
+    for (i, call) in calls.iter().take(kept).enumerate() {
+        let draft = AuditDraft {
+            key: format!(
+                "model:{}:{}:{i}",
+                call.stage,
+                call.at.timestamp_nanos_opt().unwrap_or_default()
+            ),
+            at: call.at,
+            actor: format!("{} {}", call.provider, call.model),
+            event: AuditEvent::ModelCall {
+                stage: call.stage.clone(),
+                provider: call.provider.clone(),
+                model: call.model.clone(),
+                input_tokens: call.input_tokens,
+                output_tokens: call.output_tokens,
+                latency_ms: call.latency_ms,
+                outcome: call.outcome.clone(),
+            },
+        };
+        audit_or_warn(deps, id, draft).await;
+    }
     Ok(())
+}
+
+/// Appends to the incident's audit log, signed with the configured key.
+pub(crate) async fn audit(
+    deps: &Deps,
+    id: &IncidentId,
+    draft: AuditDraft,
+) -> Result<AuditEntry, StoreError> {
+    crate::audit::append(
+        deps.store.as_ref(),
+        deps.config.audit_key.as_ref(),
+        id,
+        draft,
+    )
+    .await
+}
+
+/// [`audit`] for what must not wait on the log: a page, a rollback, a model call already
+/// made. The failure is logged and the entry is written by the next catch-up
+/// ([`audit_catch_up`]) when the event is on the record.
+pub(crate) async fn audit_or_warn(deps: &Deps, id: &IncidentId, draft: AuditDraft) {
+    let key = draft.key.clone();
+    if let Err(e) = audit(deps, id, draft).await {
+        tracing::warn!(incident = %id, entry = %key, error = %e, "audit entry not written yet");
+    }
+}
+
+/// Writes any entry the record shows happened but the log lacks (an append that failed, a
+/// crash between the record and the log): the decisions, every finished step and the
+/// escalation. Run by PostMortem, which every path ends with.
+pub(crate) async fn audit_catch_up(deps: &Deps, incident: &Incident) {
+    let id = &incident.incident_id;
+    for draft in request_approval::decision_drafts(incident) {
+        audit_or_warn(deps, id, draft).await;
+    }
+    remediate::audit_steps(deps, id).await;
+    if let Some(e) = &incident.escalation {
+        audit_or_warn(deps, id, escalate::escalation_draft(e)).await;
+    }
 }
 
 pub(crate) async fn load(deps: &Deps, id: &IncidentId) -> Result<Incident, StageError> {

@@ -51,6 +51,7 @@ pub async fn postmortem(deps: &Deps, input: &IncidentRef) -> Result<PostMortemOu
         Ok(true)
     })
     .await?;
+    audit_catch_up(deps, &incident).await;
     let steps = deps.store.steps(&input.incident_id).await?;
     let attempts = deps.store.attempts(&input.incident_id).await?;
     let facts = PostMortemFacts {

@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    announce, lifecycle, load, mutate, mutate_first, request_approval, tell, Deps, StageError,
+    announce, audit, audit_or_warn, lifecycle, load, mutate, mutate_first, request_approval, tell,
+    Deps, StageError,
 };
+use crate::audit::{AuditDraft, AuditEvent};
 use crate::domain::*;
 use crate::ports::{ExecError, StepCall};
 
@@ -273,6 +275,12 @@ pub async fn remediate(deps: &Deps, input: &RemediateInput) -> Result<RemediateO
         .clone()
         .ok_or_else(|| StageError::InvalidInput("no remediation plan".into()))?;
     check_runnable(deps, &incident, &plan)?;
+    // Nothing is applied on a decision the audit log does not hold: this fails the stage
+    // (retried, then escalated) rather than act unaudited. The decision's own path wrote it
+    // already; this finds it there, or writes it after a crash in between.
+    for draft in decisions_to_audit(&incident, &plan, deps.clock.now()) {
+        audit(deps, id, draft).await?;
+    }
     let now = deps.clock.now();
     mutate(deps, id, |inc| {
         if inc.status == IncidentStatus::Remediating {
@@ -527,5 +535,97 @@ async fn note_step(
         Ok(true)
     })
     .await?;
+    audit_steps(deps, id).await;
     Ok(())
+}
+
+/// The decisions that let this plan run: the people's, or the policy's when the plan needed
+/// no one.
+fn decisions_to_audit(
+    incident: &Incident,
+    plan: &RemediationPlan,
+    now: Timestamp,
+) -> Vec<AuditDraft> {
+    let people = request_approval::decision_drafts(incident);
+    if !people.is_empty() {
+        return people;
+    }
+    let plan_hash = plan.actions_hash();
+    vec![AuditDraft {
+        key: format!("decision:policy:{plan_hash}"),
+        at: now,
+        actor: "remediation policy".into(),
+        event: AuditEvent::Decision {
+            decision: "auto_approved".into(),
+            approver: "remediation policy".into(),
+            channel: "policy".into(),
+            comment: Some(
+                "every step within the auto-approve risk, reversible and allowed by the policy"
+                    .into(),
+            ),
+            approval_id: None,
+            plan_hash,
+            approvals: 0,
+            required: 0,
+        },
+    }]
+}
+
+/// The audit entry of a finished step record; `None` while it runs.
+fn step_draft(rec: &StepRecord) -> Option<AuditDraft> {
+    let step = rec.step as u64 + 1;
+    let executor = rec.executor.clone();
+    let event = match (rec.phase, rec.status) {
+        (_, StepStatus::Started) => return None,
+        (StepPhase::Apply, StepStatus::Succeeded) => AuditEvent::StepApplied {
+            step,
+            command: rec.command.clone(),
+            executor,
+            prior: rec.prior.as_ref().map(ResourceState::describe),
+            after: rec.after.as_ref().map(ResourceState::describe),
+            output: rec.output.clone(),
+        },
+        (StepPhase::Apply, StepStatus::Failed) => AuditEvent::StepFailed {
+            step,
+            command: rec.command.clone(),
+            executor,
+            error: rec.output.clone(),
+        },
+        (StepPhase::Rollback, status) => AuditEvent::Rollback {
+            step,
+            command: if rec.rollback_command.is_empty() {
+                rec.command.clone()
+            } else {
+                rec.rollback_command.clone()
+            },
+            executor,
+            succeeded: status == StepStatus::Succeeded,
+            output: rec.output.clone(),
+        },
+    };
+    Some(AuditDraft {
+        key: format!("step:{}:{}", phase_name(rec.phase), rec.step),
+        at: rec.ended_at.unwrap_or(rec.started_at),
+        actor: format!("executor {}", rec.executor),
+        event,
+    })
+}
+
+/// Writes the entry of every finished step the log does not have yet. A step's entry only
+/// warns when it cannot be written: stopping between a failed step and its rollback would
+/// leave systems half-changed, which is worse than an entry written late (PostMortem runs
+/// this again).
+pub(crate) async fn audit_steps(deps: &Deps, id: &IncidentId) {
+    let (records, log) = match (deps.store.steps(id).await, deps.store.audit(id).await) {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(incident = %id, error = %e, "step audit entries not written yet");
+            return;
+        }
+    };
+    for draft in records.iter().filter_map(step_draft) {
+        if !log.iter().any(|e| e.key == draft.key) {
+            audit_or_warn(deps, id, draft).await;
+        }
+    }
 }

@@ -4,7 +4,8 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{announce, lifecycle, load, mutate, mutate_or, Deps, StageError};
+use super::{announce, audit, lifecycle, load, mutate, mutate_or, Deps, StageError};
+use crate::audit::{AuditDraft, AuditEvent};
 use crate::domain::*;
 use crate::format_time;
 use crate::ports::*;
@@ -216,6 +217,7 @@ pub async fn decide(
     let now = deps.clock.now();
     let mut token = String::new();
     let mut partial = false;
+    let mut partial_key = String::new();
     let stored = mutate_or(deps, id, |inc| {
         let not_awaiting = || DecideError::NotAwaiting(id.to_string());
         let Some(approval) = inc.approval.as_mut() else {
@@ -279,9 +281,10 @@ pub async fn decide(
             let need = approval.required_approvers.max(1);
             if have < need {
                 partial = true;
+                partial_key = format!("approval:partial:{have}");
                 inc.record(
                     now,
-                    format!("approval:partial:{have}"),
+                    partial_key.clone(),
                     "approval",
                     format!(
                         "approval {have} of {need} by {} via {}{comment}; waiting for another person",
@@ -320,59 +323,78 @@ pub async fn decide(
         Ok(true)
     })
     .await?;
-    if partial {
-        let news = format!(
-            "plan approved by {} via {}; it needs another person's approval",
-            request.approver, request.channel
-        );
-        if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
-            tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the approval");
-        }
-        return Ok(stored);
+    // Written before the decision goes anywhere: when the log cannot take it, the decision is
+    // taken back below and the caller told to try again, so nothing is acted on unaudited.
+    // (Should the pipeline then refuse it as too late, the entry stays: the person did decide.)
+    let audited = match decision_drafts(&stored)
+        .into_iter()
+        .find(|d| d.key == decision_key(&stored, &request))
+    {
+        Some(draft) => audit(deps, id, draft).await.map(|_| ()),
+        None => Ok(()),
+    };
+    if let Err(e) = &audited {
+        tracing::error!(incident = %id, error = %e, "decision not written to the audit log; taken back");
     }
-    let failure = match deliver(callbacks, &token, &request).await {
-        Ok(()) => {
-            let stored = settle_delivered(deps, id, None).await.unwrap_or(stored);
-            // Whoever decided, the on-call channel sees it (Slack edits its approval message).
+    let failure = match audited {
+        Err(e) => DecideError::Unavailable(format!(
+            "the decision could not be written to the audit log ({e}); nothing was applied, \
+             try again"
+        )),
+        Ok(()) if partial => {
             let news = format!(
-                "plan {} by {} via {}",
-                request.decision.as_str(),
-                request.approver,
-                request.channel
+                "plan approved by {} via {}; it needs another person's approval",
+                request.approver, request.channel
             );
             if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
-                tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the decision");
+                tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the approval");
             }
             return Ok(stored);
         }
-        // The pipeline gave up waiting between our check and the callback.
-        Err(CallbackError::TaskTimedOut) | Err(CallbackError::InvalidToken) => {
-            DecideError::Expired(
-                stored
-                    .approval
-                    .as_ref()
-                    .map(|a| a.expires_at)
-                    .unwrap_or(now),
-            )
-        }
-        // The decision stands, recorded and pending: reconciliation delivers it once the
-        // pipeline answers again. The caller reports it as recorded, not as applied.
-        Err(CallbackError::Unavailable(e)) => {
-            tracing::warn!(incident = %id, error = %e, "decision recorded; delivery to the pipeline pending");
-            let note = format!(
+        Ok(()) => match deliver(callbacks, &token, &request).await {
+            Ok(()) => {
+                let stored = settle_delivered(deps, id, None).await.unwrap_or(stored);
+                // Whoever decided, the on-call channel sees it (Slack edits its approval message).
+                let news = format!(
+                    "plan {} by {} via {}",
+                    request.decision.as_str(),
+                    request.approver,
+                    request.channel
+                );
+                if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
+                    tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the decision");
+                }
+                return Ok(stored);
+            }
+            // The pipeline gave up waiting between our check and the callback.
+            Err(CallbackError::TaskTimedOut) | Err(CallbackError::InvalidToken) => {
+                DecideError::Expired(
+                    stored
+                        .approval
+                        .as_ref()
+                        .map(|a| a.expires_at)
+                        .unwrap_or(now),
+                )
+            }
+            // The decision stands, recorded and pending: reconciliation delivers it once the
+            // pipeline answers again. The caller reports it as recorded, not as applied.
+            Err(CallbackError::Unavailable(e)) => {
+                tracing::warn!(incident = %id, error = %e, "decision recorded; delivery to the pipeline pending");
+                let note = format!(
                 "plan {} by {} via {}; the pipeline could not be reached ({e}), delivery is retried",
                 request.decision.as_str(),
                 request.approver,
                 request.channel
             );
-            let stored = mutate(deps, id, |inc| {
-                inc.record(now, "approval:delivery-pending", "approval", note.clone());
-                Ok(true)
-            })
-            .await
-            .unwrap_or(stored);
-            return Ok(stored);
-        }
+                let stored = mutate(deps, id, |inc| {
+                    inc.record(now, "approval:delivery-pending", "approval", note.clone());
+                    Ok(true)
+                })
+                .await
+                .unwrap_or(stored);
+                return Ok(stored);
+            }
+        },
     };
     // The decision did not reach the pipeline: take it back so the record does not claim an
     // approval that never took effect (and a transient failure can be retried).
@@ -388,7 +410,8 @@ pub async fn decide(
             a.approvals
                 .retain(|d| person(&d.approver, d.identity.as_ref()) != who);
         }
-        inc.timeline.retain(|e| e.key != "approval:decided");
+        inc.timeline
+            .retain(|e| e.key != "approval:decided" && (!partial || e.key != partial_key));
         inc.record(
             now,
             format!("approval:undelivered:{}", now.timestamp_millis()),
@@ -547,6 +570,20 @@ pub async fn reconcile_decisions(
                 channel: d.channel.clone(),
                 comment: d.comment.clone(),
             };
+            // A crash between recording the decision and writing its entry: written now,
+            // before delivery; while the log cannot take it, the decision waits.
+            let mut unaudited = None;
+            for draft in decision_drafts(inc) {
+                if let Err(e) = audit(deps, &inc.incident_id, draft).await {
+                    unaudited = Some(e);
+                    break;
+                }
+            }
+            if let Some(e) = unaudited {
+                tracing::warn!(incident = %inc.incident_id, error = %e, "pending decision not delivered: the audit log cannot take it yet");
+                done.pending += 1;
+                continue;
+            }
             match deliver(callbacks, &a.task_token, &request).await {
                 Ok(()) => {
                     let note = format!(
@@ -589,4 +626,66 @@ fn who_decided(a: &ApprovalRequest, d: &ApprovalDecision) -> String {
     } else {
         d.approver.clone()
     }
+}
+
+/// The audit key of one person's decision on one approval request: the same whichever path
+/// writes it (the decision itself, the relay, Remediate's check, the post-mortem's catch-up).
+fn audit_key_of(approval: &ApprovalRequest, d: &ApprovalDecision) -> String {
+    format!(
+        "decision:{}:{}:{}",
+        approval.approval_id,
+        d.decision.as_str(),
+        person(&d.approver, d.identity.as_ref())
+    )
+}
+
+/// The key of the decision `request` just recorded on `incident`.
+fn decision_key(incident: &Incident, request: &DecisionRequest) -> String {
+    let approval_id = incident
+        .approval
+        .as_ref()
+        .map(|a| a.approval_id.as_str())
+        .unwrap_or_default();
+    format!(
+        "decision:{approval_id}:{}:{}",
+        request.decision.as_str(),
+        person(&request.approver, request.identity.as_ref())
+    )
+}
+
+/// The audit entries of every decision recorded on the incident's approval request: each
+/// approval (1 of 2, 2 of 2), and a rejection or recovery.
+pub(crate) fn decision_drafts(incident: &Incident) -> Vec<AuditDraft> {
+    let Some(a) = incident.approval.as_ref() else {
+        return Vec::new();
+    };
+    let required = a.required_approvers.max(1);
+    let draft = |d: &ApprovalDecision, nth: u32| AuditDraft {
+        key: audit_key_of(a, d),
+        at: d.decided_at,
+        actor: format!("{} via {}", d.approver, d.channel),
+        event: AuditEvent::Decision {
+            decision: d.decision.as_str().to_string(),
+            approver: d.approver.clone(),
+            channel: d.channel.clone(),
+            comment: d.comment.clone(),
+            approval_id: Some(a.approval_id.clone()),
+            plan_hash: d.plan_hash.clone(),
+            approvals: nth,
+            required,
+        },
+    };
+    let mut out: Vec<AuditDraft> = a
+        .approvals
+        .iter()
+        .enumerate()
+        .map(|(i, d)| draft(d, i as u32 + 1))
+        .collect();
+    if let Some(d) = &a.decision {
+        let key = audit_key_of(a, d);
+        if !out.iter().any(|x| x.key == key) {
+            out.push(draft(d, a.approvals.len() as u32));
+        }
+    }
+    out
 }

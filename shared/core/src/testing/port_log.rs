@@ -158,6 +158,16 @@ impl IncidentStore for Logged<dyn IncidentStore> {
     async fn release_once(&self, key: &str) -> Result<(), StoreError> {
         self.on(Port::Store).release_once(key).await
     }
+    async fn append_audit(
+        &self,
+        id: &IncidentId,
+        entry: &crate::audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.on(Port::Store).append_audit(id, entry).await
+    }
+    async fn audit(&self, id: &IncidentId) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        self.on(Port::Store).audit(id).await
+    }
 }
 
 #[async_trait]
