@@ -104,6 +104,7 @@ impl Harness {
                     approver: "alice@example.com".into(),
                     channel: "cli".into(),
                     comment: Some("looks right".into()),
+                    identity: iras_core::Identity::Unstated,
                 },
             )
             .await

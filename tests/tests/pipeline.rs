@@ -301,6 +301,7 @@ async fn a_runtime_killed_while_waiting_for_approval_resumes_and_applies_each_st
             approver: "bob".into(),
             channel: "cli".into(),
             comment: None,
+            identity: iras_core::Identity::Unstated,
         },
     )
     .await

@@ -129,6 +129,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoOutcome, String> {
                                     approver: "demo".into(),
                                     channel: "demo".into(),
                                     comment: None,
+                                    identity: iras_core::Identity::Unstated,
                                 },
                             )
                             .await

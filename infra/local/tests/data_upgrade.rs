@@ -84,6 +84,7 @@ async fn an_approval_waiting_in_a_pre_split_data_directory_survives_the_upgrade(
                 approver: "alice".into(),
                 channel: "cli".into(),
                 comment: None,
+                identity: iras_core::Identity::Unstated,
             },
         )
         .await

@@ -825,6 +825,57 @@ pub struct ApprovalDecision {
     /// field existed were delivered in the same call, so absent means delivered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delivery_pending: bool,
+    /// How far `approver` was checked. Records written before the field existed load as
+    /// [`Identity::Unstated`].
+    #[serde(default, skip_serializing_if = "Identity::is_unstated")]
+    pub identity: Identity,
+}
+
+/// How far the name on a decision can be trusted, and what is known of who made it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Identity {
+    /// Only `approver` and `channel` are recorded: decisions stored before identities were,
+    /// and channels that do not say yet.
+    #[default]
+    Unstated,
+    /// Typed into the approval page, and checked by nobody: what is known is that whoever
+    /// typed it held the signed link, and where that link was sent.
+    SelfDeclared {
+        /// As typed; none when the field was left empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Where the link was sent, as the page found it on the approval request (for Slack,
+        /// the channel its message was posted in).
+        link_sent_to: String,
+    },
+}
+
+impl Identity {
+    pub fn is_unstated(&self) -> bool {
+        matches!(self, Identity::Unstated)
+    }
+
+    /// The name that stands for one person (the two-person rule): the name as typed when
+    /// there is one, else `approver` as recorded.
+    pub fn person<'a>(&'a self, approver: &'a str) -> &'a str {
+        match self {
+            Identity::SelfDeclared {
+                name: Some(name), ..
+            } => name,
+            _ => approver,
+        }
+    }
+
+    /// How the decision reached IRAS, as the timeline and the on-call channel tell it.
+    pub fn via(&self, channel: &str) -> String {
+        match self {
+            Identity::Unstated => channel.to_string(),
+            Identity::SelfDeclared { link_sent_to, .. } => {
+                format!("{channel}, through the link sent to {link_sent_to}")
+            }
+        }
+    }
 }
 
 /// The pending approval. The task token stays in the store: it is never serialised into
@@ -1598,6 +1649,38 @@ mod tests {
         });
         let shown = serde_json::to_string(&inc.redacted()).unwrap();
         assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn a_decision_stored_before_identities_loads_as_unstated_and_a_page_one_round_trips() {
+        let old: ApprovalDecision = serde_json::from_value(json!({
+            "decision": "approved", "approver": "alice", "channel": "api",
+            "decided_at": "2024-03-12T14:07:30Z"
+        }))
+        .unwrap();
+        assert_eq!(old.identity, Identity::Unstated);
+        let shown = serde_json::to_value(&old).unwrap();
+        assert!(shown.get("identity").is_none(), "{shown}");
+
+        let page = ApprovalDecision {
+            identity: Identity::SelfDeclared {
+                name: Some("alice".into()),
+                link_sent_to: "Slack channel C1".into(),
+            },
+            ..old
+        };
+        let stored = serde_json::to_value(&page).unwrap();
+        assert_eq!(
+            stored["identity"],
+            json!({"kind": "self_declared", "name": "alice", "link_sent_to": "Slack channel C1"})
+        );
+        let back: ApprovalDecision = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, page);
+        assert_eq!(
+            back.identity.via("page"),
+            "page, through the link sent to Slack channel C1"
+        );
+        assert_eq!(back.identity.person("alice (self-declared)"), "alice");
     }
 
     #[test]

@@ -165,6 +165,7 @@ fn approval_by(who: &str) -> DecisionRequest {
         approver: who.into(),
         channel: "cli".into(),
         comment: None,
+        identity: iras_core::Identity::Unstated,
     }
 }
 
@@ -500,6 +501,7 @@ async fn a_second_decision_changes_nothing() {
             approver: "mallory".into(),
             channel: "api".into(),
             comment: None,
+            identity: iras_core::Identity::Unstated,
         },
     )
     .await
@@ -534,6 +536,7 @@ async fn a_decision_after_the_window_is_refused() {
             approver: "bob".into(),
             channel: "cli".into(),
             comment: None,
+            identity: iras_core::Identity::Unstated,
         },
     )
     .await
@@ -731,6 +734,7 @@ async fn a_decision_for_another_approval_id_changes_nothing() {
             approver: "eve".into(),
             channel: "page".into(),
             comment: None,
+            identity: iras_core::Identity::Unstated,
         },
     )
     .await
@@ -792,6 +796,7 @@ async fn each_stage_calls_exactly_the_ports_it_declares() {
         approver: "alice".into(),
         channel: "cli".into(),
         comment: None,
+        identity: iras_core::Identity::Unstated,
     };
     decide(&f.deps, &NullCallbacks(Mutex::new(vec![])), &id, decision)
         .await
@@ -898,6 +903,44 @@ async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() 
         .any(|e| e.message.contains("approved by alice and bob")));
     let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
     assert_eq!(out.outcome, RemediationOutcome::Applied);
+}
+
+#[tokio::test]
+async fn a_name_self_declared_on_the_page_is_the_same_person_by_any_other_channel() {
+    let plan = lying_plan(vec![step(scale("6"), RiskLevel::Medium)]);
+    let mut f = fixture(scripted(Some(plan)), FailingExecutor::default());
+    f.deps.config.policy = RemediationPolicy::parse(
+        "rules:\n  - actions: [runner]\n    resources: [\"shop/*\"]\n    approvers: 2\n",
+        "test policy",
+    )
+    .unwrap();
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok"))
+        .await
+        .unwrap();
+    let cb = NullCallbacks(Mutex::new(vec![]));
+    let on_the_page = DecisionRequest {
+        approver: "alice (self-declared)".into(),
+        channel: "page".into(),
+        identity: Identity::SelfDeclared {
+            name: Some("alice".into()),
+            link_sent_to: "Slack channel C1".into(),
+        },
+        ..approval_by("alice")
+    };
+    let first = decide(&f.deps, &cb, &id, on_the_page).await.unwrap();
+    let kept = &first.approval.as_ref().unwrap().approvals[0];
+    assert_eq!(kept.approver, "alice (self-declared)");
+    assert!(matches!(kept.identity, Identity::SelfDeclared { .. }));
+    assert!(first.timeline.iter().any(|e| e
+        .message
+        .contains("by alice (self-declared) via page, through the link sent to Slack channel C1")));
+    // The suffix that marks the name unchecked does not make a second person of her.
+    let again = decide(&f.deps, &cb, &id, approval_by("Alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(again, DecideError::AlreadyApproved("Alice".into()));
+    assert!(cb.0.lock().unwrap().is_empty());
 }
 
 /// The payment error rate as it reads after the change: `value` at every minute after

@@ -184,6 +184,7 @@ async fn decide_by_api(
         approver: approver.clone(),
         channel: "api".into(),
         comment,
+        identity: iras_core::Identity::Unstated,
     };
     match decide(&app.deps, app.callbacks.as_ref(), &id, request).await {
         Ok(incident) => {

@@ -264,6 +264,7 @@ pub(crate) async fn interactions(
         approver: click.approver.clone(),
         channel: "slack".into(),
         comment: None,
+        identity: iras_core::Identity::Unstated,
     };
     let mut task = tokio::spawn(async move {
         // `decide` also tells the notifier (thread reply and message edit), whatever the channel.

@@ -134,6 +134,7 @@ async fn a_decision_recorded_by_a_killed_callback_is_delivered_by_the_schedule()
         comment: None,
         plan_hash: approval.plan_hash.clone(),
         delivery_pending: true,
+        identity: Default::default(),
     };
     approval.approvals.push(decision.clone());
     approval.decision = Some(decision);

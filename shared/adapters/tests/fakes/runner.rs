@@ -208,6 +208,7 @@ async fn a_failing_runner_answer_rolls_the_earlier_step_back_to_its_recorded_sta
         comment: None,
         plan_hash: plan.actions_hash(),
         delivery_pending: false,
+        identity: Default::default(),
     };
     inc.approval = Some(ApprovalRequest {
         approval_id: "apr".into(),

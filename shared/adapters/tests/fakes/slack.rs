@@ -220,6 +220,7 @@ async fn an_update_replies_in_the_thread_and_edits_the_original_with_the_decisio
         comment: None,
         plan_hash: String::new(),
         delivery_pending: false,
+        identity: Default::default(),
     });
     inc.status = IncidentStatus::Remediating;
     slack

@@ -364,6 +364,7 @@ async fn approved(
         comment: None,
         plan_hash: plan.actions_hash(),
         delivery_pending: false,
+        identity: Default::default(),
     };
     inc.approval = Some(ApprovalRequest {
         approval_id: "apr-1".into(),

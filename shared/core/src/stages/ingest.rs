@@ -297,6 +297,7 @@ async fn end_wait_on_recovery(
             "the source reported recovery at {}; AUTO_CANCEL_ON_RECOVERY ended the wait",
             format_time(at)
         )),
+        identity: Identity::Unstated,
     };
     match decide(deps, callbacks, id, request).await {
         Ok(_) => Ok(()),

@@ -162,6 +162,21 @@ pub struct DecisionRequest {
     pub approver: String,
     pub channel: String,
     pub comment: Option<String>,
+    /// How far `approver` was checked (the page: a self-declared name, and where its link
+    /// was sent). Kept on the decision.
+    pub identity: Identity,
+}
+
+impl DecisionRequest {
+    /// The channel, and for a page decision the link it came through: what the texts say.
+    fn via(&self) -> String {
+        self.identity.via(&self.channel)
+    }
+
+    /// Who counts as the same person for the two-person rule.
+    fn person(&self) -> String {
+        person(self.identity.person(&self.approver))
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -233,6 +248,7 @@ pub async fn decide(
             comment: request.comment.clone(),
             plan_hash: approval.plan_hash.clone(),
             delivery_pending: false,
+            identity: request.identity.clone(),
         };
         let comment = request
             .comment
@@ -240,8 +256,12 @@ pub async fn decide(
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
         if request.decision == Decision::Approved {
-            let who = person(&request.approver);
-            if approval.approvals.iter().any(|a| person(&a.approver) == who) {
+            let who = request.person();
+            if approval
+                .approvals
+                .iter()
+                .any(|a| person(a.identity.person(&a.approver)) == who)
+            {
                 return Err(DecideError::AlreadyApproved(request.approver.clone()));
             }
             approval.approvals.push(decision.clone());
@@ -255,7 +275,8 @@ pub async fn decide(
                     "approval",
                     format!(
                         "approval {have} of {need} by {} via {}{comment}; waiting for another person",
-                        request.approver, request.channel
+                        request.approver,
+                        request.via()
                     ),
                 );
                 return Ok(true);
@@ -284,7 +305,7 @@ pub async fn decide(
             format!(
                 "plan {} by {who} via {}{comment}",
                 request.decision.as_str(),
-                request.channel,
+                request.via(),
             ),
         );
         Ok(true)
@@ -293,7 +314,8 @@ pub async fn decide(
     if partial {
         let news = format!(
             "plan approved by {} via {}; it needs another person's approval",
-            request.approver, request.channel
+            request.approver,
+            request.via()
         );
         if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
             tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the approval");
@@ -308,7 +330,7 @@ pub async fn decide(
                 "plan {} by {} via {}",
                 request.decision.as_str(),
                 request.approver,
-                request.channel
+                request.via()
             );
             if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
                 tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the decision");
@@ -333,7 +355,7 @@ pub async fn decide(
                 "plan {} by {} via {}; the pipeline could not be reached ({e}), delivery is retried",
                 request.decision.as_str(),
                 request.approver,
-                request.channel
+                request.via()
             );
             let stored = mutate(deps, id, |inc| {
                 inc.record(now, "approval:delivery-pending", "approval", note.clone());
@@ -354,8 +376,9 @@ pub async fn decide(
         a.decision = None;
         // The last approval is the one that did not reach the pipeline.
         if request.decision == Decision::Approved {
-            let who = person(&request.approver);
-            a.approvals.retain(|d| person(&d.approver) != who);
+            let who = request.person();
+            a.approvals
+                .retain(|d| person(d.identity.person(&d.approver)) != who);
         }
         inc.timeline.retain(|e| e.key != "approval:decided");
         inc.record(
@@ -514,6 +537,7 @@ pub async fn reconcile_decisions(
                 approver: who_decided(a, d),
                 channel: d.channel.clone(),
                 comment: d.comment.clone(),
+                identity: d.identity.clone(),
             };
             match deliver(callbacks, &a.task_token, &request).await {
                 Ok(()) => {
