@@ -69,6 +69,9 @@ try {
   await first.waitForSelector('#outcome');
   const outcome = (await first.locator('#outcome').innerText()).trim();
   check(/approved/i.test(outcome), `after Approve the page says: ${outcome}`);
+  // The typed name is recorded for what it is, with the channel the link was sent to.
+  const recorded = (await first.locator('#recorded').innerText()).trim();
+  check(/self-declared/.test(recorded) && /link sent to/.test(recorded), `the page says it recorded: ${recorded}`);
 
   // The second copy of the page still shows its buttons; its click must be refused.
   await second.click('#approve');
@@ -76,7 +79,7 @@ try {
   const again = (await second.locator('body').innerText()).trim();
   check(/already used/i.test(again), `a second approval was not refused: ${again.slice(0, 200)}`);
 
-  console.log(JSON.stringify({ steps: seen, outcome, second: again.split('\n')[0] }));
+  console.log(JSON.stringify({ steps: seen, outcome, recorded, second: again.split('\n')[0] }));
 } finally {
   await browser.close();
 }

@@ -88,6 +88,11 @@ async fn an_approval_link_survives_a_killed_server_and_decides_once() {
     );
     let page = c.get(format!("{}{path}", server.url)).send().await.unwrap();
     assert_eq!(page.status(), 200, "link from port {port} still valid");
+    // The form posts back the token this render of the page carries.
+    let html = page.text().await.unwrap();
+    let marker = "name=\"form_token\" value=\"";
+    let at = html.find(marker).expect("the page's form has a token") + marker.len();
+    let form_token = html[at..at + html[at..].find('"').unwrap()].to_string();
 
     let query: Vec<(String, String)> = url_query(path);
     let approval_id = path
@@ -98,6 +103,7 @@ async fn an_approval_link_survives_a_killed_server_and_decides_once() {
     let mut form = query.clone();
     form.push(("decision".into(), "approve".into()));
     form.push(("approver".into(), "bob".into()));
+    form.push(("form_token".into(), form_token));
     let r = c
         .post(format!("{}/approvals/{approval_id}", server.url))
         .form(&form)
@@ -121,7 +127,15 @@ async fn an_approval_link_survives_a_killed_server_and_decides_once() {
         .filter(|s| s["phase"] == "apply")
         .collect();
     assert_eq!(applied.len(), steps, "each step applied exactly once");
-    assert_eq!(done["approval"]["decision"]["approver"], "bob");
+    assert_eq!(
+        done["approval"]["decision"]["approver"],
+        "bob (self-declared)"
+    );
+    assert_eq!(
+        done["approval"]["decision"]["identity"]["kind"],
+        "self_declared"
+    );
+    assert_eq!(done["approval"]["decision"]["identity"]["name"], "bob");
     assert_eq!(done["approval"]["decision"]["channel"], "page");
 }
 
@@ -372,8 +386,15 @@ async fn a_person_approves_in_the_browser_and_a_second_click_is_refused() {
     assert_eq!(done["approval"]["decision"]["channel"], "page");
     assert_eq!(
         done["approval"]["decision"]["approver"],
-        "alice (browser test)"
+        "alice (browser test) (self-declared)"
     );
+    assert_eq!(
+        done["approval"]["decision"]["identity"]["kind"],
+        "self_declared"
+    );
+    assert!(seen["recorded"]
+        .as_str()
+        .is_some_and(|r| r.contains("through the link sent to")));
 }
 
 #[tokio::test]

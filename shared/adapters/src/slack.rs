@@ -174,12 +174,13 @@ fn approver_text(d: &iras_core::ApprovalDecision) -> String {
         {
             format!("<@{user_id}>")
         }
+        // The page already wrote "(self-declared)" into the name.
+        Some(ApproverIdentity::SelfDeclared { .. }) | None => md(&d.approver, 200),
         Some(identity) => format!(
             "{} ({})",
             md(&d.approver, 200),
             md(&identity.describe(), 200)
         ),
-        None => md(&d.approver, 200),
     }
 }
 

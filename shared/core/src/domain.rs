@@ -820,11 +820,13 @@ pub enum ApproverIdentity {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         team_id: Option<String>,
     },
-    /// A name typed on the approval page, opened through a link sent to `via`: not verified.
+    /// A name typed on the approval page (empty when left blank), checked by nobody: what is
+    /// known is that whoever typed it held the signed link, and where that link was sent.
     SelfDeclared {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        via: Option<String>,
+        link_sent_to: Option<String>,
     },
     /// Whoever runs `iras` on this machine (the CLI, the demo).
     Local { name: String },
@@ -846,6 +848,44 @@ impl ApproverIdentity {
         }
     }
 
+    /// How the decision reached IRAS, as the timeline and the on-call channel tell it.
+    pub fn via(identity: Option<&ApproverIdentity>, channel: &str) -> String {
+        match identity {
+            Some(ApproverIdentity::SelfDeclared {
+                link_sent_to: Some(to),
+                ..
+            }) => format!("{channel}, through the link sent to {to}"),
+            _ => channel.to_string(),
+        }
+    }
+
+    /// Whether two decisions are one person's. The same checked identity is; so is the same
+    /// name when either side is only a name (typed on the page, or recorded before identities
+    /// were): "alice" typed on the page and the key named alice count once, as a careful
+    /// reader would count them.
+    pub fn same_person(
+        a: (&str, Option<&ApproverIdentity>),
+        b: (&str, Option<&ApproverIdentity>),
+    ) -> bool {
+        let name = |(approver, identity): (&str, Option<&ApproverIdentity>)| {
+            let n = match identity {
+                Some(ApproverIdentity::SelfDeclared { name, .. }) if !name.trim().is_empty() => {
+                    name.as_str()
+                }
+                Some(ApproverIdentity::ApiKey { name })
+                | Some(ApproverIdentity::Local { name }) => name.as_str(),
+                _ => approver,
+            };
+            n.trim().to_lowercase()
+        };
+        let key = |(approver, identity): (&str, Option<&ApproverIdentity>)| match identity {
+            Some(i) => i.key(),
+            None => format!("self-declared:{}", approver.trim().to_lowercase()),
+        };
+        let checked = |i: Option<&ApproverIdentity>| i.is_some_and(ApproverIdentity::verified);
+        key(a) == key(b) || ((!checked(a.1) || !checked(b.1)) && name(a) == name(b))
+    }
+
     /// True when IRAS checked who this is (a key or a signed Slack click).
     pub fn verified(&self) -> bool {
         matches!(
@@ -859,10 +899,11 @@ impl ApproverIdentity {
         match self {
             ApproverIdentity::ApiKey { name } => format!("API key {name}"),
             ApproverIdentity::Slack { user_id, .. } => format!("Slack user {user_id}"),
-            ApproverIdentity::SelfDeclared { via: Some(via), .. } => {
-                format!("self-declared, through the link sent to {via}")
-            }
-            ApproverIdentity::SelfDeclared { via: None, .. } => "self-declared".into(),
+            ApproverIdentity::SelfDeclared {
+                link_sent_to: Some(to),
+                ..
+            } => format!("self-declared, through the link sent to {to}"),
+            ApproverIdentity::SelfDeclared { .. } => "self-declared".into(),
             ApproverIdentity::Local { .. } => "local operator".into(),
         }
     }
@@ -1662,6 +1703,68 @@ mod tests {
         });
         let shown = serde_json::to_string(&inc.redacted()).unwrap();
         assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn a_decision_stored_before_identities_loads_without_one_and_a_page_one_round_trips() {
+        let old: ApprovalDecision = serde_json::from_value(json!({
+            "decision": "approved", "approver": "alice", "channel": "api",
+            "decided_at": "2024-03-12T14:07:30Z"
+        }))
+        .unwrap();
+        assert_eq!(old.identity, None);
+        let shown = serde_json::to_value(&old).unwrap();
+        assert!(shown.get("identity").is_none(), "{shown}");
+
+        let page = ApprovalDecision {
+            identity: Some(ApproverIdentity::SelfDeclared {
+                name: "alice".into(),
+                link_sent_to: Some("Slack channel C1".into()),
+            }),
+            ..old
+        };
+        let stored = serde_json::to_value(&page).unwrap();
+        assert_eq!(
+            stored["identity"],
+            json!({"kind": "self_declared", "name": "alice", "link_sent_to": "Slack channel C1"})
+        );
+        let back: ApprovalDecision = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, page);
+        assert_eq!(
+            ApproverIdentity::via(back.identity.as_ref(), "page"),
+            "page, through the link sent to Slack channel C1"
+        );
+    }
+
+    #[test]
+    fn one_person_is_one_identity_or_one_name_where_a_name_is_all_there_is() {
+        let key = |n: &str| ApproverIdentity::ApiKey { name: n.into() };
+        let typed = |n: &str| ApproverIdentity::SelfDeclared {
+            name: n.into(),
+            link_sent_to: None,
+        };
+        let slack = ApproverIdentity::Slack {
+            user_id: "U060R4BJ4".into(),
+            team_id: None,
+        };
+        let same = ApproverIdentity::same_person;
+        assert!(same(("x", Some(&key("ops"))), ("y", Some(&key("ops")))));
+        assert!(!same(
+            ("alice", Some(&key("alice"))),
+            ("bob", Some(&key("bob")))
+        ));
+        // A name typed on the page matches the same name by any channel.
+        assert!(same(
+            ("alice (self-declared)", Some(&typed(" Alice "))),
+            ("alice", Some(&key("alice")))
+        ));
+        assert!(same(("alice", None), ("Alice", Some(&typed("alice")))));
+        // Two checked identities with one display name are two people.
+        assert!(!same(("alice", Some(&slack)), ("alice", Some(&key("ops")))));
+        assert!(!same(
+            ("carol", Some(&typed("carol"))),
+            ("dave", Some(&typed("dave")))
+        ));
     }
 
     #[test]

@@ -903,7 +903,7 @@ async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() 
     let typed = |name: &str| {
         Some(ApproverIdentity::SelfDeclared {
             name: name.into(),
-            via: Some("slack".into()),
+            link_sent_to: Some("slack".into()),
         })
     };
     let mut f2 = fixture(
@@ -943,6 +943,47 @@ async fn two_approvers_means_two_people_and_the_same_person_twice_counts_once() 
         .any(|e| e.message.contains("approved by alice and bob")));
     let out = remediate(&f.deps, &remediate_input(&id)).await.unwrap();
     assert_eq!(out.outcome, RemediationOutcome::Applied);
+}
+
+#[tokio::test]
+async fn a_name_self_declared_on_the_page_is_the_same_person_by_any_other_channel() {
+    let plan = lying_plan(vec![step(scale("6"), RiskLevel::Medium)]);
+    let mut f = fixture(scripted(Some(plan)), FailingExecutor::default());
+    f.deps.config.policy = RemediationPolicy::parse(
+        "rules:\n  - actions: [runner]\n    resources: [\"shop/*\"]\n    approvers: 2\n",
+        "test policy",
+    )
+    .unwrap();
+    let id = through_plan(&f).await;
+    request_approval(&f.deps, &approval_input(&id, "tok"))
+        .await
+        .unwrap();
+    let cb = NullCallbacks(Mutex::new(vec![]));
+    let on_the_page = DecisionRequest {
+        approver: "alice (self-declared)".into(),
+        channel: "page".into(),
+        identity: Some(ApproverIdentity::SelfDeclared {
+            name: "alice".into(),
+            link_sent_to: Some("Slack channel C1".into()),
+        }),
+        ..approval_by("alice")
+    };
+    let first = decide(&f.deps, &cb, &id, on_the_page).await.unwrap();
+    let kept = &first.approval.as_ref().unwrap().approvals[0];
+    assert_eq!(kept.approver, "alice (self-declared)");
+    assert!(matches!(
+        kept.identity,
+        Some(ApproverIdentity::SelfDeclared { .. })
+    ));
+    assert!(first.timeline.iter().any(|e| e
+        .message
+        .contains("by alice (self-declared) via page, through the link sent to Slack channel C1")));
+    // The suffix that marks the name unchecked does not make a second person of her.
+    let again = decide(&f.deps, &cb, &id, approval_by("Alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(again, DecideError::AlreadyApproved("Alice".into()));
+    assert!(cb.0.lock().unwrap().is_empty());
 }
 
 /// The payment error rate as it reads after the change: `value` at every minute after

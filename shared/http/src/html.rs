@@ -1,5 +1,8 @@
-//! HTML for the approval pages: escaping, the shared layout, and the headers that keep a page
-//! holding secrets (a signed link) out of caches, frames and referrers.
+//! HTML for the approval pages: the shared layout, and the headers that keep a page holding
+//! secrets (a signed link) out of caches, frames and other sites' referrers. Pages are maud
+//! templates: every value interpolated into one is escaped by the template itself, so text
+//! that came from outside (alert fields, log lines, evidence, commands, names) cannot become
+//! markup — an alert is written by whoever can reach the webhook, not by us.
 
 use std::sync::LazyLock;
 
@@ -11,25 +14,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
-
-/// Escapes text for HTML element content and quoted attribute values. Every piece of text
-/// that came from outside (alert fields, log lines, evidence, commands, names) goes through
-/// this: an alert is written by whoever can reach the webhook, not by us.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Plain and readable on a phone at 3 a.m.; no external assets, no scripts.
 const STYLE: &str = "
@@ -105,22 +91,35 @@ pub(crate) fn content_security_policy() -> &'static str {
     &CSP
 }
 
-/// A whole document around `body`. `title` is escaped here; `body` must already be HTML.
-/// `class` goes on `<body>` (`outcome-ok` / `outcome-refused` colour the result).
-pub(crate) fn document(title: &str, class: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"robots\" content=\"noindex, nofollow\">\n\
-         <title>{} · IRAS</title>\n<style>{STYLE}</style>\n</head>\n\
-         <body class=\"{}\">\n<main>\n{body}\n</main>\n</body>\n</html>\n",
-        escape(title),
-        escape(class),
-    )
+/// A whole document around `body`. `class` goes on `<body>` (`outcome-ok` / `outcome-refused`
+/// colour the result).
+pub(crate) fn document(title: &str, class: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex, nofollow";
+                title { (title) " · IRAS" }
+                // Ours, verbatim: the CSP allows exactly these bytes by their hash.
+                style { (PreEscaped(STYLE)) }
+            }
+            body class=[(!class.is_empty()).then_some(class)] {
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// An HTML response with the headers every approval page needs: the URL carries a signature,
-/// so nothing may cache it, frame it or leak it in a Referer.
+/// so nothing may cache it, frame it or send it to another site in a Referer.
+///
+/// `Referrer-Policy: same-origin`, not `no-referrer`: no other site ever sees where the page
+/// was, and a form posted back to us keeps its real `Origin` — under `no-referrer` the Fetch
+/// standard sends `Origin: null` with every POST, which would leave the origin check
+/// nothing to check.
 pub(crate) fn respond(status: StatusCode, html: String) -> Response {
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
@@ -130,7 +129,7 @@ pub(crate) fn respond(status: StatusCode, html: String) -> Response {
     );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(
         HeaderName::from_static("x-robots-tag"),
@@ -145,17 +144,30 @@ pub(crate) fn respond(status: StatusCode, html: String) -> Response {
 
 /// A page that only states an outcome (a decision, or why there can be none).
 pub(crate) fn message_page(status: StatusCode, heading: &str, outcome: &str) -> Response {
+    message_page_with(status, heading, outcome, None)
+}
+
+/// [`message_page`] with a second line under the outcome (what was recorded, and how).
+pub(crate) fn message_page_with(
+    status: StatusCode,
+    heading: &str,
+    outcome: &str,
+    recorded: Option<&str>,
+) -> Response {
     let class = if status.is_success() {
         "outcome-ok"
     } else {
         "outcome-refused"
     };
-    let body = format!(
-        "<p class=\"kicker\">IRAS · approval</p>\n<h1>{}</h1>\n<p id=\"outcome\">{}</p>",
-        escape(heading),
-        escape(outcome)
-    );
-    respond(status, document(heading, class, &body))
+    let body = html! {
+        p.kicker { "IRAS · approval" }
+        h1 { (heading) }
+        p #outcome { (outcome) }
+        @if let Some(recorded) = recorded {
+            p #recorded { (recorded) }
+        }
+    };
+    respond(status, document(heading, class, body))
 }
 
 #[cfg(test)]
@@ -163,26 +175,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escape_covers_the_five_characters() {
-        assert_eq!(
-            escape(r#"<a href="x" onclick='y'>&amp;</a>"#),
-            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+    fn the_layout_escapes_what_it_is_given() {
+        let page = document(
+            "<script>alert(1)</script>",
+            "x\" onload=\"alert(2)",
+            html! { p { "ok" } },
         );
-    }
-
-    #[test]
-    fn escape_leaves_other_text_alone() {
-        assert_eq!(escape(""), "");
-        assert_eq!(escape("payment-service 5xx"), "payment-service 5xx");
-        assert_eq!(escape("héllo — 日本語 🚨"), "héllo — 日本語 🚨");
-        let long = "x".repeat(10_000);
-        assert_eq!(escape(&long), long, "long text is not truncated");
-    }
-
-    #[test]
-    fn escaped_script_is_inert() {
-        let e = escape("<script>alert(1)</script>");
-        assert!(!e.contains('<') && !e.contains('>'));
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("<title>&lt;script&gt;alert(1)&lt;/script&gt; · IRAS</title>"));
+        assert!(
+            page.contains(r#"<body class="x&quot; onload=&quot;alert(2)">"#),
+            "{page}"
+        );
+        assert!(
+            document("t", "", html! {}).contains("<body>"),
+            "no empty class"
+        );
     }
 
     #[test]
@@ -217,7 +225,7 @@ mod tests {
         assert!(!csp.contains("unsafe-inline"));
         let hash = base64(&Sha256::digest(STYLE.as_bytes()));
         assert!(csp.contains(&hash));
-        assert!(document("t", "", "").contains(&format!("<style>{STYLE}</style>")));
+        assert!(document("t", "", html! {}).contains(&format!("<style>{STYLE}</style>")));
     }
 
     #[test]
@@ -226,7 +234,7 @@ mod tests {
         let h = r.headers();
         assert_eq!(h[CACHE_CONTROL], "no-store");
         assert_eq!(h[X_FRAME_OPTIONS], "DENY");
-        assert_eq!(h[REFERRER_POLICY], "no-referrer");
+        assert_eq!(h[REFERRER_POLICY], "same-origin");
         assert!(h[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     }
 }

@@ -3,6 +3,7 @@
 //! `lambda_http` hands it API Gateway requests. Nothing here knows which.
 
 mod approvals;
+mod cross_site;
 mod error;
 pub mod html;
 mod incidents;

@@ -1,24 +1,28 @@
 //! `GET /approvals/{approval_id}`: the page a person reads before deciding on a plan, and
 //! `POST` of its form: the decision. The link's signature is the credential (it came to the
 //! on-call channel); GET never decides, because link previewers and scanners fetch links.
+//! A POST decides only as the page's own form (see [`crate::cross_site`]), and the name typed
+//! in it is recorded for what it is: self-declared, by someone who held the link.
 
 use std::fmt::Write;
 
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use iras_core::signing::verify_approval;
 use iras_core::stages::{decide, DecideError, DecisionRequest};
 use iras_core::{
-    format_duration, ApprovalRequest, Decision, Incident, IncidentStatus, InvestigationAttempt,
-    LogLine, RemediationPlan, Timestamp,
+    format_duration, ApprovalRequest, ApproverIdentity, Decision, Incident, IncidentStatus,
+    InvestigationAttempt, LogLine, RemediationPlan, Timestamp,
 };
+use maud::{html, Markup, Render};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::approvals::{describe_decision, recorded_decision, MAX_APPROVER_CHARS};
-use crate::html::{document, escape, message_page, respond};
+use crate::cross_site::{self, Refused, FORM_TOKEN_MAX_AGE_SECONDS};
+use crate::html::{document, message_page, message_page_with, respond};
 use crate::AppState;
 
 /// Problem log lines quoted on the page; the full evidence is in the incident record.
@@ -39,6 +43,8 @@ pub(crate) struct DecisionForm {
     sig: Option<String>,
     approver: Option<String>,
     comment: Option<String>,
+    /// This render's form token (see [`crate::cross_site`]).
+    form_token: Option<String>,
 }
 
 /// A page that refuses (or cannot yet offer) a decision: small enough to pass around in
@@ -77,6 +83,35 @@ fn invalid_link() -> Refusal {
         "The link was altered, is incomplete, or was replaced by a newer approval request. \
          Use the latest link from the on-call channel.",
     )
+}
+
+/// A request that is not the page's own form. Nothing about the approval is read or said.
+fn not_from_the_page(approval_id: &str, why: Refused) -> Refusal {
+    tracing::warn!(approval = approval_id, refused = ?why, "approval form refused: not the page's own");
+    match why {
+        Refused::FromAnotherSite(_) | Refused::ForeignOrigin(_) => Refusal::new(
+            StatusCode::FORBIDDEN,
+            "Refused: sent from another site",
+            "This decision was sent by a page on another site, not by the approval page. \
+             Nothing was decided. Open the approval link from the on-call channel and decide there.",
+        ),
+        Refused::NoToken | Refused::BadToken => Refusal::new(
+            StatusCode::FORBIDDEN,
+            "Refused: not this approval's form",
+            "This decision did not come from a page IRAS showed for this approval (its form \
+             token is missing or does not match). Nothing was decided. Open the approval link \
+             again and decide there.",
+        ),
+        Refused::StaleToken => Refusal::new(
+            StatusCode::FORBIDDEN,
+            "This page is out of date",
+            format!(
+                "The page was opened more than {} minutes ago. Nothing was decided. Open the \
+                 approval link again to see the incident as it is now, and decide there.",
+                FORM_TOKEN_MAX_AGE_SECONDS / 60
+            ),
+        ),
+    }
 }
 
 fn unknown_approval() -> Refusal {
@@ -239,10 +274,50 @@ pub(crate) async fn show(
     };
     let now = state.app.deps.clock.now();
     let sig = query.sig.unwrap_or_default();
+    let form_token = cross_site::form_token(&state, &approval_id, exp);
+    let link = LinkFields {
+        exp,
+        sig: sig.trim(),
+        form_token: &form_token,
+    };
+    let sent_to = link_sent_to(&state, &incident, &approval);
     Ok(respond(
         StatusCode::OK,
-        render(&incident, &approval, &attempts, now, exp, sig.trim()),
+        render(&incident, &approval, &attempts, now, &link, &sent_to),
     ))
+}
+
+/// Where this approval's link was sent, as far as the approval request tells: the Slack
+/// message's channel when the notifier kept one, else what the notifier is. The page says it
+/// before the decision, and the decision records it.
+fn link_sent_to(state: &AppState, incident: &Incident, approval: &ApprovalRequest) -> String {
+    let notifier = state.app.deps.notifier.name();
+    let channel = approval
+        .message_ref
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .and_then(|r| r.get("channel")?.as_str().map(str::to_string))
+        .filter(|c| !c.trim().is_empty());
+    if let Some(channel) = channel {
+        return match notifier.as_str() {
+            "slack" => format!("Slack channel {channel}"),
+            _ => format!("channel {channel}"),
+        };
+    }
+    let failed = incident
+        .timeline
+        .iter()
+        .any(|e| e.key == "approval:notify-failed" && e.at >= approval.requested_at);
+    if failed {
+        return format!(
+            "no channel: the {notifier} notification failed, so the link was read from the server's log"
+        );
+    }
+    match notifier.as_str() {
+        "log" => "the server's log (no chat channel is configured)".to_string(),
+        "slack" => "Slack".to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn read_form(form: Result<Form<DecisionForm>, FormRejection>) -> Result<DecisionForm, Refusal> {
@@ -264,9 +339,13 @@ fn read_form(form: Result<Form<DecisionForm>, FormRejection>) -> Result<Decision
 pub(crate) async fn submit(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     form: Result<Form<DecisionForm>, FormRejection>,
 ) -> Result<Response, Refusal> {
     let approval_id = path_id(raw)?;
+    // Where it came from before what it says: another site's POST is refused unread.
+    cross_site::check_request_source(&state, &headers)
+        .map_err(|why| not_from_the_page(&approval_id, why))?;
     let form = read_form(form)?;
     let exp = check_signature(
         &state,
@@ -274,6 +353,8 @@ pub(crate) async fn submit(
         form.exp.as_deref(),
         form.sig.as_deref(),
     )?;
+    cross_site::check_form_token(&state, &approval_id, exp, form.form_token.as_deref())
+        .map_err(|why| not_from_the_page(&approval_id, why))?;
     let decision = match form.decision.as_deref().map(str::trim) {
         Some("approve") => Decision::Approved,
         Some("reject") => Decision::Rejected,
@@ -285,14 +366,16 @@ pub(crate) async fn submit(
             ))
         }
     };
-    let approver = form
+    let typed = form
         .approver
         .as_deref()
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .unwrap_or("approval page")
-        .to_string();
-    if approver.chars().count() > MAX_APPROVER_CHARS {
+        .map(str::to_string);
+    if typed
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_APPROVER_CHARS)
+    {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "Name too long",
@@ -310,14 +393,25 @@ pub(crate) async fn submit(
         return Err(refusal);
     }
     let id = incident.incident_id.clone();
+    // Every text that names the approver (timeline, post-mortem, Slack, PagerDuty) prints
+    // this string, so it says itself that nobody checked it.
+    let approver = match &typed {
+        Some(name) => format!("{name} (self-declared)"),
+        None => "someone who gave no name (self-declared)".to_string(),
+    };
+    let identity = ApproverIdentity::SelfDeclared {
+        name: typed.unwrap_or_default(),
+        link_sent_to: Some(link_sent_to(&state, &incident, &approval)),
+    };
+    let recorded = format!(
+        "Recorded as {approver}, via {}.",
+        ApproverIdentity::via(Some(&identity), "the approval page")
+    );
     let request = DecisionRequest {
         approval_id: Some(approval.approval_id.clone()),
         decision,
         approver: approver.clone(),
-        identity: Some(iras_core::ApproverIdentity::SelfDeclared {
-            name: approver.clone(),
-            via: None,
-        }),
+        identity: Some(identity),
         channel: "page".into(),
         comment,
     };
@@ -342,7 +436,12 @@ pub(crate) async fn submit(
                 Decision::Rejected => ("Rejected", "Rejected — on-call has been paged."),
                 Decision::Recovered => ("Closed", "The source recovered; nothing was applied."),
             };
-            Ok(message_page(StatusCode::OK, heading, outcome))
+            Ok(message_page_with(
+                StatusCode::OK,
+                heading,
+                outcome,
+                Some(&recorded),
+            ))
         }
         // Someone decided between our read and our write: say who.
         Err(DecideError::AlreadyDecided(what)) => {
@@ -385,103 +484,84 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-fn dl_row(out: &mut String, term: &str, html_value: &str) {
-    let _ = writeln!(out, "<dt>{}</dt><dd>{html_value}</dd>", escape(term));
+/// One term and its value in a `<dl>`.
+fn row(term: &str, value: impl Render) -> Markup {
+    html! {
+        dt { (term) }
+        dd { (value) }
+    }
 }
 
-fn render_plan(out: &mut String, plan: &RemediationPlan) {
-    let _ = writeln!(out, "<section id=\"plan\">\n<h2>Remediation plan</h2>");
-    let _ = writeln!(out, "<p class=\"summary\">{}</p>", escape(&plan.summary));
-    if plan.blocked_by_policy {
-        let _ = writeln!(
-            out,
-            "<p class=\"notice danger\">Some actions are outside the remediation policy: \
-             this plan will not run even if approved.</p>"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<p>{} step(s), {}.</p>",
-        plan.steps.len(),
-        if plan.reversible {
-            "every step has a rollback"
-        } else {
-            "<span class=\"irreversible\">at least one step cannot be rolled back</span>"
+fn render_plan(plan: &RemediationPlan) -> Markup {
+    html! {
+        section #plan {
+            h2 { "Remediation plan" }
+            p.summary { (plan.summary) }
+            @if plan.blocked_by_policy {
+                p.notice.danger {
+                    "Some actions are outside the remediation policy: this plan will not run even if approved."
+                }
+            }
+            p {
+                (plan.steps.len()) " step(s), "
+                @if plan.reversible {
+                    "every step has a rollback"
+                } @else {
+                    span.irreversible { "at least one step cannot be rolled back" }
+                }
+                "."
+            }
+            ol.steps {
+                @for (i, step) in plan.steps.iter().enumerate() {
+                    @let n = i + 1;
+                    // Rendered from the action: what is approved here is exactly what runs.
+                    @let text = step.text();
+                    @let risk = step.risk_level.as_str();
+                    li.step id={ "step-" (n) } {
+                        h3 { "Step " (n) ": " span.description { (step.description) } }
+                        dl {
+                            (row("Command", html! { code.command { (text.cli) } }))
+                            (row("Resource", html! { span.resource { (text.resource) } }))
+                            (row("Change", html! { span.change { (text.change) } }))
+                            @if step.has_rollback() {
+                                (row("Rollback", html! { span.rollback { (text.rollback) } }))
+                            } @else {
+                                (row("Rollback", html! { span.rollback.irreversible { "none — irreversible" } }))
+                            }
+                            (row("Risk", html! { span class={ "risk risk-" (risk) } { (risk) } }))
+                            (row("Takes about", format_duration(step.estimated_duration_seconds as i64)))
+                            (row("Policy", policy_verdict(plan, i)))
+                        }
+                    }
+                }
+            }
+            @if !plan.safety_notes.is_empty() {
+                h3 { "Safety notes" }
+                ul.safety-notes {
+                    @for note in &plan.safety_notes {
+                        li { (note) }
+                    }
+                }
+            }
         }
-    );
-    let _ = writeln!(out, "<ol class=\"steps\">");
-    for (i, step) in plan.steps.iter().enumerate() {
-        let n = i + 1;
-        let _ = writeln!(out, "<li class=\"step\" id=\"step-{n}\">");
-        let _ = writeln!(
-            out,
-            "<h3>Step {n}: <span class=\"description\">{}</span></h3>\n<dl>",
-            escape(&step.description)
-        );
-        // Rendered from the action: what is approved here is exactly what runs.
-        let text = step.text();
-        dl_row(
-            out,
-            "Command",
-            &format!("<code class=\"command\">{}</code>", escape(&text.cli)),
-        );
-        dl_row(
-            out,
-            "Resource",
-            &format!("<span class=\"resource\">{}</span>", escape(&text.resource)),
-        );
-        dl_row(
-            out,
-            "Change",
-            &format!("<span class=\"change\">{}</span>", escape(&text.change)),
-        );
-        let rollback = if step.has_rollback() {
-            format!("<span class=\"rollback\">{}</span>", escape(&text.rollback))
-        } else {
-            "<span class=\"rollback irreversible\">none — irreversible</span>".to_string()
-        };
-        dl_row(out, "Rollback", &rollback);
-        let risk = step.risk_level.as_str();
-        dl_row(
-            out,
-            "Risk",
-            &format!("<span class=\"risk risk-{risk}\">{risk}</span>"),
-        );
-        dl_row(
-            out,
-            "Takes about",
-            &escape(&format_duration(step.estimated_duration_seconds as i64)),
-        );
-        let verdict = match plan.policy.iter().find(|v| v.step == i) {
+    }
+}
+
+fn policy_verdict(plan: &RemediationPlan, step: usize) -> Markup {
+    html! {
+        @match plan.policy.iter().find(|v| v.step == step) {
             // The policy's reason usually starts with "allowed by …"; don't say it twice.
-            Some(v) if v.allowed => match v.reason.strip_prefix("allowed ") {
-                Some(rest) => format!(
-                    "<span class=\"policy allowed\">allowed</span> {}",
-                    escape(rest)
-                ),
-                None => format!(
-                    "<span class=\"policy allowed\">allowed</span> — {}",
-                    escape(&v.reason)
-                ),
-            },
-            Some(v) => format!(
-                "<span class=\"policy refused\">refused</span> — {}",
-                escape(&v.reason)
-            ),
-            None => "<span class=\"policy muted\">not checked</span>".to_string(),
-        };
-        dl_row(out, "Policy", &verdict);
-        let _ = writeln!(out, "</dl>\n</li>");
-    }
-    let _ = writeln!(out, "</ol>");
-    if !plan.safety_notes.is_empty() {
-        let _ = writeln!(out, "<h3>Safety notes</h3>\n<ul class=\"safety-notes\">");
-        for note in &plan.safety_notes {
-            let _ = writeln!(out, "<li>{}</li>", escape(note));
+            Some(v) if v.allowed => {
+                span.policy.allowed { "allowed" }
+                @match v.reason.strip_prefix("allowed ") {
+                    Some(rest) => { " " (rest) }
+                    None => { " — " (v.reason) }
+                }
+            }
+            Some(v) => { span.policy.refused { "refused" } " — " (v.reason) }
+            None => { span.policy.muted { "not checked" } }
         }
-        let _ = writeln!(out, "</ul>");
     }
-    let _ = writeln!(out, "</section>");
 }
 
 fn problem_lines(attempts: &[InvestigationAttempt]) -> Vec<&LogLine> {
@@ -499,223 +579,206 @@ fn problem_lines(attempts: &[InvestigationAttempt]) -> Vec<&LogLine> {
         .unwrap_or_default()
 }
 
+/// A log line's first line, with a mark when more was cut: stack traces are in the incident
+/// record, not needed to decide.
+fn log_line(l: &LogLine) -> String {
+    let mut message = l.message.lines();
+    let first = message.next().unwrap_or("");
+    let more = if message.next().is_some() { " …" } else { "" };
+    format!(
+        "{} {} {}: {first}{more}",
+        l.timestamp.format("%H:%M:%S"),
+        format!("{:?}", l.level).to_uppercase(),
+        l.service,
+    )
+}
+
+fn repeats_text(incident: &Incident) -> String {
+    let r = &incident.repeats;
+    let mut text = format!("fired again {} time(s)", r.count);
+    if let (Some(first), Some(last)) = (r.first_seen, r.last_seen) {
+        text.push_str(&format!(
+            ", from {} to {}",
+            fmt_time(&first),
+            fmt_time(&last)
+        ));
+    }
+    if r.recurrences > 0 {
+        text.push_str(&format!("; flapped {} time(s)", r.recurrences));
+    }
+    text
+}
+
+fn render_alert(incident: &Incident) -> Markup {
+    let alert = &incident.alert;
+    html! {
+        // The alert, as the monitoring system sent it.
+        section #alert {
+            h2 { "Alert" }
+            dl {
+                (row("Title", &alert.title))
+                (row("Service", alert.service.as_deref().unwrap_or("unknown")))
+                (row("Fired at", fmt_time(&alert.timestamp)))
+                @for (key, value) in &alert.fields {
+                    (row(key, value_text(value)))
+                }
+                @if !incident.repeats.is_empty() {
+                    (row("Repeats", repeats_text(incident)))
+                }
+                @for link in alert.links() {
+                    (row(&format!("Link ({})", link.kind), html! {
+                        a href=(link.href) rel="noopener noreferrer" { (link.href) }
+                    }))
+                }
+                @if incident.source_recovered() {
+                    @if let Some(at) = incident.source_recovered_at {
+                        (row("Source", html! {
+                            strong #recovered {
+                                "The source reports the alert recovered at " (fmt_time(&at)) "."
+                            }
+                            " Check whether the plan is still needed."
+                        }))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn render_impact(incident: &Incident) -> Markup {
+    let severity = incident.severity.map(|s| s.as_str()).unwrap_or("untriaged");
+    html! {
+        section #impact {
+            h2 { "Impact" }
+            dl {
+                (row("Severity", html! { span.badge.severity { (severity) } }))
+                @if let Some(t) = &incident.triage {
+                    (row("Blast radius", &t.blast_radius))
+                    (row("User impact", &t.estimated_user_impact))
+                    (row("Affected services", t.affected_services.join(", ")))
+                }
+            }
+        }
+    }
+}
+
+fn render_root_cause(incident: &Incident, attempts: &[InvestigationAttempt]) -> Markup {
+    let lines = problem_lines(attempts);
+    html! {
+        section #root-cause {
+            h2 { "Root cause" }
+            @match &incident.hypothesis {
+                Some(h) => {
+                    p.primary-cause { (h.primary_cause) }
+                    dl {
+                        (row("Service", &h.root_cause_service))
+                        @if !h.fault.is_empty() {
+                            (row("Fault", h.fault.replace('_', " ")))
+                        }
+                        (row("Confidence", html! {
+                            span.confidence { (format!("{:.0}%", h.confidence * 100.0)) }
+                            (format!(" ({:.2})", h.confidence))
+                        }))
+                        @if let Some(d) = &h.suspect_deployment {
+                            (row("Suspect deploy", html! {
+                                (d.service) " " (d.version) " at " (fmt_time(&d.timestamp))
+                                @if !d.description.is_empty() { " — " (d.description) }
+                            }))
+                        }
+                    }
+                    (list("Evidence", "evidence", &h.evidence))
+                    (list("Contributing factors", "contributing", &h.contributing_factors))
+                    (list("Alternatives considered", "alternatives", &h.alternatives))
+                }
+                None => { p.muted { "No root cause was recorded." } }
+            }
+            @if !lines.is_empty() {
+                h3 { "Log lines " span.muted { "(first line of each)" } }
+                pre.logs {
+                    @for l in lines {
+                        (log_line(l)) "\n"
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn list(heading: &str, class: &str, items: &[String]) -> Markup {
+    html! {
+        @if !items.is_empty() {
+            h3 { (heading) }
+            ul class=(class) {
+                @for item in items {
+                    li { (item) }
+                }
+            }
+        }
+    }
+}
+
+/// The decision form. `token` is this render's form token; `exp` and `sig` are the link's.
+fn render_form(approval: &ApprovalRequest, link: &LinkFields<'_>, sent_to: &str) -> Markup {
+    html! {
+        // Relative action: resolves to /approvals/{id} under whatever prefix served this page
+        // (an API Gateway stage, a proxy path), and drops the query string.
+        form method="post" action=(approval.approval_id) {
+            h2 { "Your decision" }
+            p {
+                "Approve runs the steps above in order; if one fails, the completed steps are \
+                 rolled back and on-call is paged. Reject pages on-call without running anything."
+            }
+            input type="hidden" name="exp" value=(link.exp);
+            input type="hidden" name="sig" value=(link.sig);
+            input type="hidden" name="form_token" value=(link.form_token);
+            label for="approver" { "Your name" }
+            input type="text" id="approver" name="approver" maxlength=(MAX_APPROVER_CHARS)
+                autocomplete="name" placeholder="optional";
+            p #identity.muted {
+                "This link was sent to " (sent_to) ". IRAS cannot check the name you type: \
+                 it is recorded as self-declared, with that channel."
+            }
+            label for="comment" { "Comment" }
+            textarea id="comment" name="comment" placeholder="optional" {}
+            div.buttons {
+                button type="submit" id="approve" name="decision" value="approve" { "Approve" }
+                button type="submit" id="reject" name="decision" value="reject" { "Reject" }
+            }
+        }
+    }
+}
+
+/// What the form carries back: the link's expiry and signature, and this render's token.
+struct LinkFields<'a> {
+    exp: i64,
+    sig: &'a str,
+    form_token: &'a str,
+}
+
 fn render(
     incident: &Incident,
     approval: &ApprovalRequest,
     attempts: &[InvestigationAttempt],
     now: Timestamp,
-    exp: i64,
-    sig: &str,
+    link: &LinkFields<'_>,
+    sent_to: &str,
 ) -> String {
-    let mut out = String::new();
-    let alert = &incident.alert;
-    let _ = writeln!(
-        out,
-        "<p class=\"kicker\">IRAS · approval requested · {}</p>\n<h1 id=\"title\">{}</h1>",
-        escape(incident.incident_id.as_str()),
-        escape(&incident.title)
-    );
     let remaining = (approval.expires_at - now).num_seconds();
-    let _ = writeln!(
-        out,
-        "<p id=\"deadline\">Decide by {} ({} left). If nobody decides in time, the incident \
-         is escalated to on-call.</p>",
-        fmt_time(&approval.expires_at),
-        escape(&format_duration(remaining))
-    );
-
-    // The alert, as the monitoring system sent it.
-    let _ = writeln!(out, "<section id=\"alert\">\n<h2>Alert</h2>\n<dl>");
-    dl_row(&mut out, "Title", &escape(&alert.title));
-    dl_row(
-        &mut out,
-        "Service",
-        &escape(alert.service.as_deref().unwrap_or("unknown")),
-    );
-    dl_row(&mut out, "Fired at", &escape(&fmt_time(&alert.timestamp)));
-    for (key, value) in &alert.fields {
-        dl_row(&mut out, key, &escape(&value_text(value)));
-    }
-    if !incident.repeats.is_empty() {
-        let r = &incident.repeats;
-        let mut text = format!("fired again {} time(s)", r.count);
-        if let (Some(first), Some(last)) = (r.first_seen, r.last_seen) {
-            text.push_str(&format!(
-                ", from {} to {}",
-                fmt_time(&first),
-                fmt_time(&last)
-            ));
+    let body = html! {
+        p.kicker { "IRAS · approval requested · " (incident.incident_id.as_str()) }
+        h1 #title { (incident.title) }
+        p #deadline {
+            "Decide by " (fmt_time(&approval.expires_at)) " (" (format_duration(remaining))
+            " left). If nobody decides in time, the incident is escalated to on-call."
         }
-        if r.recurrences > 0 {
-            text.push_str(&format!("; flapped {} time(s)", r.recurrences));
+        (render_alert(incident))
+        (render_impact(incident))
+        (render_root_cause(incident, attempts))
+        @match &incident.plan {
+            Some(plan) => { (render_plan(plan)) }
+            None => { p.notice.danger { "No plan is recorded." } }
         }
-        dl_row(&mut out, "Repeats", &escape(&text));
-    }
-    for link in alert.links() {
-        dl_row(
-            &mut out,
-            &format!("Link ({})", link.kind),
-            &format!(
-                "<a href=\"{}\" rel=\"noopener noreferrer\">{}</a>",
-                escape(&link.href),
-                escape(&link.href)
-            ),
-        );
-    }
-    if incident.source_recovered() {
-        if let Some(at) = incident.source_recovered_at {
-            dl_row(
-                &mut out,
-                "Source",
-                &format!(
-                    "<strong id=\"recovered\">The source reports the alert recovered at {}.</strong> \
-                     Check whether the plan is still needed.",
-                    escape(&fmt_time(&at))
-                ),
-            );
-        }
-    }
-    let _ = writeln!(out, "</dl>\n</section>");
-
-    let _ = writeln!(out, "<section id=\"impact\">\n<h2>Impact</h2>\n<dl>");
-    let severity = incident.severity.map(|s| s.as_str()).unwrap_or("untriaged");
-    dl_row(
-        &mut out,
-        "Severity",
-        &format!("<span class=\"badge severity\">{severity}</span>"),
-    );
-    if let Some(t) = &incident.triage {
-        dl_row(&mut out, "Blast radius", &escape(&t.blast_radius));
-        dl_row(&mut out, "User impact", &escape(&t.estimated_user_impact));
-        dl_row(
-            &mut out,
-            "Affected services",
-            &escape(&t.affected_services.join(", ")),
-        );
-    }
-    let _ = writeln!(out, "</dl>\n</section>");
-
-    let _ = writeln!(out, "<section id=\"root-cause\">\n<h2>Root cause</h2>");
-    match &incident.hypothesis {
-        Some(h) => {
-            let _ = writeln!(
-                out,
-                "<p class=\"primary-cause\">{}</p>\n<dl>",
-                escape(&h.primary_cause)
-            );
-            dl_row(&mut out, "Service", &escape(&h.root_cause_service));
-            if !h.fault.is_empty() {
-                dl_row(&mut out, "Fault", &escape(&h.fault.replace('_', " ")));
-            }
-            dl_row(
-                &mut out,
-                "Confidence",
-                &format!(
-                    "<span class=\"confidence\">{:.0}%</span> ({:.2})",
-                    h.confidence * 100.0,
-                    h.confidence
-                ),
-            );
-            if let Some(d) = &h.suspect_deployment {
-                dl_row(
-                    &mut out,
-                    "Suspect deploy",
-                    &escape(&format!(
-                        "{} {} at {}{}",
-                        d.service,
-                        d.version,
-                        fmt_time(&d.timestamp),
-                        if d.description.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" — {}", d.description)
-                        }
-                    )),
-                );
-            }
-            let _ = writeln!(out, "</dl>");
-            let list = |out: &mut String, heading: &str, class: &str, items: &[String]| {
-                if items.is_empty() {
-                    return;
-                }
-                let _ = writeln!(out, "<h3>{heading}</h3>\n<ul class=\"{class}\">");
-                for item in items {
-                    let _ = writeln!(out, "<li>{}</li>", escape(item));
-                }
-                let _ = writeln!(out, "</ul>");
-            };
-            list(&mut out, "Evidence", "evidence", &h.evidence);
-            list(
-                &mut out,
-                "Contributing factors",
-                "contributing",
-                &h.contributing_factors,
-            );
-            list(
-                &mut out,
-                "Alternatives considered",
-                "alternatives",
-                &h.alternatives,
-            );
-        }
-        None => {
-            let _ = writeln!(out, "<p class=\"muted\">No root cause was recorded.</p>");
-        }
-    }
-    let lines = problem_lines(attempts);
-    if !lines.is_empty() {
-        // First line of each: stack traces are in the incident record, not needed to decide.
-        let _ = writeln!(
-            out,
-            "<h3>Log lines <span class=\"muted\">(first line of each)</span></h3>\n<pre class=\"logs\">"
-        );
-        for l in lines {
-            let mut message = l.message.lines();
-            let first = message.next().unwrap_or("");
-            let more = if message.next().is_some() { " …" } else { "" };
-            let _ = writeln!(
-                out,
-                "{}",
-                escape(&format!(
-                    "{} {} {}: {first}{more}",
-                    l.timestamp.format("%H:%M:%S"),
-                    format!("{:?}", l.level).to_uppercase(),
-                    l.service,
-                ))
-            );
-        }
-        let _ = writeln!(out, "</pre>");
-    }
-    let _ = writeln!(out, "</section>");
-
-    match &incident.plan {
-        Some(plan) => render_plan(&mut out, plan),
-        None => {
-            let _ = writeln!(out, "<p class=\"notice danger\">No plan is recorded.</p>");
-        }
-    }
-
-    // Relative action: resolves to /approvals/{id} under whatever prefix served this page
-    // (an API Gateway stage, a proxy path), and drops the query string.
-    let _ = writeln!(
-        out,
-        "<form method=\"post\" action=\"{id}\">\n\
-         <h2>Your decision</h2>\n\
-         <p>Approve runs the steps above in order; if one fails, the completed steps are \
-         rolled back and on-call is paged. Reject pages on-call without running anything.</p>\n\
-         <input type=\"hidden\" name=\"exp\" value=\"{exp}\">\n\
-         <input type=\"hidden\" name=\"sig\" value=\"{sig}\">\n\
-         <label for=\"approver\">Your name</label>\n\
-         <input type=\"text\" id=\"approver\" name=\"approver\" maxlength=\"{MAX_APPROVER_CHARS}\" \
-         autocomplete=\"name\" placeholder=\"optional\">\n\
-         <label for=\"comment\">Comment</label>\n\
-         <textarea id=\"comment\" name=\"comment\" placeholder=\"optional\"></textarea>\n\
-         <div class=\"buttons\">\n\
-         <button type=\"submit\" id=\"approve\" name=\"decision\" value=\"approve\">Approve</button>\n\
-         <button type=\"submit\" id=\"reject\" name=\"decision\" value=\"reject\">Reject</button>\n\
-         </div>\n</form>",
-        id = escape(&approval.approval_id),
-        sig = escape(sig),
-    );
-    document(&format!("Approve? {}", incident.title), "", &out)
+        (render_form(approval, link, sent_to))
+    };
+    document(&format!("Approve? {}", incident.title), "", body)
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use iras_core::signing::{approval_path, approval_signature};
+use iras_core::signing::{approval_path, approval_signature, new_decision_form_token};
 use iras_core::stages::*;
 use iras_core::testing::*;
 use iras_core::*;
@@ -180,6 +180,21 @@ fn fixture() -> Fx {
 }
 
 fn fixture_with(http: HttpConfig, store_override: Option<Arc<dyn IncidentStore>>) -> Fx {
+    fixture_configured(
+        http,
+        store_override,
+        PipelineConfig {
+            audit_key: iras_core::audit::AuditKey::new(AUDIT_KEY.to_vec()),
+            ..PipelineConfig::default()
+        },
+    )
+}
+
+fn fixture_configured(
+    http: HttpConfig,
+    store_override: Option<Arc<dyn IncidentStore>>,
+    config: PipelineConfig,
+) -> Fx {
     let scenario = Arc::new(Scenario::parse(DEMO_SCENARIO, "demo").unwrap());
     let src = Arc::new(scenario.sources());
     let store = Arc::new(MemoryStore::default());
@@ -192,10 +207,7 @@ fn fixture_with(http: HttpConfig, store_override: Option<Arc<dyn IncidentStore>>
             .executor(Arc::new(FailingExecutor::default()))
             .clock(clock.clone())
             .source_timeout(Duration::from_secs(5))
-            .config(PipelineConfig {
-                audit_key: iras_core::audit::AuditKey::new(AUDIT_KEY.to_vec()),
-                ..PipelineConfig::default()
-            })
+            .config(config)
             .build(),
     );
     let starter = Arc::new(RecordingStarter::default());
@@ -327,6 +339,15 @@ impl Fx {
 
     /// Opens an incident for `alert` and runs the stages up to a pending approval.
     async fn awaiting_approval(&self, alert: Value) -> (IncidentId, ApprovalOutput) {
+        self.awaiting_approval_for(alert, 600).await
+    }
+
+    /// [`Fx::awaiting_approval`] with an approval window of `window_seconds`.
+    async fn awaiting_approval_for(
+        &self,
+        alert: Value,
+        window_seconds: u64,
+    ) -> (IncidentId, ApprovalOutput) {
         let alert = Alert::from_json(alert).unwrap();
         let id = ingest(&self.deps, alert)
             .await
@@ -349,7 +370,7 @@ impl Fx {
             &ApprovalInput {
                 incident_id: id.clone(),
                 task_token: TOKEN.into(),
-                timeout_seconds: Some(600),
+                timeout_seconds: Some(window_seconds),
             },
         )
         .await
@@ -387,11 +408,24 @@ fn link(out: &ApprovalOutput) -> String {
     approval_path(SIGNING_KEY, &out.approval_id, out.expires_at.timestamp())
 }
 
-fn page_form(out: &ApprovalOutput, sig: &str, decision: &str) -> Vec<(&'static str, String)> {
+/// The form as the page posts it, with a form token minted as the page mints one now.
+fn page_form(
+    f: &Fx,
+    out: &ApprovalOutput,
+    sig: &str,
+    decision: &str,
+) -> Vec<(&'static str, String)> {
+    let token = new_decision_form_token(
+        SIGNING_KEY,
+        &out.approval_id,
+        out.expires_at.timestamp(),
+        f.clock.now().timestamp(),
+    );
     vec![
         ("decision", decision.to_string()),
         ("exp", out.expires_at.timestamp().to_string()),
         ("sig", sig.to_string()),
+        ("form_token", token),
     ]
 }
 
@@ -399,6 +433,11 @@ async fn post_page(f: &Fx, out: &ApprovalOutput, fields: &[(&str, String)]) -> R
     let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     f.post_form(&format!("/approvals/{}", out.approval_id), &pairs)
         .await
+}
+
+/// Text as the page's template escapes it.
+fn escaped(text: &str) -> String {
+    maud::html! { (text) }.into_string()
 }
 
 fn sig_of(out: &ApprovalOutput) -> String {
@@ -1178,7 +1217,7 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
         !html.contains("<img src=x"),
         "planted markup must not survive"
     );
-    assert!(html.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; High error rate"));
+    assert!(html.contains("&lt;script&gt;alert('pwned')&lt;/script&gt; High error rate"));
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt; &amp; &quot;quotes&quot;"));
 
     let plan = f.incident(&id).await.plan.unwrap();
@@ -1187,15 +1226,15 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
     for step in &plan.steps {
         // What the page shows is rendered from the step's action.
         let text = step.text();
-        let command = iras_http::html::escape(&text.cli);
+        let command = escaped(&text.cli);
         assert!(
             html.contains(&format!("<code class=\"command\">{command}</code>")),
             "{command}"
         );
-        let change = iras_http::html::escape(&text.change);
+        let change = escaped(&text.change);
         assert!(html.contains(&format!("<span class=\"change\">{change}</span>")));
         if step.has_rollback() {
-            let rb = iras_http::html::escape(&text.rollback);
+            let rb = escaped(&text.rollback);
             assert!(html.contains(&format!("<span class=\"rollback\">{rb}</span>")));
         }
         let risk = step.risk_level.as_str();
@@ -1214,7 +1253,8 @@ async fn the_page_shows_the_plan_and_escapes_what_the_alert_planted() {
 
     assert_eq!(r.header("cache-control"), "no-store");
     assert_eq!(r.header("x-frame-options"), "DENY");
-    assert_eq!(r.header("referrer-policy"), "no-referrer");
+    // Never the signed link in another site's Referer; our own form keeps its real Origin.
+    assert_eq!(r.header("referrer-policy"), "same-origin");
     let csp = r.header("content-security-policy");
     assert!(
         csp.contains("default-src 'none'") && !csp.contains("script-src"),
@@ -1279,7 +1319,7 @@ async fn a_tampered_or_incomplete_link_is_403() {
         assert!(!r.text().contains("id=\"approve\""), "{uri}");
         assert_eq!(r.header("cache-control"), "no-store");
     }
-    let fields = page_form(&out, &bad, "approve");
+    let fields = page_form(&f, &out, &bad, "approve");
     assert_eq!(
         post_page(&f, &out, &fields).await.status,
         StatusCode::FORBIDDEN
@@ -1292,7 +1332,7 @@ async fn a_tampered_or_incomplete_link_is_403() {
 async fn approving_from_the_page_decides_via_the_page_channel() {
     let f = fixture();
     let (id, out) = f.awaiting_approval(demo_alert_json()).await;
-    let mut fields = page_form(&out, &sig_of(&out), "approve");
+    let mut fields = page_form(&f, &out, &sig_of(&out), "approve");
     fields.push(("approver", "Dana <on-call>".into()));
     fields.push(("comment", "rollback looks right".into()));
     let r = post_page(&f, &out, &fields).await;
@@ -1305,7 +1345,7 @@ async fn approving_from_the_page_decides_via_the_page_channel() {
     let d = f.incident(&id).await.approval.unwrap().decision.unwrap();
     assert_eq!(d.decision, Decision::Approved);
     assert_eq!(d.channel, "page");
-    assert_eq!(d.approver, "Dana <on-call>");
+    assert_eq!(d.approver, "Dana <on-call> (self-declared)");
     assert_eq!(d.comment.as_deref(), Some("rollback looks right"));
     let calls = f.callbacks.successes.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
@@ -1313,12 +1353,12 @@ async fn approving_from_the_page_decides_via_the_page_channel() {
     assert_eq!(calls[0].1["channel"], "page");
 
     // A second use, by POST or by opening the link, says who decided.
-    let again = post_page(&f, &out, &page_form(&out, &sig_of(&out), "reject")).await;
+    let again = post_page(&f, &out, &page_form(&f, &out, &sig_of(&out), "reject")).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     let text = again.text();
     assert!(
         text.contains(
-            "This approval was already used: approved by Dana &lt;on-call&gt; at 2024-03-12"
+            "This approval was already used: approved by Dana &lt;on-call&gt; (self-declared) at 2024-03-12"
         ),
         "{text}"
     );
@@ -1334,7 +1374,7 @@ async fn approving_from_the_page_decides_via_the_page_channel() {
 async fn rejecting_from_the_page_without_a_name() {
     let f = fixture();
     let (id, out) = f.awaiting_approval(demo_alert_json()).await;
-    let mut fields = page_form(&out, &sig_of(&out), "reject");
+    let mut fields = page_form(&f, &out, &sig_of(&out), "reject");
     fields.push(("approver", "   ".into()));
     let r = post_page(&f, &out, &fields).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -1343,14 +1383,21 @@ async fn rejecting_from_the_page_without_a_name() {
         .contains("<p id=\"outcome\">Rejected — on-call has been paged.</p>"));
     let d = f.incident(&id).await.approval.unwrap().decision.unwrap();
     assert_eq!(d.decision, Decision::Rejected);
-    assert_eq!(d.approver, "approval page");
+    assert_eq!(d.approver, "someone who gave no name (self-declared)");
+    assert_eq!(
+        d.identity,
+        Some(ApproverIdentity::SelfDeclared {
+            name: String::new(),
+            link_sent_to: Some("test-notifier".into())
+        })
+    );
 }
 
 #[tokio::test]
 async fn a_form_without_a_decision_decides_nothing() {
     let f = fixture();
     let (id, out) = f.awaiting_approval(demo_alert_json()).await;
-    let r = post_page(&f, &out, &page_form(&out, &sig_of(&out), "maybe")).await;
+    let r = post_page(&f, &out, &page_form(&f, &out, &sig_of(&out), "maybe")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(f.incident(&id).await.approval.unwrap().decision.is_none());
 }
@@ -1365,7 +1412,12 @@ async fn an_unknown_approval_is_404() {
     let r = f.get(&link(&ghost)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.text().contains("id=\"outcome\""));
-    let r = post_page(&f, &ghost, &page_form(&ghost, &sig_of(&ghost), "approve")).await;
+    let r = post_page(
+        &f,
+        &ghost,
+        &page_form(&f, &ghost, &sig_of(&ghost), "approve"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
         f.get("/approvals/..%2F..%2Fetc").await.status,
@@ -1381,7 +1433,7 @@ async fn after_the_window_the_page_is_410_and_cannot_decide() {
     let r = f.get(&link(&out)).await;
     assert_eq!(r.status, StatusCode::GONE);
     assert!(!r.text().contains("id=\"approve\""));
-    let r = post_page(&f, &out, &page_form(&out, &sig_of(&out), "approve")).await;
+    let r = post_page(&f, &out, &page_form(&f, &out, &sig_of(&out), "approve")).await;
     assert_eq!(r.status, StatusCode::GONE);
     assert!(f.incident(&id).await.approval.unwrap().decision.is_none());
     assert!(f.callbacks.successes.lock().unwrap().is_empty());
@@ -1400,6 +1452,302 @@ async fn without_a_signing_key_the_pages_are_disabled() {
     // Even a link "signed" with the empty key is refused.
     let forged = approval_path(b"", &out.approval_id, out.expires_at.timestamp());
     assert_eq!(f.get(&forged).await.status, StatusCode::FORBIDDEN);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The approval page resists cross-site use
+
+/// The form token of the page as rendered for `out` now.
+async fn rendered_form_token(f: &Fx, out: &ApprovalOutput) -> String {
+    let page = f.get(&link(out)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let html = page.text();
+    let at = html
+        .find("name=\"form_token\" value=\"")
+        .expect("the page's form carries a form token")
+        + "name=\"form_token\" value=\"".len();
+    html[at..at + html[at..].find('"').unwrap()].to_string()
+}
+
+/// The page's form for `out`, with `token` as its form token (none: left out).
+fn form_with(
+    out: &ApprovalOutput,
+    decision: &str,
+    token: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("decision", decision.to_string()),
+        ("exp", out.expires_at.timestamp().to_string()),
+        ("sig", sig_of(out)),
+        ("approver", "mallory".to_string()),
+    ];
+    if let Some(t) = token {
+        fields.push(("form_token", t.to_string()));
+    }
+    fields
+}
+
+/// A POST of the form with these headers (a browser's `Origin`, `Sec-Fetch-Site`, `Host`).
+async fn post_page_from(
+    f: &Fx,
+    out: &ApprovalOutput,
+    fields: &[(&str, String)],
+    headers: &[(&str, &str)],
+) -> Reply {
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut req = Request::post(format!("/approvals/{}", out.approval_id))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    f.send(req.body(Body::from(body)).unwrap()).await
+}
+
+/// Nothing was decided: the incident still awaits, and the pipeline was told nothing.
+async fn assert_undecided(f: &Fx, id: &IncidentId) {
+    let inc = f.incident(id).await;
+    assert_eq!(inc.status, IncidentStatus::AwaitingApproval);
+    let approval = inc.approval.unwrap();
+    assert!(approval.decision.is_none(), "{:?}", approval.decision);
+    assert!(approval.approvals.is_empty());
+    assert!(f.callbacks.successes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_cross_site_post_without_the_form_token_is_refused_and_decides_nothing() {
+    let f = fixture();
+    let (id, out) = f.awaiting_approval(demo_alert_json()).await;
+    // Whoever saw the link (a forwarded message, a log) can build the form, but not its token.
+    let fields = form_with(&out, "approve", None);
+    for headers in [
+        // A current browser, posting from another site's page.
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ][..],
+        // A client that sends neither header: the token alone decides.
+        &[][..],
+    ] {
+        let r = post_page_from(&f, &out, &fields, headers).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}: {}", r.text());
+        assert!(r.text().contains("Nothing was decided"), "{}", r.text());
+        assert!(!r.text().contains("id=\"approve\""));
+        assert_eq!(r.header("cache-control"), "no-store");
+    }
+    // A token that is not one: altered, or empty.
+    let token = rendered_form_token(&f, &out).await;
+    let mut altered = token.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == '0' { '1' } else { '0' });
+    for bad in [altered.as_str(), "", "1.2.3"] {
+        let r = post_page_from(&f, &out, &form_with(&out, "approve", Some(bad)), &[]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{bad:?}");
+    }
+    assert_undecided(&f, &id).await;
+}
+
+#[tokio::test]
+async fn a_form_token_for_one_approval_cannot_decide_another() {
+    let f = fixture();
+    let (a_id, a) = f.awaiting_approval(alert_keyed("fp-a")).await;
+    let (b_id, b) = f.awaiting_approval(alert_keyed("fp-b")).await;
+    let token_a = rendered_form_token(&f, &a).await;
+    let r = post_page_from(&f, &b, &form_with(&b, "approve", Some(&token_a)), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(r.text().contains("not this approval"), "{}", r.text());
+    assert_undecided(&f, &b_id).await;
+    assert_undecided(&f, &a_id).await;
+    // B's own page's token does decide B.
+    let token_b = rendered_form_token(&f, &b).await;
+    let r = post_page_from(&f, &b, &form_with(&b, "approve", Some(&token_b)), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_page_left_open_too_long_must_be_reloaded_before_it_decides() {
+    let f = fixture();
+    // A long window: the page goes stale well before the approval closes.
+    let (id, out) = f.awaiting_approval_for(demo_alert_json(), 4 * 3600).await;
+    let token = rendered_form_token(&f, &out).await;
+    f.clock.advance(chrono::Duration::minutes(31));
+    let r = post_page_from(&f, &out, &form_with(&out, "approve", Some(&token)), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(
+        r.text().contains("This page is out of date"),
+        "{}",
+        r.text()
+    );
+    assert_undecided(&f, &id).await;
+    // Reloading the page gives a fresh form.
+    let fresh = rendered_form_token(&f, &out).await;
+    let r = post_page_from(&f, &out, &form_with(&out, "approve", Some(&fresh)), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn another_site_is_refused_even_with_a_valid_form_token() {
+    let f = fixture();
+    let (id, out) = f.awaiting_approval(demo_alert_json()).await;
+    let token = rendered_form_token(&f, &out).await;
+    let fields = form_with(&out, "approve", Some(&token));
+    let host = ("host", "iras.example:8080");
+    for headers in [
+        vec![host, ("sec-fetch-site", "cross-site")],
+        // A sibling subdomain's page is not ours either.
+        vec![host, ("sec-fetch-site", "same-site")],
+        vec![host, ("origin", "https://evil.example")],
+        // Another port on the same host is another origin.
+        vec![host, ("origin", "http://iras.example:9999")],
+        // An opaque origin (a sandboxed frame, a data: URL).
+        vec![host, ("origin", "null")],
+        // The origin is checked even when Fetch Metadata says same-origin.
+        vec![
+            host,
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    ] {
+        let r = post_page_from(&f, &out, &fields, &headers).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}: {}", r.text());
+        assert!(r.text().contains("sent from another site"), "{}", r.text());
+    }
+    assert_undecided(&f, &id).await;
+}
+
+#[tokio::test]
+async fn the_page_s_own_form_decides_and_records_the_link_s_channel_and_a_self_declared_name() {
+    let f = fixture();
+    let (id, out) = f.awaiting_approval(demo_alert_json()).await;
+    // Where the notifier posted the request, as Slack's notifier keeps it.
+    let mut inc = f.incident(&id).await;
+    inc.approval.as_mut().unwrap().message_ref =
+        Some(r#"{"channel":"C0ONCALL","ts":"1710252450.000100"}"#.into());
+    f.store.update_incident(&inc).await.unwrap();
+
+    let page = f.get(&link(&out)).await.text();
+    assert!(
+        page.contains(
+            "This link was sent to channel C0ONCALL. IRAS cannot check the name you type"
+        ),
+        "the page says how the name is recorded before anyone decides"
+    );
+    let token = rendered_form_token(&f, &out).await;
+    let mut fields = form_with(&out, "approve", Some(&token));
+    fields.retain(|(k, _)| *k != "approver");
+    fields.push(("approver", "alice".into()));
+    let headers = [
+        ("host", "iras.example:8080"),
+        ("origin", "http://iras.example:8080"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let r = post_page_from(&f, &out, &fields, &headers).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains(
+        "Recorded as alice (self-declared), via the approval page, through the link sent to channel C0ONCALL."
+    ), "{}", r.text());
+
+    let inc = f.incident(&id).await;
+    let d = inc.approval.unwrap().decision.unwrap();
+    assert_eq!(d.decision, Decision::Approved);
+    assert_eq!(d.channel, "page");
+    assert_eq!(d.approver, "alice (self-declared)");
+    assert_eq!(
+        d.identity,
+        Some(ApproverIdentity::SelfDeclared {
+            name: "alice".into(),
+            link_sent_to: Some("channel C0ONCALL".into())
+        })
+    );
+    // The timeline, which the post-mortem is made of, says the same.
+    let decided = inc
+        .timeline
+        .iter()
+        .find(|e| e.key == "approval:decided")
+        .expect("decision on the timeline");
+    assert!(
+        decided.message.contains(
+            "approved by alice (self-declared) via page, through the link sent to channel C0ONCALL"
+        ),
+        "{}",
+        decided.message
+    );
+    let calls = f.callbacks.successes.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].1["approver"], "alice (self-declared)");
+}
+
+#[tokio::test]
+async fn behind_a_proxy_the_public_url_is_the_page_s_origin() {
+    let config = PipelineConfig {
+        approval_links: Some(iras_core::config::ApprovalLinks {
+            base_url: "https://iras.example.com/prod".into(),
+            signing_key: SIGNING_KEY.to_vec(),
+        }),
+        ..PipelineConfig::default()
+    };
+    let f = fixture_configured(http_config(), None, config);
+    let (id, out) = f.awaiting_approval(demo_alert_json()).await;
+    let token = rendered_form_token(&f, &out).await;
+    let fields = form_with(&out, "reject", Some(&token));
+    // The proxy reaches us under an inner name; the browser only knows the public one.
+    let inner = ("host", "10.0.3.7:8080");
+    let r = post_page_from(
+        &f,
+        &out,
+        &fields,
+        &[inner, ("origin", "https://iras.example.org")],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a look-alike name is another site"
+    );
+    assert_undecided(&f, &id).await;
+    let r = post_page_from(
+        &f,
+        &out,
+        &fields,
+        &[
+            inner,
+            ("origin", "https://iras.example.com"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let d = f.incident(&id).await.approval.unwrap().decision.unwrap();
+    assert_eq!(d.decision, Decision::Rejected);
+}
+
+#[tokio::test]
+async fn a_planted_approver_name_is_escaped_wherever_the_page_shows_it() {
+    let f = fixture();
+    let (_, out) = f.awaiting_approval(planted_alert()).await;
+    let token = rendered_form_token(&f, &out).await;
+    let mut fields = form_with(&out, "approve", Some(&token));
+    fields.retain(|(k, _)| *k != "approver");
+    fields.push(("approver", "<script>alert('name')</script>".into()));
+    fields.push(("comment", "<img src=x onerror=alert(2)>".into()));
+    let r = post_page_from(&f, &out, &fields, &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let decided = r.text();
+    // The used link's page names the approver and quotes the comment.
+    let used = f.get(&link(&out)).await;
+    assert_eq!(used.status, StatusCode::CONFLICT);
+    for html in [decided, used.text()] {
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert('name')&lt;/script&gt; (self-declared)"),
+            "{html}"
+        );
+    }
+    assert!(used.text().contains("&lt;img src=x onerror=alert(2)&gt;"));
 }
 
 // ---------------------------------------------------------------------------------------------

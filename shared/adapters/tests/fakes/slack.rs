@@ -500,7 +500,7 @@ async fn the_request_mentions_the_oncall_group_and_times_read_in_each_readers_zo
         .unwrap()
         .identity = Some(ApproverIdentity::SelfDeclared {
         name: "<@U999> bob".into(),
-        via: Some("slack".into()),
+        link_sent_to: Some("slack".into()),
     });
     inc.approval
         .as_mut()
@@ -508,12 +508,12 @@ async fn the_request_mentions_the_oncall_group_and_times_read_in_each_readers_zo
         .decision
         .as_mut()
         .unwrap()
-        .approver = "<@U999> bob".into();
+        .approver = "<@U999> bob (self-declared)".into();
     slack.incident_updated(&inc, "approved").await.unwrap();
     let edit = fake.requests()[4].json();
     let text = all_text(&edit["blocks"]);
     assert!(
-        text.contains("&lt;@U999&gt; bob (self-declared, through the link sent to slack)"),
+        text.contains("*Approved* by &lt;@U999&gt; bob (self-declared) via slack"),
         "{text}"
     );
 }

@@ -144,15 +144,15 @@ pub async fn request_approval(
     })
 }
 
-/// What makes two approvals two people: the checked identity when there is one, else the
-/// name whatever its case or spacing (the key of a self-declared name, so a record written
-/// before identities existed and one written after compare alike).
+/// One person's key in the audit log: the checked identity when there is one, else the name
+/// whatever its case or spacing (as a self-declared name, so a record written before
+/// identities existed and one written after key alike).
 fn person(approver: &str, identity: Option<&ApproverIdentity>) -> String {
     match identity {
         Some(identity) => identity.key(),
         None => ApproverIdentity::SelfDeclared {
             name: approver.to_string(),
-            via: None,
+            link_sent_to: None,
         }
         .key(),
     }
@@ -174,6 +174,21 @@ pub struct DecisionRequest {
     pub identity: Option<ApproverIdentity>,
     pub channel: String,
     pub comment: Option<String>,
+}
+
+impl DecisionRequest {
+    /// The channel, and for a page decision the link it came through: what the texts say.
+    fn via(&self) -> String {
+        ApproverIdentity::via(self.identity.as_ref(), &self.channel)
+    }
+
+    /// Whether `d` was decided by the person making this request.
+    fn same_person_as(&self, d: &ApprovalDecision) -> bool {
+        ApproverIdentity::same_person(
+            (&self.approver, self.identity.as_ref()),
+            (&d.approver, d.identity.as_ref()),
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -258,11 +273,7 @@ pub async fn decide(
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
         if request.decision == Decision::Approved {
-            let who = person(&request.approver, request.identity.as_ref());
-            if approval
-                .approvals
-                .iter()
-                .any(|a| person(&a.approver, a.identity.as_ref()) == who)
+            if approval.approvals.iter().any(|a| request.same_person_as(a))
             {
                 return Err(DecideError::AlreadyApproved(request.approver.clone()));
             }
@@ -288,7 +299,8 @@ pub async fn decide(
                     "approval",
                     format!(
                         "approval {have} of {need} by {} via {}{comment}; waiting for another person",
-                        request.approver, request.channel
+                        request.approver,
+                        request.via()
                     ),
                 );
                 return Ok(true);
@@ -317,7 +329,7 @@ pub async fn decide(
             format!(
                 "plan {} by {who} via {}{comment}",
                 request.decision.as_str(),
-                request.channel,
+                request.via(),
             ),
         );
         Ok(true)
@@ -344,7 +356,8 @@ pub async fn decide(
         Ok(()) if partial => {
             let news = format!(
                 "plan approved by {} via {}; it needs another person's approval",
-                request.approver, request.channel
+                request.approver,
+                request.via()
             );
             if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
                 tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the approval");
@@ -359,7 +372,7 @@ pub async fn decide(
                     "plan {} by {} via {}",
                     request.decision.as_str(),
                     request.approver,
-                    request.channel
+                    request.via()
                 );
                 if let Err(e) = deps.notifier.incident_updated(&stored, &news).await {
                     tracing::warn!(incident = %id, error = %e, "could not tell the on-call channel about the decision");
@@ -384,7 +397,7 @@ pub async fn decide(
                 "plan {} by {} via {}; the pipeline could not be reached ({e}), delivery is retried",
                 request.decision.as_str(),
                 request.approver,
-                request.channel
+                request.via()
             );
                 let stored = mutate(deps, id, |inc| {
                     inc.record(now, "approval:delivery-pending", "approval", note.clone());
@@ -406,9 +419,7 @@ pub async fn decide(
         a.decision = None;
         // The last approval is the one that did not reach the pipeline.
         if request.decision == Decision::Approved {
-            let who = person(&request.approver, request.identity.as_ref());
-            a.approvals
-                .retain(|d| person(&d.approver, d.identity.as_ref()) != who);
+            a.approvals.retain(|d| !request.same_person_as(d));
         }
         inc.timeline
             .retain(|e| e.key != "approval:decided" && (!partial || e.key != partial_key));
