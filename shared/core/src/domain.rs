@@ -830,6 +830,8 @@ pub enum ApproverIdentity {
     },
     /// Whoever runs `iras` on this machine (the CLI, the demo).
     Local { name: String },
+    /// The IAM principal whose SigV4 signature API Gateway checked (`API_AUTH=iam`).
+    Iam { arn: String },
 }
 
 impl ApproverIdentity {
@@ -845,6 +847,7 @@ impl ApproverIdentity {
                 format!("self-declared:{}", name.trim().to_lowercase())
             }
             ApproverIdentity::Local { name } => format!("local:{}", name.trim().to_lowercase()),
+            ApproverIdentity::Iam { arn } => format!("iam:{arn}"),
         }
     }
 
@@ -890,7 +893,9 @@ impl ApproverIdentity {
     pub fn verified(&self) -> bool {
         matches!(
             self,
-            ApproverIdentity::ApiKey { .. } | ApproverIdentity::Slack { .. }
+            ApproverIdentity::ApiKey { .. }
+                | ApproverIdentity::Slack { .. }
+                | ApproverIdentity::Iam { .. }
         )
     }
 
@@ -905,6 +910,7 @@ impl ApproverIdentity {
             } => format!("self-declared, through the link sent to {to}"),
             ApproverIdentity::SelfDeclared { .. } => "self-declared".into(),
             ApproverIdentity::Local { .. } => "local operator".into(),
+            ApproverIdentity::Iam { arn } => format!("IAM principal {arn}"),
         }
     }
 }

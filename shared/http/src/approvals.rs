@@ -5,6 +5,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use iras_core::signing::secure_eq;
 use iras_core::stages::{decide, DecideError, DecisionRequest};
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::incidents::parse_id;
 use crate::webhook::bearer_token;
-use crate::{AppState, HttpConfig};
+use crate::{AppState, GatewayCaller, HttpConfig};
 
 /// Names end up in the record, notifications and the post-mortem: a name, not an essay.
 pub(crate) const MAX_APPROVER_CHARS: usize = 200;
@@ -23,23 +24,32 @@ pub(crate) async fn approve(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    decide_by_api(state, raw, headers, body, Decision::Approved).await
+    decide_by_api(state, raw, headers, caller, body, Decision::Approved).await
 }
 
 pub(crate) async fn reject(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    decide_by_api(state, raw, headers, body, Decision::Rejected).await
+    decide_by_api(state, raw, headers, caller, body, Decision::Rejected).await
 }
 
 /// Checked before anything else, so an unauthenticated caller learns nothing about ids.
 /// Returns the name of the key presented: who is deciding.
-fn authorize(http: &HttpConfig, headers: &HeaderMap) -> Result<String, ApiError> {
+fn authorize(
+    http: &HttpConfig,
+    headers: &HeaderMap,
+    caller: Option<&GatewayCaller>,
+) -> Result<ApproverIdentity, ApiError> {
+    if http.gateway_iam {
+        return gateway_caller(caller).map(|arn| ApproverIdentity::Iam { arn });
+    }
     let keys = http.approval_keys();
     if keys.is_empty() {
         return Err(ApiError::new(
@@ -48,13 +58,32 @@ fn authorize(http: &HttpConfig, headers: &HeaderMap) -> Result<String, ApiError>
         ));
     }
     let matched = check_bearer(headers, &keys, "APPROVAL_API_KEYS")?;
-    Ok(matched.to_string())
+    Ok(ApproverIdentity::ApiKey {
+        name: matched.to_string(),
+    })
+}
+
+/// In `API_AUTH=iam` the gateway refuses unsigned requests before they reach us; one that
+/// arrives without a caller anyway (a misrouted call, a test) is refused here too.
+fn gateway_caller(caller: Option<&GatewayCaller>) -> Result<String, ApiError> {
+    caller.map(|c| c.0.clone()).ok_or_else(|| {
+        ApiError::unauthorized(
+            "This API takes requests signed with AWS SigV4 (API_AUTH=iam); none was checked.",
+        )
+    })
 }
 
 /// The read routes (`/incidents`, a report, a post-mortem) carry alert payloads, approvers,
 /// log snippets and plans: they need a key, `READ_API_KEYS` or any approval key. With none
 /// configured, reads are refused, never open.
-pub(crate) fn authorize_read(http: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize_read(
+    http: &HttpConfig,
+    headers: &HeaderMap,
+    caller: Option<&GatewayCaller>,
+) -> Result<(), ApiError> {
+    if http.gateway_iam {
+        return gateway_caller(caller).map(|_| ());
+    }
     let keys: Vec<(&str, &str)> = http
         .read_api_keys
         .iter()
@@ -175,11 +204,17 @@ async fn decide_by_api(
     state: AppState,
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
     body: Result<Bytes, BytesRejection>,
     decision: Decision,
 ) -> Result<Response, ApiError> {
     let app = &state.app;
-    let key_name = authorize(&app.http, &headers)?;
+    let identity = authorize(&app.http, &headers, caller.as_ref().map(|c| &c.0))?;
+    let who = match &identity {
+        ApproverIdentity::ApiKey { name } => name.clone(),
+        ApproverIdentity::Iam { arn } => arn.clone(),
+        other => other.key(),
+    };
     let id = parse_id(raw)?;
     let body = match body {
         Ok(b) => b,
@@ -188,14 +223,12 @@ async fn decide_by_api(
     let DecisionBody { approver, comment } = parse_body(&body)?;
     // The key is who decides; a name in the body is kept as what its holder typed (a bot
     // deciding for someone), and never makes a second person.
-    let approver = approver.unwrap_or_else(|| key_name.clone());
+    let approver = approver.unwrap_or_else(|| who.clone());
     let request = DecisionRequest {
         approval_id: None,
         decision,
         approver: approver.clone(),
-        identity: Some(ApproverIdentity::ApiKey {
-            name: key_name.clone(),
-        }),
+        identity: Some(identity.clone()),
         channel: "api".into(),
         comment,
     };
@@ -217,7 +250,8 @@ async fn decide_by_api(
                     "status": incident.status.as_str(),
                     "decision": decision.as_str(),
                     "approver": approver,
-                    "api_key": key_name,
+                    "api_key": matches!(identity, ApproverIdentity::ApiKey { .. }).then_some(&who),
+                    "iam_principal": matches!(identity, ApproverIdentity::Iam { .. }).then_some(&who),
                     "delivery": if pending { "pending" } else { "delivered" },
                 })),
             )

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, VARY};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use iras_core::audit::Verification;
 use iras_core::report::incident_report;
@@ -16,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::approvals::authorize_read;
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{AppState, GatewayCaller};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -129,8 +130,9 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
 ) -> Result<Response, ApiError> {
-    authorize_read(&state.app.http, &headers)?;
+    authorize_read(&state.app.http, &headers, caller.as_ref().map(|c| &c.0))?;
     let Query(params) = params.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -167,8 +169,9 @@ pub(crate) async fn report(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
 ) -> Result<Response, ApiError> {
-    authorize_read(&state.app.http, &headers)?;
+    authorize_read(&state.app.http, &headers, caller.as_ref().map(|c| &c.0))?;
     let id = parse_id(raw)?;
     match incident_report(state.app.deps.store.as_ref(), &id).await {
         Ok(Some(report)) => Ok(Json(report).into_response()),
@@ -195,8 +198,9 @@ pub(crate) async fn audit(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
 ) -> Result<Response, ApiError> {
-    authorize_read(&state.app.http, &headers)?;
+    authorize_read(&state.app.http, &headers, caller.as_ref().map(|c| &c.0))?;
     let id = parse_id(raw)?;
     let store = state.app.deps.store.as_ref();
     let key = state.app.deps.config.audit_key.as_ref();
@@ -242,8 +246,9 @@ pub(crate) async fn postmortem(
     State(state): State<AppState>,
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    caller: Option<Extension<GatewayCaller>>,
 ) -> Result<Response, ApiError> {
-    authorize_read(&state.app.http, &headers)?;
+    authorize_read(&state.app.http, &headers, caller.as_ref().map(|c| &c.0))?;
     let id = parse_id(raw)?;
     let store = state.app.deps.store.as_ref();
     let pm = store

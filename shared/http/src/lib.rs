@@ -62,6 +62,11 @@ pub struct HttpConfig {
     /// `READ_API_KEYS`, comma-separated: keys that may read incidents and post-mortems but not
     /// decide. The approval keys may read too.
     pub read_api_keys: Vec<String>,
+    /// `API_AUTH=iam`: API Gateway checks a SigV4 signature on the read and API-approval
+    /// routes, and the caller is the IAM principal it names ([`GatewayCaller`]); bearer keys
+    /// are not read there (SigV4 uses the `Authorization` header). `keys` (the default): the
+    /// router checks bearer keys itself.
+    pub gateway_iam: bool,
     /// `ALLOWED_HOSTS`, comma-separated `host[:port]`: when set, a request whose `Host` is not
     /// one of them is refused (a DNS-rebinding page cannot reach a local server by its name).
     pub allowed_hosts: Vec<String>,
@@ -79,6 +84,7 @@ impl Default for HttpConfig {
             intake: IntakeConfig::default(),
             sns_transport: None,
             read_api_keys: Vec::new(),
+            gateway_iam: false,
             allowed_hosts: Vec::new(),
         }
     }
@@ -114,6 +120,16 @@ impl HttpConfig {
             ..HttpConfig::default()
         };
         c.named_api_keys = named_keys(&env.list("APPROVAL_API_KEYS"))?;
+        c.gateway_iam = match get("API_AUTH").map(str::trim) {
+            None | Some("keys") => false,
+            Some("iam") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "API_AUTH".into(),
+                    problem: format!("`{other}` is neither `keys` nor `iam`"),
+                })
+            }
+        };
         if let Some(v) = get("WEBHOOK_BODY_LIMIT_BYTES") {
             c.body_limit_bytes = v
                 .parse()
@@ -137,6 +153,12 @@ impl HttpConfig {
             .collect()
     }
 }
+
+/// The IAM principal (its ARN) that API Gateway's IAM authorizer checked, put on the request
+/// by the Lambda adapter from the request context. An extension, never a header: a client
+/// cannot set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayCaller(pub String);
 
 /// The identity of every unnamed `APPROVAL_API_KEY`.
 pub const SHARED_KEY_NAME: &str = "api";

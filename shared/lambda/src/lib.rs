@@ -90,5 +90,27 @@ pub async fn run_ingest(
 /// Serves the one HTTP router (webhook, incidents, approvals, health) behind API Gateway.
 #[cfg(feature = "http")]
 pub async fn run_http(app: Arc<App>) -> Result<(), Error> {
-    lambda_http::run(iras_http::router(app)).await
+    use lambda_http::tower::ServiceExt;
+    let router = iras_http::router(app).map_request(with_gateway_caller);
+    lambda_http::run(router).await
+}
+
+/// The IAM principal API Gateway's IAM authorizer checked (`API_AUTH=iam`), from the request
+/// context onto the request, where the router reads who is calling.
+#[cfg(feature = "http")]
+pub fn with_gateway_caller(mut req: lambda_http::Request) -> lambda_http::Request {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let arn = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone()),
+        _ => None,
+    };
+    if let Some(arn) = arn.filter(|a| !a.is_empty()) {
+        req.extensions_mut().insert(iras_http::GatewayCaller(arn));
+    }
+    req
 }

@@ -413,7 +413,10 @@ impl Deployed {
             runtime_health: Arc::new(|| Ok(())),
         });
         let request = lambda_http::request::from_str(apigw_event).expect("an API Gateway event");
-        let response = iras_http::router(app).oneshot(request).await.unwrap();
+        let response = iras_http::router(app)
+            .oneshot(iras_lambda::with_gateway_caller(request))
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -515,7 +518,7 @@ async fn an_approved_incident_runs_the_real_definition_on_step_functions_to_reso
     let id = awaiting_approval(&d, "ingest").await;
 
     // The on-call engineer approves with the sample request the approval-callback function
-    // serves (bearer API key, approver alice).
+    // serves (signed by alice's IAM user, API Gateway's IAM authorizer checked it).
     let request = sample_text("approval-callback", id.as_str());
     let (status, body) = d.approval_callback(&id, &request).await;
     // 200 means moto accepted SendTaskSuccess with the token read back from DynamoDB.

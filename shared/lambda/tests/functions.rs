@@ -351,10 +351,18 @@ async fn the_api_function_reports_health_from_the_sample_request() {
 }
 
 #[tokio::test]
-async fn an_approval_without_the_api_key_completes_no_task() {
+async fn an_approval_the_iam_authorizer_did_not_check_completes_no_task() {
     let w = world();
-    let forged = sample_text("approval-callback", SAMPLE_ID).replace(SAMPLE_API_KEY, "guessed-key");
-    let (status, body) = w.http(Function::ApprovalCallback, &forged).await;
+    let mut forged: Value =
+        serde_json::from_str(&sample_text("approval-callback", SAMPLE_ID)).unwrap();
+    forged["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    forged["headers"]["authorization"] = json!(format!("Bearer {SAMPLE_API_KEY}"));
+    let (status, body) = w
+        .http(Function::ApprovalCallback, &forged.to_string())
+        .await;
     assert_eq!(status, 401, "{body}");
     assert!(w.callbacks.successes.lock().unwrap().is_empty());
 }
@@ -434,4 +442,103 @@ async fn the_sns_sample_event_opens_one_incident_for_its_alarm() {
         "cloudwatch:arn:aws:cloudwatch:REGION:ACCOUNT_NUMBER:alarm:EXAMPLE"
     );
     assert_eq!(*w.starter.started.lock().unwrap(), vec![id]);
+}
+
+/// The IAM-authorized request of the fixture (verbatim), pointed at `method path` with `body`.
+fn iam_request(method: &str, path: &str, body: &str, with_caller: bool) -> String {
+    let mut v: Value = serde_json::from_str(include_str!("fixtures/apigw-v2-request-iam.json"))
+        .expect("the fixture is JSON");
+    v["routeKey"] = json!(format!("{method} {path}"));
+    v["rawPath"] = json!(path);
+    v["rawQueryString"] = json!("");
+    v["queryStringParameters"] = Value::Null;
+    v["requestContext"]["routeKey"] = json!(format!("{method} {path}"));
+    v["requestContext"]["http"]["method"] = json!(method);
+    v["requestContext"]["http"]["path"] = json!(path);
+    v["body"] = json!(body);
+    v["headers"]["content-type"] = json!("application/json");
+    if !with_caller {
+        v["requestContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorizer");
+    }
+    v.to_string()
+}
+
+/// `API_AUTH=iam`: API Gateway's IAM authorizer checks the SigV4 signature; the functions
+/// take the caller it names, for reads and as the approver, and read no bearer key.
+#[tokio::test]
+async fn behind_the_iam_authorizer_the_signed_caller_reads_and_is_the_approver() {
+    let w = world();
+    let id = ingest_sample(&w, "ingest-iras-alert")
+        .await
+        .unwrap()
+        .incident_id
+        .unwrap();
+    for stage in [
+        Stage::Triage,
+        Stage::GatherContext,
+        Stage::Rca,
+        Stage::Plan,
+        Stage::RequestApproval,
+    ] {
+        run_stage(&w, stage, &id).await;
+    }
+
+    let (status, body) = w
+        .http(Function::Api, &iam_request("GET", "/incidents", "", true))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(id.as_str()), "{body}");
+    // The same request without the authorizer's word: refused, even by the function.
+    let (status, _) = w
+        .http(Function::Api, &iam_request("GET", "/incidents", "", false))
+        .await;
+    assert_eq!(status, 401);
+    // A bearer key is not read here (SigV4 takes the Authorization header).
+    let mut keyed = iam_request("POST", &format!("/incidents/{id}/approve"), "", false);
+    keyed = keyed.replace(
+        r#""content-type":"application/json""#,
+        &format!(r#""content-type":"application/json","authorization":"Bearer {SAMPLE_API_KEY}""#),
+    );
+    let (status, _) = w.http(Function::ApprovalCallback, &keyed).await;
+    assert_eq!(status, 401);
+    assert!(w.callbacks.successes.lock().unwrap().is_empty());
+
+    let path = format!("/incidents/{id}/approve");
+    let (status, body) = w
+        .http(
+            Function::ApprovalCallback,
+            &iam_request(
+                "POST",
+                &path,
+                r#"{"comment": "rollback looks right"}"#,
+                true,
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["iam_principal"],
+        "arn:aws:iam::1234567890:user/Admin"
+    );
+    assert_eq!(w.callbacks.successes.lock().unwrap().len(), 1);
+    let d = w
+        .store
+        .get_incident(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .approval
+        .unwrap()
+        .decision
+        .unwrap();
+    assert_eq!(
+        d.identity,
+        Some(iras_core::ApproverIdentity::Iam {
+            arn: "arn:aws:iam::1234567890:user/Admin".into()
+        })
+    );
 }

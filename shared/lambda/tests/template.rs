@@ -434,3 +434,65 @@ fn each_function_is_allowed_exactly_what_its_ports_need() {
     }
     assert_eq!(checked, Function::ALL.len());
 }
+
+/// API Gateway's IAM authorizer guards every route but those that carry their own signature
+/// (the webhooks, the signed approval pages, Slack's buttons) and health: what reads
+/// incidents or decides by API never reaches a function unsigned.
+#[test]
+fn only_self_signed_routes_and_health_are_reachable_without_the_iam_authorizer() {
+    const OPEN: [&str; 6] = [
+        "POST /webhook/alert",
+        "POST /webhook/{source}",
+        "GET /health",
+        "GET /approvals/{approval_id}",
+        "POST /approvals/{approval_id}",
+        "POST /slack/interactions",
+    ];
+    let t = template();
+    let api = &resources(&t)["HttpApi"]["Properties"]["Auth"];
+    assert_eq!(api["DefaultAuthorizer"].as_str(), Some("AWS_IAM"));
+    assert_eq!(api["EnableIamAuthorizer"].as_bool(), Some(true));
+    let mut open = BTreeSet::new();
+    let mut guarded = BTreeSet::new();
+    for (_, r) in resources(&t) {
+        let Some(events) = r["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
+        for (_, e) in events {
+            if e["Type"].as_str() != Some("HttpApi") {
+                continue;
+            }
+            let p = &e["Properties"];
+            let route = format!(
+                "{} {}",
+                p["Method"].as_str().unwrap(),
+                p["Path"].as_str().unwrap()
+            );
+            if p["Auth"]["Authorizer"].as_str() == Some("NONE") {
+                open.insert(route);
+            } else {
+                assert!(
+                    p["Auth"].is_null(),
+                    "{route}: the default authorizer, nothing else"
+                );
+                guarded.insert(route);
+            }
+        }
+    }
+    assert_eq!(open, OPEN.iter().map(|r| r.to_string()).collect());
+    for r in [
+        "GET /incidents",
+        "GET /incidents/{id}",
+        "POST /incidents/{id}/approve",
+    ] {
+        assert!(guarded.contains(r), "{r} is not behind the IAM authorizer");
+    }
+    // The functions behind it take the caller API Gateway names.
+    for f in ["ApiFunction", "ApprovalCallbackFunction"] {
+        assert_eq!(
+            resources(&t)[f]["Properties"]["Environment"]["Variables"]["API_AUTH"].as_str(),
+            Some("iam"),
+            "{f}"
+        );
+    }
+}

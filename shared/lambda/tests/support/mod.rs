@@ -115,6 +115,8 @@ pub fn world_with(starter: RecordingStarter) -> World {
         ),
         ("APPROVAL_SIGNING_KEY", "test-signing-key".to_string()),
         ("APPROVAL_API_KEY", SAMPLE_API_KEY.to_string()),
+        // As the template sets it: the IAM authorizer names the caller.
+        ("API_AUTH", "iam".to_string()),
         ("RCA_MAX_ATTEMPTS", "3".to_string()),
     ]
     .into_iter()
@@ -218,9 +220,9 @@ impl World {
     /// the router `function` serves.
     pub async fn http(&self, function: Function, apigw_event: &str) -> (u16, String) {
         let request = lambda_http::request::from_str(apigw_event).expect("an API Gateway event");
-        // The lambda_http request goes to the router as it is, as `run_http` hands it over.
+        // The lambda_http request goes to the router as `run_http` hands it over.
         let response = iras_http::router(self.app(function))
-            .oneshot(request)
+            .oneshot(iras_lambda::with_gateway_caller(request))
             .await
             .unwrap();
         let status = response.status().as_u16();
