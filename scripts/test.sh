@@ -7,6 +7,13 @@ root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A clean clone builds everything once: incremental caches (a third of target/) and debug info
+# would only fill the CI machine's disk, which ran out before (pip's wheels could not unpack).
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+  export CARGO_PROFILE_DEV_DEBUG=0
+fi
+
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
