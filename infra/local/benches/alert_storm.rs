@@ -22,11 +22,9 @@ use tower::ServiceExt;
 const CONCURRENCY: usize = 8;
 
 fn fixture(rel: &str) -> Value {
-    let path = format!(
-        "{}/../../shared/intake/tests/fixtures/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    let json = iras_intake::fixtures::vendor_payload(rel)
+        .unwrap_or_else(|| panic!("no vendor payload {rel}"));
+    serde_json::from_str(json).unwrap()
 }
 
 /// Alert number `key` of the storm in one of the vendors' documented shapes (which one

@@ -19,6 +19,9 @@ mod ecs_steady_state;
 #[path = "moto/eventbridge.rs"]
 mod eventbridge;
 #[cfg(feature = "remediation")]
+#[path = "moto/fake_api.rs"]
+mod fake_api;
+#[cfg(feature = "remediation")]
 #[path = "moto/remediation.rs"]
 mod remediation;
 #[cfg(feature = "remediation")]

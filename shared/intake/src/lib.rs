@@ -10,6 +10,8 @@ pub mod alertmanager;
 pub mod cloudwatch;
 mod common;
 pub mod datadog;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod sentry;

@@ -134,38 +134,10 @@ pub fn approval_link(approval_id: &str, expires: i64, sig: &str) {
     let _ = iras_core::signing::verify_approval(b"key", approval_id, expires, sig);
 }
 
-/// The vendors' documented payloads (`shared/intake/tests/fixtures`, each with its source):
+/// The vendors' documented payloads (iras-intake's `tests/fixtures`, each with its source):
 /// mutating real shapes reaches far deeper into a parser than random JSON, which every parser
 /// refuses at its first field.
-pub const VENDOR_PAYLOADS: [&str; 19] = [
-    include_str!("../../../shared/intake/tests/fixtures/alertmanager/v4-probe-failure.json"),
-    include_str!(
-        "../../../shared/intake/tests/fixtures/cloudwatch/eventbridge-metric-math-alarm.json"
-    ),
-    include_str!(
-        "../../../shared/intake/tests/fixtures/cloudwatch/eventbridge-single-metric-alarm.json"
-    ),
-    include_str!("../../../shared/intake/tests/fixtures/datadog/payload-template.json"),
-    include_str!("../../../shared/intake/tests/fixtures/grafana/webhook.json"),
-    include_str!("../../../shared/intake/tests/fixtures/opsgenie/acknowledge.json"),
-    include_str!("../../../shared/intake/tests/fixtures/opsgenie/callback-create.json"),
-    include_str!("../../../shared/intake/tests/fixtures/opsgenie/create.json"),
-    include_str!("../../../shared/intake/tests/fixtures/pagerduty/events-v2-acknowledge.json"),
-    include_str!("../../../shared/intake/tests/fixtures/pagerduty/events-v2-resolve.json"),
-    include_str!("../../../shared/intake/tests/fixtures/pagerduty/events-v2-trigger.json"),
-    include_str!(
-        "../../../shared/intake/tests/fixtures/pagerduty/webhook-v3-incident-priority-updated.json"
-    ),
-    include_str!("../../../shared/intake/tests/fixtures/sentry/issue-alert.json"),
-    include_str!("../../../shared/intake/tests/fixtures/sns/lambda-event-cloudwatch-alarm.json"),
-    include_str!("../../../shared/intake/tests/fixtures/sns/notification.json"),
-    include_str!("../../../shared/intake/tests/fixtures/sns/signed-v1-notification.json"),
-    include_str!(
-        "../../../shared/intake/tests/fixtures/sns/signed-v1-subscription-confirmation.json"
-    ),
-    include_str!("../../../shared/intake/tests/fixtures/sns/subscription-confirmation.json"),
-    include_str!("../../../shared/intake/tests/fixtures/sns/unsubscribe-confirmation.json"),
-];
+pub const VENDOR_PAYLOADS: [(&str, &str); 19] = iras_intake::fixtures::VENDOR_PAYLOADS;
 
 /// A vendor payload with some of its values (anywhere in the tree) replaced by generated JSON,
 /// and sometimes a field removed.
@@ -175,7 +147,8 @@ pub fn vendor_shaped() -> impl Strategy<Value = Value> {
         prop::collection::vec((any::<usize>(), json_value(), any::<bool>()), 0..5),
     )
         .prop_map(|(i, mutations)| {
-            let mut doc: Value = serde_json::from_str(VENDOR_PAYLOADS[i]).expect("fixture is JSON");
+            let mut doc: Value =
+                serde_json::from_str(VENDOR_PAYLOADS[i].1).expect("fixture is JSON");
             for (at, value, remove) in mutations {
                 let paths = pointers(&doc);
                 let path = &paths[at % paths.len()];

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iras_aws::AwsExecutor;
-use iras_core::policy::RemediationPolicy;
-use iras_core::ports::{Executor, StepCall};
+use iras_core::ports::Executor;
 use iras_core::*;
 use serde_json::{json, Value};
 
+use crate::fake_api::{apply_step, executor_against};
 use crate::support::fake_json_api;
 
 /// The documented GetDeployment and StopDeployment examples and the error, with sources.
@@ -59,15 +59,11 @@ async fn serve(finishes_first: bool) -> (String, Arc<Fake>) {
 }
 
 async fn executor(url: &str) -> AwsExecutor {
-    let sdk = iras_aws::emulator_config(url).await;
-    let policy = RemediationPolicy::parse(
+    executor_against(
+        url,
         "rules:\n  - actions: [code_deploy_stop_deployment]\n    resources: [\"WordPress_App/WordPress_DG\"]\n",
-        "policy.yaml",
     )
-    .unwrap();
-    let mut e = AwsExecutor::new(&sdk, policy);
-    e.poll = Duration::from_millis(20);
-    e
+    .await
 }
 
 fn stop() -> Action {
@@ -84,13 +80,7 @@ async fn a_running_deployment_is_stopped_once_with_automatic_rollback() {
     let exec = executor(&url).await;
     let id = IncidentId::generate();
     let action = stop();
-    let call = StepCall {
-        incident: &id,
-        step: 0,
-        phase: StepPhase::Apply,
-        action: &action,
-        timeout: Duration::from_secs(10),
-    };
+    let call = apply_step(&id, &action, Duration::from_secs(10));
     let prior = exec.observe(&call).await.unwrap();
     assert_eq!(
         prior,
@@ -127,13 +117,7 @@ async fn a_deployment_that_finished_before_the_stop_is_reported_as_it_ended() {
     let exec = executor(&url).await;
     let id = IncidentId::generate();
     let action = stop();
-    let call = StepCall {
-        incident: &id,
-        step: 0,
-        phase: StepPhase::Apply,
-        action: &action,
-        timeout: Duration::from_secs(10),
-    };
+    let call = apply_step(&id, &action, Duration::from_secs(10));
     let prior = exec.observe(&call).await.unwrap();
     let out = exec.apply(&call, &prior).await.unwrap();
     assert_eq!(

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iras_aws::{AwsExecutor, EcsSettle};
-use iras_core::policy::RemediationPolicy;
-use iras_core::ports::{ExecError, Executor, StepCall};
+use iras_core::ports::{ExecError, Executor};
 use iras_core::*;
 use serde_json::{json, Value};
 
+use crate::fake_api::{apply_step, executor_against};
 use crate::support::fake_json_api;
 
 /// The documented DescribeServices example (a steady service), with its sources.
@@ -126,14 +126,11 @@ async fn serve(rollout: Rollout) -> (String, Arc<Fake>) {
 }
 
 async fn executor(url: &str) -> AwsExecutor {
-    let sdk = iras_aws::emulator_config(url).await;
-    let policy = RemediationPolicy::parse(
+    let mut e = executor_against(
+        url,
         "rules:\n  - actions: [ecs_set_task_definition, ecs_force_new_deployment]\n    resources: [\"default/my-http-service\"]\n",
-        "policy.yaml",
     )
-    .unwrap();
-    let mut e = AwsExecutor::new(&sdk, policy);
-    e.poll = Duration::from_millis(20);
+    .await;
     e.ecs_settle = EcsSettle::SteadyState;
     e
 }
@@ -153,13 +150,7 @@ async fn apply(
     timeout: Duration,
 ) -> Result<ResourceState, ExecError> {
     let id = IncidentId::generate();
-    let call = StepCall {
-        incident: &id,
-        step: 0,
-        phase: StepPhase::Apply,
-        action,
-        timeout,
-    };
+    let call = apply_step(&id, action, timeout);
     let prior = exec.observe(&call).await?;
     exec.apply(&call, &prior).await.map(|o| o.after)
 }

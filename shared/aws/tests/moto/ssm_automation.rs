@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iras_aws::AwsExecutor;
-use iras_core::policy::RemediationPolicy;
-use iras_core::ports::{ExecError, Executor, StepCall};
+use iras_core::ports::{ExecError, Executor};
 use iras_core::*;
 use serde_json::Value;
 
+use crate::fake_api::{apply_step, executor_against};
 use crate::support::fake_json_api;
 
 /// The documented response shapes, kept verbatim with their sources in the fixture.
@@ -72,15 +72,11 @@ fn restart() -> Action {
 }
 
 async fn executor(url: &str) -> AwsExecutor {
-    let sdk = iras_aws::emulator_config(url).await;
-    let policy = RemediationPolicy::parse(
+    executor_against(
+        url,
         "rules:\n  - actions: [ssm_start_automation]\n    documents: [AWS-RestartEC2Instance]\n    resources: [\"i-*\"]\n",
-        "policy.yaml",
     )
-    .unwrap();
-    let mut e = AwsExecutor::new(&sdk, policy);
-    e.poll = Duration::from_millis(20);
-    e
+    .await
 }
 
 #[tokio::test]
@@ -89,13 +85,7 @@ async fn a_runbook_is_started_with_a_stable_token_and_waited_on_until_it_succeed
     let exec = executor(&url).await;
     let id = IncidentId::generate();
     let action = restart();
-    let call = StepCall {
-        incident: &id,
-        step: 0,
-        phase: StepPhase::Apply,
-        action: &action,
-        timeout: Duration::from_secs(10),
-    };
+    let call = apply_step(&id, &action, Duration::from_secs(10));
     let prior = exec.observe(&call).await.unwrap();
     let out = exec.apply(&call, &prior).await.unwrap();
     assert_eq!(
@@ -121,13 +111,7 @@ async fn a_runbook_that_fails_fails_the_step_and_cannot_be_undone() {
     let exec = executor(&url).await;
     let id = IncidentId::generate();
     let action = restart();
-    let call = StepCall {
-        incident: &id,
-        step: 0,
-        phase: StepPhase::Apply,
-        action: &action,
-        timeout: Duration::from_secs(10),
-    };
+    let call = apply_step(&id, &action, Duration::from_secs(10));
     let e = exec
         .apply(&call, &ResourceState::NotRead)
         .await
