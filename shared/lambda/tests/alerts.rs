@@ -5,7 +5,7 @@
 mod support;
 
 use iras_core::ports::IncidentStore;
-use iras_core::{IncidentId, IncidentStatus};
+use iras_core::{AlertState, IncidentId, IncidentStatus, Severity};
 use iras_lambda::Function;
 use serde_json::{json, Value};
 use support::*;
@@ -50,6 +50,7 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "BlackBox Probe Failure: https://server.example.org",
             Some("http_checks"),
             "alertmanager:1a30ba71cca2921f",
+            Some(Severity::P1),
         ),
         (
             "/webhook/grafana",
@@ -57,6 +58,7 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "This alert was triggered for zone us-1",
             None,
             "grafana:c6eadffa33fcdf37",
+            None,
         ),
         (
             "/webhook/pagerduty",
@@ -64,6 +66,7 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "A little bump in the road",
             Some("API Service"),
             "pagerduty:d3640fbd41094207a1c11e58e46b1662",
+            Some(Severity::P0),
         ),
         (
             "/webhook/pagerduty",
@@ -71,6 +74,7 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "Example alert on host1.example.com",
             Some("postgres"),
             "pagerduty:samplekeyhere",
+            Some(Severity::P3),
         ),
         (
             "/webhook/opsgenie",
@@ -78,6 +82,7 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "test alert",
             None,
             "opsgenie:aliastest",
+            None, // the documented sample sends no priority
         ),
         (
             "/webhook/sentry",
@@ -85,6 +90,7 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "ReferenceError: heck is not defined",
             Some("front-end"),
             "sentry:1117540176",
+            Some(Severity::P2),
         ),
         (
             "/webhook/alert",
@@ -92,11 +98,12 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
             "ServerCpuTooHigh: Threshold Crossed",
             None,
             "cloudwatch:arn:aws:cloudwatch:us-east-1:123456789012:alarm:ServerCpuTooHigh",
+            None,
         ),
     ];
     // Grafana's payload holds two rules: one incident each.
     let expected = cases.len() + 1;
-    for (path, body, title, service, key) in cases {
+    for (path, body, title, service, key, severity) in cases {
         let (status, reply) = w
             .http(Function::Api, &apigw(path, &body, "application/json"))
             .await;
@@ -107,6 +114,16 @@ async fn every_vendor_payload_posted_through_api_gateway_opens_its_incident() {
         assert!(inc.title.starts_with(title), "{path}: {}", inc.title);
         assert_eq!(inc.service.as_deref(), service, "{path}");
         assert_eq!(inc.fingerprint, key, "{path}");
+        let origin = inc
+            .alert
+            .origin
+            .as_ref()
+            .expect("read by its source's parser");
+        assert_eq!(origin.state, AlertState::Firing, "{path}");
+        assert_eq!(
+            origin.severity, severity,
+            "{path}: the documented severity table"
+        );
     }
     assert_eq!(w.incident_count().await, expected);
 }
