@@ -271,6 +271,13 @@ pub fn symptom_class(metric_name: &str) -> Option<SymptomClass> {
 }
 
 /// How much a metric's deviation says about its own service (see [`MetricKind`]).
+/// A measurement a service takes of the calls it makes (`client_latency_p99`,
+/// `outbound_request_duration`): it describes how its callees (or the network to them) answer,
+/// not how the service itself does.
+pub fn is_client_side(metric_name: &str) -> bool {
+    has_any(&tokens(metric_name), &["client", "outbound"])
+}
+
 pub fn metric_kind(metric_name: &str) -> MetricKind {
     let toks = tokens(metric_name);
     let joined = toks.join("_");

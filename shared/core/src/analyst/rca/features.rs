@@ -23,6 +23,11 @@ pub(super) struct Features {
     pub logs: f64,
     pub blamed: f64,
     pub contention: f64,
+    /// How long its callers wait on calls they make (their client-side latency), shared among
+    /// the services they call: delay on a service's network shows only at its callers.
+    pub callers_wait: f64,
+    /// Its own client-side latency, weighted: evidence about its callees, not itself.
+    pub waits_on_callees: f64,
     pub deploy: f64,
     pub deployment: Option<Deployment>,
     pub onset: Option<Timestamp>,
@@ -142,11 +147,31 @@ pub(super) fn universe(alert: &Alert, ctx: &ContextBundle, graph: &Graph) -> BTr
     universe
 }
 
+/// Weight kept by a deviation that was over before the incident began: the alert is about
+/// what went wrong from its onset on, and a spike that came and went minutes earlier is an
+/// older story (real incidents overlap: the previous one is often still inside the window).
+const OVER_BEFORE_ONSET: f64 = 0.25;
+
+/// Whether the series was last out of its band before `onset`, and is back in it now.
+fn over_before(d: &Deviation, onset: Timestamp) -> bool {
+    if d.profile.is_empty() || super::onset::current_start(d).is_some() {
+        return false;
+    }
+    let last_out = d
+        .profile
+        .iter()
+        .rev()
+        .find(|p| p.1 >= metrics::BAND_SCORE)
+        .map(|p| p.0);
+    last_out.is_some_and(|t| t < onset.timestamp())
+}
+
 /// Per service, its significant deviations, strongest first, combined per kind of metric.
 pub(super) fn from_metrics(
     universe: &BTreeSet<String>,
     devs: Vec<Deviation>,
     alert_class: Option<metrics::SymptomClass>,
+    onset: Timestamp,
 ) -> BTreeMap<String, Features> {
     let mut features: BTreeMap<String, Features> = universe
         .iter()
@@ -168,6 +193,14 @@ pub(super) fn from_metrics(
             None => saturate(a.score),
         };
         let mut w = strength * (0.4 + 0.6 * d.persistence);
+        if over_before(&d, onset) {
+            w *= OVER_BEFORE_ONSET;
+        }
+        let f = features.entry(a.service.clone()).or_default();
+        if kind == MetricKind::Symptom && metrics::is_client_side(&a.metric) {
+            f.waits_on_callees = f.waits_on_callees.max(w);
+            w *= CLIENT_SIDE_OWN;
+        }
         if a.baseline_estimated {
             w *= 0.7;
         }
@@ -180,7 +213,6 @@ pub(super) fn from_metrics(
                 }
             }
         }
-        let f = features.entry(a.service.clone()).or_default();
         // Only clear, lasting deviations date the service: a weak level shift (a capacity
         // setting that differs from last week) is "different", not "started failing".
         // Traffic follows callers and users, so it does not date a failure either.
@@ -188,7 +220,9 @@ pub(super) fn from_metrics(
             && a.score >= 2.0 * metrics::SIGNIFICANT_SCORE
             && kind != MetricKind::Traffic
         {
-            if let Some(o) = a.onset {
+            // The excursion still running dates the service, not an earlier one that is over.
+            let dated = super::onset::current_start(&d).or(a.onset);
+            if let Some(o) = dated {
                 f.onset = Some(f.onset.map_or(o, |x: Timestamp| x.min(o)));
             }
         }
@@ -209,6 +243,32 @@ pub(super) fn from_metrics(
         f.other = combine(by(MetricKind::Other));
     }
     features
+}
+
+/// Weight a service's own client-side latency keeps as evidence against itself: it waits on
+/// its callees, and is slow itself only as far as its server side says so.
+const CLIENT_SIDE_OWN: f64 = 0.3;
+
+/// Callers' waiting, handed to what they call: each callee of a waiting caller gets an equal
+/// share of that caller's client-side latency; several callers waiting add up (a service all
+/// its callers wait on is likelier the slow one than a callee of one of them).
+pub(super) fn add_callers_wait(features: &mut BTreeMap<String, Features>, graph: &Graph) {
+    let mut shares: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (svc, f) in features.iter() {
+        if f.waits_on_callees <= 0.0 {
+            continue;
+        }
+        let callees: Vec<&String> = graph.callees(svc).collect();
+        for c in &callees {
+            shares
+                .entry((*c).clone())
+                .or_default()
+                .push(f.waits_on_callees / callees.len() as f64);
+        }
+    }
+    for (svc, v) in shares {
+        features.entry(svc).or_default().callers_wait = combine(v).min(1.0);
+    }
 }
 
 /// What the logs say of each service itself, and who is named in others' problem lines.
@@ -319,9 +379,25 @@ pub(super) fn add_contention(features: &mut BTreeMap<String, Features>) {
 }
 
 /// A service's own evidence, and what it receives from others' (blame, contention).
-pub(super) fn totals(features: &mut BTreeMap<String, Features>) {
-    for f in features.values_mut() {
+///
+/// Being named in others' errors is a suspicion, not evidence: a service whose own metrics are
+/// in the bundle and stay quiet keeps only a quarter of it (callers name what they called when
+/// they failed, whoever failed). One with no telemetry at all (an external API) keeps all of it,
+/// since its callers are the only witnesses.
+pub(super) fn totals(features: &mut BTreeMap<String, Features>, observed: &BTreeSet<String>) {
+    for (svc, f) in features.iter_mut() {
         f.own = f.cause + 0.6 * f.symptom + 0.25 * f.traffic + 0.3 * f.other + 0.9 * f.logs;
-        f.received = 0.9 * f.blamed + f.contention;
+        if observed.contains(svc) {
+            let agree = (f.own / CORROBORATES).min(1.0);
+            f.blamed *= 0.25 + 0.75 * agree;
+        }
+        f.received = 0.9 * f.blamed + f.contention + CALLERS_WAIT * f.callers_wait;
     }
 }
+
+/// Weight of callers' waiting in a callee's evidence, as a symptom's (0.6) discounted for being
+/// shared among every callee.
+pub(super) const CALLERS_WAIT: f64 = 0.5;
+
+/// Own evidence from which a service's signals fully back what others' errors say of it.
+const CORROBORATES: f64 = 0.3;

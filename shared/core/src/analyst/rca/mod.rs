@@ -78,11 +78,17 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
     let findings = logs::analyse(&ctx.logs, onset.first_move, window, &services, &graph);
 
     let alert_class = alert_symptom(alert);
-    let mut features = features::from_metrics(&universe, devs, alert_class);
+    // Deviations over before the onset are older stories; an onset the metrics place after
+    // the alert (a late window) still leaves what came before the alert in this incident.
+    let current_from = onset.at.min(alert.timestamp);
+    let mut features = features::from_metrics(&universe, devs, alert_class, current_from);
     features::add_logs(&mut features, &findings);
     features::add_deployments(&mut features, &ctx.deployments, onset.at);
     features::add_contention(&mut features);
-    features::totals(&mut features);
+    features::add_callers_wait(&mut features, &graph);
+    let observed: std::collections::BTreeSet<String> =
+        ctx.metrics.iter().map(|m| m.service.clone()).collect();
+    features::totals(&mut features, &observed);
     propagation::propagate(&mut features, &graph, &findings, alert, alert_class, ctx);
     scoring::score(
         &mut features,

@@ -1,7 +1,7 @@
 //! Phase 1, onset: when the incident began (the first lasting symptom), the time resolution of
 //! the evidence, and the window it covers.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration};
 
 use crate::analyst::metrics::{self, Deviation, MetricKind};
 use crate::domain::*;
@@ -56,6 +56,32 @@ pub(super) fn window_of(alert: &Alert, ctx: &ContextBundle) -> (Timestamp, Times
     (lo, hi)
 }
 
+/// Where the excursion still running at the end of the window began: walking back from the
+/// last sample while the series stays out of its band (one in-band sample is a gap, two end
+/// it). `None` when the series is back in its band at the end: whatever it did earlier is
+/// over, an older story than the alert. Later faults overlap earlier ones in real incidents,
+/// so the start of the current excursion, not the first excursion, dates this one.
+pub(super) fn current_start(d: &Deviation) -> Option<Timestamp> {
+    let p = &d.profile;
+    if p.is_empty() {
+        return d.anomaly.onset;
+    }
+    let out = |i: usize| p[i].1 >= metrics::BAND_SCORE;
+    let n = p.len();
+    // The excursion must reach one of the last two samples.
+    let mut i = (n.saturating_sub(2)..n).rev().find(|&i| out(i))?;
+    while i > 0 {
+        if out(i - 1) {
+            i -= 1;
+        } else if i >= 2 && out(i - 2) {
+            i -= 2;
+        } else {
+            break;
+        }
+    }
+    DateTime::from_timestamp(p[i].0, 0)
+}
+
 // The incident's onset: the first lasting symptom (what the alert is about), else the
 // first lasting deviation of any kind, else shortly before the alert.
 pub(super) fn incident_onset(devs: &[Deviation], at: Timestamp) -> Onset {
@@ -64,13 +90,9 @@ pub(super) fn incident_onset(devs: &[Deviation], at: Timestamp) -> Onset {
         .iter()
         .filter(lasting)
         .filter(|d| metrics::metric_kind(&d.anomaly.metric) == MetricKind::Symptom)
-        .filter_map(|d| d.anomaly.onset)
+        .filter_map(current_start)
         .min();
-    let any_onset = devs
-        .iter()
-        .filter(lasting)
-        .filter_map(|d| d.anomaly.onset)
-        .min();
+    let any_onset = devs.iter().filter(lasting).filter_map(current_start).min();
     let onset_known = symptom_onset.or(any_onset).is_some();
     let onset = symptom_onset
         .or(any_onset)
@@ -84,7 +106,7 @@ pub(super) fn incident_onset(devs: &[Deviation], at: Timestamp) -> Onset {
             d.anomaly.score >= 2.0 * metrics::SIGNIFICANT_SCORE
                 && metrics::metric_kind(&d.anomaly.metric) != MetricKind::Traffic
         })
-        .filter_map(|d| d.anomaly.onset)
+        .filter_map(current_start)
         .min()
         .map_or(onset, |t| t.min(onset));
     Onset {

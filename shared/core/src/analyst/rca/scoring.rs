@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::Duration;
 
-use super::features::Features;
+use super::features::{Features, CALLERS_WAIT};
 use super::onset::{minutes, sample_step};
 use super::ANOMALOUS;
 use crate::domain::*;
@@ -28,7 +28,8 @@ pub(super) fn score(features: &mut BTreeMap<String, Features>, ctx: &ContextBund
             + 0.3 * f.other
             + 0.9 * f.logs * (1.0 - 0.4 * x)
             + 0.9 * f.blamed * (1.0 - 0.5 * x)
-            + f.contention;
+            + f.contention
+            + CALLERS_WAIT * f.callers_wait * (1.0 - 0.5 * x);
         let gate = ((f.own + f.received) / 0.8).min(1.0);
         // Within one sample of the first, a service is as early as the first.
         let onset_bonus = match (earliest, f.onset) {
