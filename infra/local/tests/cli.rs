@@ -231,3 +231,39 @@ fn eval_prints_one_json_document_with_the_summary_dashboards_read() {
         "offline beats BARO"
     );
 }
+
+#[test]
+fn eval_over_several_sets_reports_each_through_a_calibration_fitted_on_the_others() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios");
+    let (a, b) = (
+        format!("{root}/synthetic"),
+        format!("{root}/petshop/low_traffic/test"),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("calibration.json");
+    let v = json_of(&iras(&[
+        "eval",
+        &a,
+        &b,
+        "--json",
+        "--write-calibration",
+        file.to_str().unwrap(),
+    ]));
+    let sets = v["sets"].as_array().expect("one entry per set");
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[0]["summary"]["n"], 12);
+    assert_eq!(sets[1]["summary"]["n"], 18);
+    for (s, other) in sets.iter().zip([&b, &a]) {
+        let how = s["summary"]["calibration"].as_str().unwrap();
+        assert!(how.starts_with("leave-one-set-out"), "{how}");
+        assert!(
+            how.contains(other.as_str()),
+            "fitted on the other set: {how}"
+        );
+    }
+    let written: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(written["analyst"], "offline");
+    assert_eq!(written["fit_on"][0]["n"], 12);
+    assert_eq!(written["fit_on"][1]["n"], 18);
+    assert!(!written["points"].as_array().unwrap().is_empty());
+}

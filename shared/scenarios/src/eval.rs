@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use iras_core::analyst::rca::is_no_evidence_answer;
 use iras_core::analyst::text::clean;
 use iras_core::analyst::{BaroAnalyst, OfflineAnalyst};
 use iras_core::memory::MemoryStore;
@@ -62,6 +63,16 @@ impl AnalystChoice {
     pub fn analyst(self) -> Result<Arc<dyn Analyst>, EvalError> {
         match self {
             AnalystChoice::Offline => Ok(Arc::new(OfflineAnalyst::new())),
+            other => other.raw_analyst(),
+        }
+    }
+
+    /// The analyst with its confidence as the analysis computes it: the offline analyst
+    /// uncalibrated (what a calibration is fitted on, see [`leave_one_set_out`]); the others as
+    /// [`AnalystChoice::analyst`].
+    pub fn raw_analyst(self) -> Result<Arc<dyn Analyst>, EvalError> {
+        match self {
+            AnalystChoice::Offline => Ok(Arc::new(OfflineAnalyst::uncalibrated())),
             AnalystChoice::Baro => Ok(Arc::new(BaroAnalyst::new())),
             AnalystChoice::Llm => Err(EvalError::Analyst(
                 match std::env::var("LLM_PROVIDER")
@@ -136,6 +147,10 @@ pub struct CaseResult {
     /// Why the scenario could not be ranked (it then counts as a miss).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The confidence is the analysis' own figure, which a calibration maps (not an error, nor
+    /// the fixed figure of the no-evidence answer).
+    #[serde(skip)]
+    pub calibratable: bool,
 }
 
 impl CaseResult {
@@ -163,6 +178,7 @@ impl CaseResult {
             truth_fault: None,
             fault_correct: None,
             error: Some(error),
+            calibratable: false,
         }
     }
 }
@@ -177,6 +193,10 @@ pub struct Summary {
     pub confidently_wrong: f64,
     pub analyst: String,
     pub threshold: f64,
+    /// Which calibration the confidence went through, when the report says (see
+    /// [`leave_one_set_out`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
     /// AC@1 .. AC@5.
     pub ac_at: Vec<f64>,
     /// Scenarios that could not be ranked (counted as misses).
@@ -286,6 +306,7 @@ pub fn summarize(cases: &[CaseResult], analyst: &str, threshold: f64) -> Summary
         confidently_wrong: share(&|c| c.confidently_wrong()),
         analyst: analyst.to_string(),
         threshold,
+        calibration: None,
         ac_at: (1..=5).map(|k| ac_at(cases, k)).collect(),
         errors: cases.iter().filter(|c| c.error.is_some()).count(),
         escalated: share(&|c| c.would_escalate),
@@ -501,6 +522,7 @@ pub async fn evaluate_scenario(
             .and_then(|label| fault_matches(label, &h.fault)),
         truth_fault,
         error: None,
+        calibratable: !is_no_evidence_answer(h),
     }
 }
 
@@ -681,6 +703,9 @@ impl EvalReport {
             "\n{} scenarios · analyst {} · threshold {:.2}\n",
             s.n, s.analyst, s.threshold
         ));
+        if let Some(how) = &s.calibration {
+            out.push_str(&format!("confidence calibration: {how}\n"));
+        }
         out.push_str(&format!(
             "AC@1 {:.3}  AC@3 {:.3}  Avg@5 {:.3}  confidently wrong {:.3}  escalated {:.3}{}\n",
             s.ac1,
@@ -815,6 +840,7 @@ mod tests {
             truth_fault: None,
             fault_correct: None,
             error: None,
+            calibratable: true,
         }
     }
 

@@ -3,6 +3,7 @@
 //! ([`eval`], behind `iras eval`). This is where the scenario files' I/O lives, so that
 //! `iras-core` stays free of it.
 
+pub mod calibrate;
 pub mod eval;
 pub mod faults;
 mod scenario;

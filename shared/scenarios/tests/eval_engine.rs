@@ -26,7 +26,81 @@ fn case(rank: Option<usize>, confidence: f64, threshold: f64) -> CaseResult {
         truth_fault: None,
         fault_correct: None,
         error: None,
+        calibratable: true,
     }
+}
+
+/// A set of `n` cases in folder `root`, all at raw confidence `raw`, all right or all wrong.
+fn set(
+    root: &std::path::Path,
+    n: usize,
+    raw: f64,
+    right: bool,
+) -> iras_scenarios::calibrate::ScoredSet {
+    let cases: Vec<CaseResult> = (0..n)
+        .map(|i| CaseResult {
+            file: format!("{i}.json"),
+            ..case(if right { Some(1) } else { None }, raw, 0.7)
+        })
+        .collect();
+    iras_scenarios::calibrate::ScoredSet {
+        name: root.display().to_string(),
+        root: root.to_path_buf(),
+        raw: eval::EvalReport {
+            summary: eval::summarize(&cases, "offline", 0.7),
+            cases,
+        },
+    }
+}
+
+#[test]
+fn leave_one_set_out_never_reports_a_set_through_a_fit_on_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // The same raw figure is always right on one system and always wrong on the other.
+    let sets = vec![set(&a, 20, 0.5, true), set(&b, 20, 0.5, false)];
+    let reports = iras_scenarios::calibrate::leave_one_set_out(&sets, 0.7);
+    // Set a is read through b's record (always wrong), and b through a's (always right).
+    assert!(
+        reports[0].cases.iter().all(|c| c.confidence < 0.1),
+        "{:?}",
+        reports[0].cases[0]
+    );
+    assert!(
+        reports[1].cases.iter().all(|c| c.confidence > 0.9),
+        "{:?}",
+        reports[1].cases[0]
+    );
+    assert_eq!(reports[1].summary.confidently_wrong, 1.0);
+    assert_eq!(reports[0].summary.coverage, 0.0);
+    let how = reports[0].summary.calibration.as_deref().unwrap();
+    assert!(
+        how.starts_with("leave-one-set-out") && how.contains("b (20)"),
+        "{how}"
+    );
+
+    // A sub-folder of a set is the same incidents: it is not fitted on for its parent.
+    let nested = vec![set(&a, 20, 0.5, true), set(&a.join("sub"), 5, 0.5, true)];
+    let reports = iras_scenarios::calibrate::leave_one_set_out(&nested, 0.7);
+    assert!(reports[0]
+        .summary
+        .calibration
+        .as_deref()
+        .unwrap()
+        .starts_with("none"));
+    assert_eq!(reports[0].cases[0].confidence, 0.5, "raw kept");
+}
+
+#[test]
+fn a_file_reached_through_two_sets_is_fitted_on_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let sets = vec![set(&a, 4, 0.5, true), set(&a, 4, 0.5, true)];
+    let file = iras_scenarios::calibrate::calibration_file(&sets);
+    assert_eq!(
+        file.fit_on.iter().map(|f| f.n).collect::<Vec<_>>(),
+        vec![4, 0]
+    );
 }
 
 #[test]

@@ -22,17 +22,36 @@ use crate::ports::{Analyst, AnalystError, PostMortemFacts, PostMortemNarrative};
 pub use baro::BaroAnalyst;
 pub use plan::plan;
 pub use postmortem::postmortem;
-pub use rca::rca;
+pub use rca::{rca, Calibration};
 pub use triage::triage;
 
 /// The analyst that needs nothing but the evidence: no network, no model, same answer for the
-/// same bundle.
-#[derive(Debug, Clone, Default)]
-pub struct OfflineAnalyst {}
+/// same bundle. Its confidence goes through a calibration (the shipped one unless told
+/// otherwise), so that it reads as the probability that the first candidate is right.
+#[derive(Debug, Clone)]
+pub struct OfflineAnalyst {
+    calibration: Calibration,
+}
+
+impl Default for OfflineAnalyst {
+    fn default() -> Self {
+        OfflineAnalyst::new()
+    }
+}
 
 impl OfflineAnalyst {
+    /// With the shipped calibration.
     pub fn new() -> Self {
-        OfflineAnalyst {}
+        OfflineAnalyst::with_calibration(Calibration::shipped().clone())
+    }
+
+    /// With the analysis' own confidence, uncalibrated: what a calibration is fitted on.
+    pub fn uncalibrated() -> Self {
+        OfflineAnalyst::with_calibration(Calibration::identity())
+    }
+
+    pub fn with_calibration(calibration: Calibration) -> Self {
+        OfflineAnalyst { calibration }
     }
 }
 
@@ -54,7 +73,7 @@ impl Analyst for OfflineAnalyst {
         triage: &TriageResult,
         context: &ContextBundle,
     ) -> Result<RootCauseHypothesis, AnalystError> {
-        Ok(rca::rca(alert, triage, context))
+        Ok(rca::rca_with(alert, triage, context, &self.calibration))
     }
 
     async fn plan(

@@ -22,6 +22,7 @@
 //! [`scoring`] (the ranking), then [`confidence`], [`fault`] and [`explain`] for the
 //! hypothesis.
 
+pub mod calibration;
 mod confidence;
 mod explain;
 pub mod fault;
@@ -42,6 +43,7 @@ use crate::analyst::symptoms::AlertSymptoms;
 use crate::analyst::text::clean;
 use crate::domain::*;
 
+pub use calibration::Calibration;
 pub use fault::{fault_phrase, FAULT_TYPES};
 
 /// What the alert is about: slowness or failures (`None` when both or neither).
@@ -52,6 +54,17 @@ fn alert_symptom(alert: &Alert) -> Option<metrics::SymptomClass> {
         (false, true) => Some(metrics::SymptomClass::Failure),
         _ => None,
     }
+}
+
+/// The only evidence line of the answer given when nothing points anywhere.
+const NO_EVIDENCE: &str = "alerted service; no evidence gathered";
+
+/// Whether `h` is the offline analyst's no-evidence answer, whose fixed low confidence is not
+/// the analysis' figure and so is neither calibrated nor fitted on.
+pub fn is_no_evidence_answer(h: &RootCauseHypothesis) -> bool {
+    h.analyst == "offline"
+        && h.candidates.len() == 1
+        && h.candidates[0].evidence.first().map(String::as_str) == Some(NO_EVIDENCE)
 }
 
 /// A service counts as anomalous (for explanation chains) from this much evidence on.
@@ -109,6 +122,17 @@ fn analyse(alert: &Alert, ctx: &ContextBundle) -> Analysis {
 /// service with confidence ≤ 0.2, so the pipeline widens the window and then escalates
 /// instead of treating "nothing found" as an error.
 pub fn rca(alert: &Alert, triage: &TriageResult, ctx: &ContextBundle) -> RootCauseHypothesis {
+    rca_with(alert, triage, ctx, Calibration::shipped())
+}
+
+/// [`rca`] with confidence read through `calibration` instead of the shipped map
+/// ([`Calibration::identity`] gives the analysis' raw confidence, which the eval fits on).
+pub fn rca_with(
+    alert: &Alert,
+    triage: &TriageResult,
+    ctx: &ContextBundle,
+    calibration: &Calibration,
+) -> RootCauseHypothesis {
     let _ = triage; // severity does not change what the evidence says
     let a = analyse(alert, ctx);
     let graph = Graph::new(&ctx.topology);
@@ -151,7 +175,7 @@ pub fn rca(alert: &Alert, triage: &TriageResult, ctx: &ContextBundle) -> RootCau
                 service: alerted,
                 score: 0.0,
                 fault: "unknown".into(),
-                evidence: vec!["alerted service; no evidence gathered".into()],
+                evidence: vec![NO_EVIDENCE.into()],
             }],
             contributing_factors: factors,
             evidence: vec![format!(
@@ -188,7 +212,9 @@ pub fn rca(alert: &Alert, triage: &TriageResult, ctx: &ContextBundle) -> RootCau
         });
     }
 
-    let (confidence, notes) = confidence::confidence(top, tf, &ranked, &a, &graph, &alerted, ctx);
+    let (raw, notes) = confidence::confidence(top, tf, &ranked, &a, &graph, &alerted, ctx);
+    // The no-evidence answer above keeps its fixed low figure: there is nothing to calibrate.
+    let confidence = calibration.apply(raw);
     let suspect_deployment = tf
         .deployment
         .clone()
