@@ -369,6 +369,22 @@ fn two_equally_strong_candidates_are_not_confident() {
         "{h:#?}"
     );
     assert!(h.confidence < 0.7, "{}: {h:#?}", h.confidence);
+
+    // The lead is what the doubt is about: the same failure with no rival beside it is read
+    // with far more confidence (raw figures, before the shipped map).
+    let identity = iras_core::analyst::rca::Calibration::identity();
+    let tied = iras_core::analyst::rca::rca_with(&alert, &t, &ctx, &identity);
+    let mut alone_ctx = ctx.clone();
+    alone_ctx.metrics.retain(|m| m.service == "alpha");
+    alone_ctx.anomalies.retain(|a| a.service == "alpha");
+    let alone = iras_core::analyst::rca::rca_with(&alert, &t, &alone_ctx, &identity);
+    assert_eq!(alone.root_cause_service, "alpha", "{alone:#?}");
+    assert!(
+        alone.confidence >= tied.confidence + 0.2,
+        "alone {} vs tied {}",
+        alone.confidence,
+        tied.confidence
+    );
 }
 
 #[test]
