@@ -3,13 +3,10 @@
 //! metrics again, and the incident resolves as verified, or, when they do not recover, the
 //! rollback is undone and the incident escalates with "applied but did not help".
 
-#[path = "../../shared/aws/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use iras_aws::testing::Moto;
 use iras_aws::{AwsExecutor, EcsSettle};
 use iras_core::config::ExecutorKind;
 use iras_core::policy::RemediationPolicy;
@@ -17,7 +14,6 @@ use iras_core::*;
 use iras_scenarios::{Scenario, DEMO_SCENARIO};
 use iras_tests::*;
 use serde_json::{json, Value};
-use support::Moto;
 
 /// The payment-service bad deploy, on ECS: the deploy before the onset is task definition
 /// payment-service:2 of service payment-service in cluster shop. With `recovers`, the

@@ -23,6 +23,9 @@ pub mod remediation;
 mod sfn;
 
 pub use aws_config::SdkConfig;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "evidence")]
 pub use cloudwatch::{
     CloudWatchLogs, CloudWatchLogsConfig, CloudWatchMetrics, MetricSpec, MetricsConfig,

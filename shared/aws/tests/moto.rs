@@ -2,7 +2,8 @@
 //! second) so tests stay independent under `cargo test` and `cargo nextest` alike. One test
 //! binary, so the SDK is linked once.
 
-mod support;
+// The moto harness is the crate's own (`src/testing.rs`), shared with the end-to-end tests.
+use iras_aws::testing as support;
 
 #[path = "moto/aws_deployments.rs"]
 mod aws_deployments;

@@ -37,10 +37,8 @@
 
 mod support;
 
-// iras-aws's own moto harness: a private moto server per test, stopped on drop.
-#[allow(dead_code)]
-#[path = "../../aws/tests/support/mod.rs"]
-mod moto;
+// iras-aws's moto harness: a private moto server per test, stopped on drop.
+use iras_aws::testing as moto;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,4 +1,6 @@
-//! A moto server of the test's own on 127.0.0.1, stopped when the test ends (pass or panic).
+//! Test harness (feature `testing`): a moto server of the test's own on 127.0.0.1, stopped when
+//! the test ends (pass or panic), and a local fake of an AWS JSON-protocol API. Here rather than
+//! in one crate's `tests/` so that every crate testing against moto links the same harness.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -6,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iras_aws::SdkConfig;
+use crate::SdkConfig;
 
 pub struct Moto {
     child: Child,
@@ -14,7 +16,7 @@ pub struct Moto {
     pub config: SdkConfig,
 }
 
-/// `.venv-test` at the workspace root, whichever crate includes this harness.
+/// `.venv-test` at the workspace root (the first ancestor of this crate holding `Cargo.lock`).
 fn moto_server_path() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest
@@ -103,7 +105,7 @@ impl Moto {
                 let _ = child.wait();
                 continue;
             }
-            let config = iras_aws::emulator_config(&format!("http://{addr}")).await;
+            let config = crate::emulator_config(&format!("http://{addr}")).await;
             return Some(Moto {
                 child,
                 addr,
@@ -148,7 +150,6 @@ impl Drop for Moto {
 /// A local fake of one AWS JSON-protocol API (the `x-amz-target` header names the operation)
 /// for what moto does not answer: `answer(operation, request)` gives the status and the body.
 /// Returns the endpoint URL; the server stops with the test's runtime.
-#[allow(dead_code)] // not every test binary that includes this harness fakes an API
 pub async fn fake_json_api<F>(answer: F) -> String
 where
     F: Fn(&str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
