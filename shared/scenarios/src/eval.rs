@@ -621,15 +621,15 @@ impl Gathered {
         stages::rca(&self.deps, &self.input)
             .await
             .map_err(|e| e.to_string())?;
+        // The incident carries the attempt's hypothesis; reading it spares a copy of the
+        // attempt's whole evidence.
         let hypothesis = self
             .deps
             .store
-            .attempts(&self.input.incident_id)
+            .get_incident(&self.input.incident_id)
             .await
             .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|a| a.attempt == self.input.attempt)
-            .and_then(|a| a.hypothesis)
+            .and_then(|i| i.hypothesis)
             .ok_or("rca left no hypothesis")?;
         Ok(Investigation {
             alert: self.alert,

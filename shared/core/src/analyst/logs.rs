@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Duration;
 
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+
 use super::graph::Graph;
 use crate::domain::{LogLevel, LogLine, Timestamp};
 
@@ -117,30 +119,54 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
-/// `needle` occurs in `hay` with no letter or digit right before or after it.
-fn contains_word(hay: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return false;
+/// A speaker's alias tokens with the service each names, and the matcher over those tokens.
+type SpeakerAliases = (Vec<(String, String)>, Words);
+
+/// Finds which of a set of lowercase words occur in a text as whole words (no letter or
+/// digit right before or after), case-insensitively, in one pass over the text whatever the
+/// number of words: every line is read against every service name, and TrainTicket has 46.
+struct Words {
+    automaton: Option<AhoCorasick>,
+    count: usize,
+}
+
+impl Words {
+    fn new<'a>(words: impl IntoIterator<Item = &'a str>) -> Words {
+        let words: Vec<&str> = words.into_iter().collect();
+        let automaton = (!words.is_empty() && words.iter().all(|w| !w.is_empty()))
+            .then(|| {
+                // An NFA: built fresh per analysis, for lines of a few hundred bytes, a DFA's
+                // build costs more than its faster scan saves.
+                AhoCorasick::builder()
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    .ascii_case_insensitive(true)
+                    .build(&words)
+                    .ok()
+            })
+            .flatten();
+        Words {
+            automaton,
+            count: words.len(),
+        }
     }
-    let h = hay.as_bytes();
-    let mut from = 0;
-    while let Some(pos) = hay[from..].find(needle) {
-        let at = from + pos;
-        let end = at + needle.len();
-        let before_ok = at == 0 || !is_word_byte(h[at - 1]);
-        let after_ok = end >= h.len() || !is_word_byte(h[end]);
-        if before_ok && after_ok {
-            return true;
+
+    /// For each word, whether `hay` holds it as a whole word.
+    fn found(&self, hay: &str) -> Vec<bool> {
+        let mut found = vec![false; self.count];
+        let Some(ac) = &self.automaton else {
+            return found;
+        };
+        let h = hay.as_bytes();
+        // Overlapping: `pay` inside `payment` must not hide a later whole-word `pay`.
+        for m in ac.find_overlapping_iter(hay) {
+            let before_ok = m.start() == 0 || !is_word_byte(h[m.start() - 1]);
+            let after_ok = m.end() >= h.len() || !is_word_byte(h[m.end()]);
+            if before_ok && after_ok {
+                found[m.pattern().as_usize()] = true;
+            }
         }
-        from = at + 1;
-        while from < hay.len() && !hay.is_char_boundary(from) {
-            from += 1;
-        }
-        if from >= hay.len() {
-            break;
-        }
+        found
     }
-    false
 }
 
 fn name_tokens(name: &str) -> Vec<String> {
@@ -218,7 +244,9 @@ pub fn analyse(
         .filter(|s| s.len() >= 4)
         .map(|s| (s.to_ascii_lowercase(), s.clone()))
         .collect();
-    let mut alias_cache: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+    let full_names = Words::new(lowered.iter().map(|(low, _)| low.as_str()));
+    // A speaker's aliases for its neighbours, built once per speaker, not per line.
+    let mut alias_cache: HashMap<&str, SpeakerAliases> = HashMap::new();
     let mut new_counts: HashMap<&str, HashMap<String, usize>> = HashMap::new();
     let mut own_weight_after: HashMap<&str, f64> = HashMap::new();
     let mut blaming_lines: HashMap<&str, usize> = HashMap::new();
@@ -237,20 +265,23 @@ pub fn analyse(
         while !l.message.is_char_boundary(cut) {
             cut -= 1;
         }
-        let text = l.message[..cut].to_ascii_lowercase();
+        let text = &l.message[..cut];
 
         // Which other services this line names.
         let mut named: Vec<String> = lowered
             .iter()
-            .filter(|(low, orig)| orig != speaker && contains_word(&text, low))
-            .map(|(_, orig)| orig.clone())
+            .zip(full_names.found(text))
+            .filter(|((_, orig), found)| *found && orig != speaker)
+            .map(|((_, orig), _)| orig.clone())
             .collect();
         if named.is_empty() {
-            let al = alias_cache
-                .entry(speaker)
-                .or_insert_with(|| aliases(graph, speaker));
-            for (tok, owner) in al.iter() {
-                if contains_word(&text, tok) && !named.contains(owner) {
+            let (al, words) = alias_cache.entry(speaker).or_insert_with(|| {
+                let al = aliases(graph, speaker);
+                let words = Words::new(al.iter().map(|(tok, _)| tok.as_str()));
+                (al, words)
+            });
+            for ((_, owner), found) in al.iter().zip(words.found(text)) {
+                if found && !named.contains(owner) {
                     named.push(owner.clone());
                 }
             }
@@ -428,12 +459,19 @@ mod tests {
 
     #[test]
     fn word_matching_respects_boundaries() {
-        assert!(contains_word(
+        let found = |hay: &str, word: &str| Words::new([word]).found(hay)[0];
+        assert!(found(
             "post http://pricing-service.market.svc:8080",
             "pricing-service"
         ));
-        assert!(contains_word("caller=payment/client.go", "payment"));
-        assert!(!contains_word("payments.stripegateway", "stripe"));
-        assert!(contains_word("c.a.payments.stripe.gateway", "stripe"));
+        assert!(found("caller=payment/client.go", "payment"));
+        assert!(found("Caller=PAYMENT/client.go", "payment"));
+        assert!(!found("payments.stripegateway", "stripe"));
+        assert!(found("c.a.payments.stripe.gateway", "stripe"));
+        // A word inside a longer one does not hide a later whole-word occurrence.
+        assert!(found("payments failed; pay timed out", "pay"));
+        let several = Words::new(["auth", "auth-service", "cart"]).found("auth-service: timeout");
+        assert_eq!(several, vec![true, true, false]);
+        assert!(Words::new([]).found("anything").is_empty());
     }
 }

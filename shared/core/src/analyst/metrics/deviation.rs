@@ -3,7 +3,7 @@
 use chrono::DateTime;
 
 use super::stats::{median, quantile, sorted};
-use super::vocabulary::{bad_direction, has_any, metric_kind, tokens, MetricKind};
+use super::vocabulary::{bad_direction_of, has_any, metric_kind_of, tokens, MetricKind};
 use super::{BAND_SCORE, MAX_SCORE, SIGNIFICANT_SCORE};
 use crate::domain::{BadDirection, MetricAnomaly, MetricSeries, Timestamp};
 
@@ -107,17 +107,21 @@ fn reference(window: &[(i64, f64)], baseline: &[f64]) -> (Vec<f64>, bool) {
 
 /// The ceiling of a ratio whose bad direction is down (availability, success, hit ratio):
 /// 100 for percentages, 1 for fractions. `None` for anything else.
-fn ratio_ceiling(series: &MetricSeries, direction: BadDirection, values: &[f64]) -> Option<f64> {
+fn ratio_ceiling(
+    series: &MetricSeries,
+    toks: &[String],
+    direction: BadDirection,
+    values: impl Iterator<Item = f64> + Clone,
+) -> Option<f64> {
     if direction != BadDirection::Down {
         return None;
     }
-    let toks = tokens(&series.name);
     let unit = series.unit.trim().to_ascii_lowercase();
     let percent =
-        matches!(unit.as_str(), "percent" | "%" | "pct") || has_any(&toks, &["percent", "pct"]);
+        matches!(unit.as_str(), "percent" | "%" | "pct") || has_any(toks, &["percent", "pct"]);
     let ratio = unit == "ratio"
         || has_any(
-            &toks,
+            toks,
             &[
                 "availability",
                 "available",
@@ -131,11 +135,11 @@ fn ratio_ceiling(series: &MetricSeries, direction: BadDirection, values: &[f64])
     if !percent && !ratio {
         return None;
     }
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let max = values.clone().fold(f64::NEG_INFINITY, f64::max);
     let top = if percent || max > 1.0 { 100.0 } else { 1.0 };
+    let mut values = values;
     values
-        .iter()
-        .all(|v| *v >= -1e-9 && *v <= top * (1.0 + 1e-9))
+        .all(|v| v >= -1e-9 && v <= top * (1.0 + 1e-9))
         .then_some(top)
 }
 
@@ -170,7 +174,11 @@ pub fn deviation_with(
     if window.len() < 2 {
         return None;
     }
-    let base: Vec<f64> = usable(&series.baseline).into_iter().map(|p| p.1).collect();
+    let base: Vec<f64> = series
+        .baseline
+        .iter()
+        .filter_map(|&(_, v)| v.filter(|x| x.is_finite()))
+        .collect();
     let (reference, estimated) = reference(&window, &base);
     let ref_sorted = sorted(reference.iter().copied());
     let med = median(&ref_sorted);
@@ -183,21 +191,18 @@ pub fn deviation_with(
         // absolute deviation still sees them.
         spread = 1.2533 * abs_dev.iter().sum::<f64>() / abs_dev.len() as f64;
     }
-    let direction = bad_direction(&series.name, &series.unit);
-    let all: Vec<f64> = window
-        .iter()
-        .map(|p| p.1)
-        .chain(reference.iter().copied())
-        .collect();
-    let max_abs = all.iter().map(|v| v.abs()).fold(0.0_f64, f64::max);
-    let ceiling = ratio_ceiling(series, direction, &all);
+    let toks = tokens(&series.name);
+    let direction = bad_direction_of(&toks, &series.unit);
+    let all = || window.iter().map(|p| p.1).chain(reference.iter().copied());
+    let max_abs = all().map(f64::abs).fold(0.0_f64, f64::max);
+    let ceiling = ratio_ceiling(series, &toks, direction, all());
     // Floors keep a flat baseline (replicas always 4, zero evictions) from dividing by zero:
     // 2% of the level, or 0.1% of the largest magnitude seen. For a ratio the level is the
     // failing share (100 - availability): availability sitting at exactly 100 then dropping to
     // 97 is 3% of requests failing, a large deviation.
     // Whole-number series (sessions, replicas, restarts) move in steps of one: a step is not
     // an anomaly, so their spread is at least half a step.
-    let integral = ceiling.is_none() && max_abs >= 1.0 && all.iter().all(|v| v.fract() == 0.0);
+    let integral = ceiling.is_none() && max_abs >= 1.0 && all().all(|v| v.fract() == 0.0);
     let relative = match ceiling {
         Some(top) => (0.02 * (top - med).abs()).max(1e-3 * top),
         None => (0.02 * med.abs()).max(1e-3 * max_abs),
@@ -209,10 +214,8 @@ pub fn deviation_with(
         Vec::new()
     };
     // A ratio over no requests at all (availability 0 of 0) says nothing.
-    let window: Vec<(i64, f64)> = window
-        .into_iter()
-        .filter(|p| count_near(&counts, p.0).is_none_or(|n| n > 0.0))
-        .collect();
+    let mut window = window;
+    window.retain(|p| count_near(&counts, p.0).is_none_or(|n| n > 0.0));
     if window.len() < 2 {
         return None;
     }
@@ -274,7 +277,7 @@ pub fn deviation_with(
     // does not describe the new regime. A resource that was already running out (a disk filling
     // for days, a certificate nearing expiry) is a latent cause: half of its earlier deviation
     // still counts.
-    let keep = if metric_kind(&series.name) == MetricKind::Cause {
+    let keep = if metric_kind_of(&toks) == MetricKind::Cause {
         0.5
     } else {
         0.0
@@ -307,7 +310,7 @@ pub fn deviation_with(
             })
             .collect()
     } else {
-        raw.clone()
+        raw
     };
     // Nothing is anomalous that is no worse than where the window started: with ratios over
     // few requests, one request's worth changes from sample to sample and can fake a change.

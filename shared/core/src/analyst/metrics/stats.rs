@@ -24,6 +24,8 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 pub fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
     let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
+    // Values equal under the total order are the same bits, so an unstable sort gives the
+    // same slice as a stable one, faster.
+    v.sort_unstable_by(f64::total_cmp);
     v
 }

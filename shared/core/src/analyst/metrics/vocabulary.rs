@@ -19,10 +19,12 @@ pub enum MetricKind {
 
 /// Splits `ConsumedWriteCapacityUnits` / `5XXErrorRate` / `latency_p99` into lowercase tokens.
 pub(crate) fn tokens(name: &str) -> Vec<String> {
-    let chars: Vec<char> = name.chars().collect();
+    // Bytes, not chars: only ASCII letters and digits make tokens, and every byte of a
+    // non-ASCII character separates them as the character itself would.
+    let b = name.as_bytes();
     let mut out = Vec::new();
     let mut cur = String::new();
-    for (i, &c) in chars.iter().enumerate() {
+    for (i, &c) in b.iter().enumerate() {
         if !c.is_ascii_alphanumeric() {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
@@ -30,14 +32,14 @@ pub(crate) fn tokens(name: &str) -> Vec<String> {
             continue;
         }
         if c.is_ascii_uppercase() && !cur.is_empty() {
-            let prev = chars[i - 1];
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let prev = b[i - 1];
+            let next_lower = b.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
             // camelCase boundary, or the end of an acronym (`XXError` -> `xx`, `error`).
             if prev.is_ascii_lowercase() || (prev.is_ascii_uppercase() && next_lower) {
                 out.push(std::mem::take(&mut cur));
             }
         }
-        cur.push(c.to_ascii_lowercase());
+        cur.push(c.to_ascii_lowercase() as char);
     }
     if !cur.is_empty() {
         out.push(cur);
@@ -197,21 +199,25 @@ const TRAFFIC_WORDS: &[&str] = &[
 /// ones (`SuccessfulRequestLatency` is a latency), and request volume is `Either`: a collapse
 /// in traffic is as telling as a surge.
 pub fn bad_direction(metric_name: &str, unit: &str) -> BadDirection {
-    let toks = tokens(metric_name);
-    if has_any(&toks, TIME_WORDS) {
+    bad_direction_of(&tokens(metric_name), unit)
+}
+
+/// [`bad_direction`] from the name's [`tokens`], for a caller that reads them more than once.
+pub(crate) fn bad_direction_of(toks: &[String], unit: &str) -> BadDirection {
+    if has_any(toks, TIME_WORDS) {
         return BadDirection::Up;
     }
     // `error_rate` and `5XXErrorRate` are errors first; `request_rate` is traffic.
     if has_any(
-        &toks,
+        toks,
         &["error", "errors", "err", "5xx", "4xx", "fault", "faults"],
     ) {
         return BadDirection::Up;
     }
-    if has_any(&toks, DOWN_WORDS) && !has_any(&toks, &["unavailable", "unhealthy"]) {
+    if has_any(toks, DOWN_WORDS) && !has_any(toks, &["unavailable", "unhealthy"]) {
         return BadDirection::Down;
     }
-    if has_any(&toks, UP_WORDS) {
+    if has_any(toks, UP_WORDS) {
         return BadDirection::Up;
     }
     let unit = unit.trim().to_ascii_lowercase();
@@ -279,8 +285,11 @@ pub fn is_client_side(metric_name: &str) -> bool {
 }
 
 pub fn metric_kind(metric_name: &str) -> MetricKind {
-    let toks = tokens(metric_name);
-    let joined = toks.join("_");
+    metric_kind_of(&tokens(metric_name))
+}
+
+/// [`metric_kind`] from the name's [`tokens`].
+pub(crate) fn metric_kind_of(toks: &[String]) -> MetricKind {
     // Errors, latency and availability propagate to callers: symptoms.
     let symptom_words = [
         "error",
@@ -376,24 +385,25 @@ pub fn metric_kind(metric_name: &str) -> MetricKind {
         "locks",
     ];
     // Consumed capacity is throughput under another name.
-    if has_any(&toks, &["consumed"]) {
+    if has_any(toks, &["consumed"]) {
         return MetricKind::Traffic;
     }
     // Time spent waiting for a shared resource is what a victim of contention feels: a
     // symptom, like latency, not evidence that the service itself hogs the resource.
-    if has_any(&toks, &["pressure", "waiting", "steal", "throttled"])
-        && has_any(&toks, &["cpu", "io", "memory"])
+    if has_any(toks, &["pressure", "waiting", "steal", "throttled"])
+        && has_any(toks, &["cpu", "io", "memory"])
     {
         return MetricKind::Symptom;
     }
     // Resource words win unless the name is plainly an error count (`connection_errors`).
-    if has_any(&toks, &cause_words) && !has_any(&toks, &["error", "errors", "5xx"]) {
+    if has_any(toks, &cause_words) && !has_any(toks, &["error", "errors", "5xx"]) {
         return MetricKind::Cause;
     }
-    if has_any(&toks, &symptom_words) || joined.contains("error") {
+    // `error` inside a token too (`dberrors`, `errorcount`).
+    if has_any(toks, &symptom_words) || toks.iter().any(|t| t.contains("error")) {
         return MetricKind::Symptom;
     }
-    if has_any(&toks, TRAFFIC_WORDS) || has_prefix(&toks, &["request"]) {
+    if has_any(toks, TRAFFIC_WORDS) || has_prefix(toks, &["request"]) {
         return MetricKind::Traffic;
     }
     MetricKind::Other

@@ -226,21 +226,23 @@ pub(super) fn from_metrics(
                 f.onset = Some(f.onset.map_or(o, |x: Timestamp| x.min(o)));
             }
         }
-        f.devs.push((w, d.clone()));
+        f.devs.push((w, d));
     }
     for f in features.values_mut() {
         f.devs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let by = |k: MetricKind| -> Vec<f64> {
-            f.devs
-                .iter()
-                .filter(|(_, d)| metrics::metric_kind(&d.anomaly.metric) == k)
-                .map(|(w, _)| *w)
-                .collect()
-        };
-        f.cause = combine(by(MetricKind::Cause));
-        f.symptom = combine(by(MetricKind::Symptom));
-        f.traffic = combine(by(MetricKind::Traffic));
-        f.other = combine(by(MetricKind::Other));
+        let (mut cause, mut symptom, mut traffic, mut other) = (vec![], vec![], vec![], vec![]);
+        for (w, d) in &f.devs {
+            match metrics::metric_kind(&d.anomaly.metric) {
+                MetricKind::Cause => cause.push(*w),
+                MetricKind::Symptom => symptom.push(*w),
+                MetricKind::Traffic => traffic.push(*w),
+                MetricKind::Other => other.push(*w),
+            }
+        }
+        f.cause = combine(cause);
+        f.symptom = combine(symptom);
+        f.traffic = combine(traffic);
+        f.other = combine(other);
     }
     features
 }
