@@ -581,9 +581,9 @@ impl IncidentStore for SqliteStore {
     async fn put_attempt(
         &self,
         id: &IncidentId,
-        attempt: &InvestigationAttempt,
+        attempt: InvestigationAttempt,
     ) -> Result<(), StoreError> {
-        let (id, n, body) = (id.clone(), attempt.attempt, encode(attempt)?);
+        let (id, n, body) = (id.clone(), attempt.attempt, encode(&attempt)?);
         self.with(move |c| {
             c.execute(
                 "INSERT INTO attempts (incident_id, attempt, body) VALUES (?1, ?2, ?3)

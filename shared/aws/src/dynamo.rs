@@ -1103,9 +1103,9 @@ impl IncidentStore for DynamoStore {
     async fn put_attempt(
         &self,
         id: &IncidentId,
-        attempt: &InvestigationAttempt,
+        attempt: InvestigationAttempt,
     ) -> Result<(), StoreError> {
-        let body = fit_attempt(attempt, MAX_ATTEMPT_BYTES)?;
+        let body = fit_attempt(&attempt, MAX_ATTEMPT_BYTES)?;
         let mut item = key(inc_pk(id), &attempt_sk(attempt.attempt));
         item.insert("attempt".into(), n(attempt.attempt));
         item.insert("body".into(), s(body));

@@ -46,21 +46,36 @@ impl Mem {
     }
 }
 
-/// What the store writes: never the repeats, which live beside the record.
-/// The same bound as the stores that serialise: the record as it would be written.
-fn check_size(incident: &Incident) -> Result<(), StoreError> {
-    let body = serde_json::to_string(&record_of(incident))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    crate::ports::check_record_size(&incident.incident_id, &body)
+/// The length of a value's JSON, counted as it is written rather than kept.
+fn json_len(value: &impl serde::Serialize) -> serde_json::Result<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    Ok(count.0)
+}
+
+/// The same bound as the stores that serialise, on the record as it would be written
+/// (`stored`: from [`record_of`]).
+fn check_size(stored: &Incident) -> Result<(), StoreError> {
+    let bytes = json_len(stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    crate::ports::check_record_len(&stored.incident_id, bytes)
 }
 
 /// What a page of records weighs as stored.
 fn weight(incident: &Incident) -> usize {
-    serde_json::to_string(incident)
-        .map(|s| s.len())
-        .unwrap_or(0)
+    json_len(incident).unwrap_or(0)
 }
 
+/// What the store writes: never the repeats, which live beside the record.
 fn record_of(incident: &Incident) -> Incident {
     let mut stored = incident.clone();
     stored.repeats = AlertRepeats::default();
@@ -97,7 +112,8 @@ impl MemoryStore {
 #[async_trait]
 impl IncidentStore for MemoryStore {
     async fn create_incident(&self, incident: &Incident) -> Result<(), StoreError> {
-        check_size(incident)?;
+        let mut stored = record_of(incident);
+        check_size(&stored)?;
         let mut m = self.mem();
         if m.incidents.contains_key(&incident.incident_id) {
             return Err(StoreError::AlreadyExists(incident.incident_id.to_string()));
@@ -109,7 +125,6 @@ impl IncidentStore for MemoryStore {
         {
             return Err(StoreError::Duplicate(open.incident_id.clone()));
         }
-        let mut stored = record_of(incident);
         stored.version = 1;
         m.incidents.insert(incident.incident_id.clone(), stored);
         Ok(())
@@ -119,7 +134,8 @@ impl IncidentStore for MemoryStore {
         Ok(m.incidents.get(id).map(|i| m.joined(i, true)))
     }
     async fn update_incident(&self, incident: &Incident) -> Result<Incident, StoreError> {
-        check_size(incident)?;
+        let mut stored = record_of(incident);
+        check_size(&stored)?;
         let mut m = self.mem();
         let current = m
             .incidents
@@ -128,11 +144,10 @@ impl IncidentStore for MemoryStore {
         if current.version != incident.version {
             return Err(StoreError::Conflict(incident.incident_id.to_string()));
         }
-        let mut stored = record_of(incident);
         stored.version += 1;
-        m.incidents
-            .insert(incident.incident_id.clone(), stored.clone());
-        Ok(m.joined(&stored, true))
+        let joined = m.joined(&stored, true);
+        m.incidents.insert(incident.incident_id.clone(), stored);
+        Ok(joined)
     }
     async fn list_incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
         let m = self.mem();
@@ -214,13 +229,13 @@ impl IncidentStore for MemoryStore {
     async fn put_attempt(
         &self,
         id: &IncidentId,
-        attempt: &InvestigationAttempt,
+        attempt: InvestigationAttempt,
     ) -> Result<(), StoreError> {
         self.mem()
             .attempts
             .entry(id.clone())
             .or_default()
-            .insert(attempt.attempt, attempt.clone());
+            .insert(attempt.attempt, attempt);
         Ok(())
     }
     async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {

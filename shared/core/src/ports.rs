@@ -46,10 +46,15 @@ pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// [`StoreError::TooLarge`] when `body` (a record as stored) is over [`MAX_RECORD_BYTES`].
 pub fn check_record_size(id: &IncidentId, body: &str) -> Result<(), StoreError> {
-    if body.len() > MAX_RECORD_BYTES {
+    check_record_len(id, body.len())
+}
+
+/// [`check_record_size`] for a body measured without being kept.
+pub fn check_record_len(id: &IncidentId, bytes: usize) -> Result<(), StoreError> {
+    if bytes > MAX_RECORD_BYTES {
         return Err(StoreError::TooLarge {
             id: id.to_string(),
-            bytes: body.len(),
+            bytes,
             max: MAX_RECORD_BYTES,
         });
     }
@@ -125,10 +130,12 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<AlertRepeats, StoreError>;
 
     /// Upsert by (incident, attempt): a retried gather or rca overwrites its own attempt.
+    /// Taken by value: the evidence is the largest thing a stage holds (thousands of log
+    /// lines), and an in-process store keeps it without a copy.
     async fn put_attempt(
         &self,
         id: &IncidentId,
-        attempt: &InvestigationAttempt,
+        attempt: InvestigationAttempt,
     ) -> Result<(), StoreError>;
     /// Ascending by attempt.
     async fn attempts(&self, id: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError>;

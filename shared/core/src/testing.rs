@@ -419,7 +419,7 @@ pub mod store_contract {
                 hypothesis: None,
                 gathered_at: inc.created_at,
             };
-            store.put_attempt(&inc.incident_id, &a).await.unwrap();
+            store.put_attempt(&inc.incident_id, a).await.unwrap();
         }
         let got = store.attempts(&inc.incident_id).await.unwrap();
         assert_eq!(

@@ -102,11 +102,7 @@ impl IncidentStore for DownStore {
     ) -> Result<AlertRepeats, StoreError> {
         Err(down())
     }
-    async fn put_attempt(
-        &self,
-        _: &IncidentId,
-        _: &InvestigationAttempt,
-    ) -> Result<(), StoreError> {
+    async fn put_attempt(&self, _: &IncidentId, _: InvestigationAttempt) -> Result<(), StoreError> {
         Err(down())
     }
     async fn attempts(&self, _: &IncidentId) -> Result<Vec<InvestigationAttempt>, StoreError> {

@@ -373,6 +373,12 @@ fn load(path: &Path, shown: &str) -> Loaded {
             }
         }
     };
+    // Most files are scenarios: parsed once. Only a file that does not parse is read again
+    // for what it is (another JSON file, or a broken scenario and its id).
+    let parsed = match Scenario::parse(&text, shown) {
+        Ok(s) => return Loaded::Scenario(Box::new(s)),
+        Err(e) => e,
+    };
     // Only the fields that decide what the file is: a full `Value` of a large scenario costs as
     // much as the scenario itself.
     let head: Head = match serde_json::from_str(&text) {
@@ -390,23 +396,20 @@ fn load(path: &Path, shown: &str) -> Loaded {
     if head.format.as_ref().and_then(Value::as_str) != Some(FORMAT) {
         return Loaded::Other;
     }
-    match Scenario::parse(&text, shown) {
-        Ok(s) => Loaded::Scenario(Box::new(s)),
-        Err(e) => Loaded::Broken {
-            id: head
-                .id
-                .as_ref()
-                .and_then(Value::as_str)
-                .unwrap_or(shown)
-                .to_string(),
-            truth: head
-                .truth
-                .as_ref()
-                .and_then(|t| t.get("root_cause_service"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            error: e.to_string(),
-        },
+    Loaded::Broken {
+        id: head
+            .id
+            .as_ref()
+            .and_then(Value::as_str)
+            .unwrap_or(shown)
+            .to_string(),
+        truth: head
+            .truth
+            .as_ref()
+            .and_then(|t| t.get("root_cause_service"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        error: parsed.to_string(),
     }
 }
 
@@ -420,12 +423,19 @@ struct Head {
 
 /// Evaluates every scenario under `path` with `analyst`. `progress(done, total)` is called
 /// after each scenario.
+///
+/// Scenarios are independent incidents, so as many run at once as the machine has cores
+/// (on a multi-thread runtime; one after the other on a current-thread one); the report keeps
+/// the files' order whatever order they finish in, and at most that many scenarios are held
+/// in memory at a time.
 pub async fn evaluate_path(
     path: &Path,
     analyst: Arc<dyn Analyst>,
     config: &PipelineConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport, EvalError> {
+    use futures_util::StreamExt;
+
     let files = scenario_files(path)?;
     let root = if path.is_file() {
         path.parent().unwrap_or(path)
@@ -433,26 +443,38 @@ pub async fn evaluate_path(
         path
     };
     let total = files.len();
-    let mut cases = Vec::new();
-    for (i, f) in files.iter().enumerate() {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runs = files.into_iter().map(|f| {
         let shown = f
             .strip_prefix(root)
-            .unwrap_or(f)
+            .unwrap_or(&f)
             .display()
             .to_string()
             .replace('\\', "/");
-        match load(f, &shown) {
-            Loaded::Scenario(s) => {
-                let mut case = evaluate_scenario(*s, analyst.clone(), config).await;
-                case.file = shown;
-                cases.push(case);
-            }
-            Loaded::Broken { id, truth, error } => {
-                cases.push(CaseResult::failed(id, shown, truth, error))
-            }
-            Loaded::Other => {}
+        let (analyst, config) = (analyst.clone(), config.clone());
+        let task = tokio::spawn({
+            let shown = shown.clone();
+            async move { evaluate_file(&f, shown, analyst, &config).await }
+        });
+        async move {
+            // A scenario whose evaluation panics is that scenario's failure, not the run's.
+            task.await.unwrap_or_else(|e| {
+                Some(CaseResult::failed(
+                    shown.clone(),
+                    shown,
+                    None,
+                    format!("the evaluation failed: {e}"),
+                ))
+            })
         }
-        progress(i + 1, total);
+    });
+    let mut finished = futures_util::stream::iter(runs).buffered(workers);
+    let mut cases = Vec::new();
+    let mut done = 0;
+    while let Some(case) = finished.next().await {
+        cases.extend(case);
+        done += 1;
+        progress(done, total);
     }
     if cases.is_empty() {
         return Err(EvalError::NoScenarios(path.display().to_string()));
@@ -461,6 +483,24 @@ pub async fn evaluate_path(
         summary: summarize(&cases, &analyst.name(), config.rca_confidence_threshold),
         cases,
     })
+}
+
+/// One file's case (`shown`: its name in the report); `None` for a JSON file that is no scenario.
+async fn evaluate_file(
+    path: &Path,
+    shown: String,
+    analyst: Arc<dyn Analyst>,
+    config: &PipelineConfig,
+) -> Option<CaseResult> {
+    match load(path, &shown) {
+        Loaded::Scenario(s) => {
+            let mut case = evaluate_scenario(*s, analyst, config).await;
+            case.file = shown;
+            Some(case)
+        }
+        Loaded::Broken { id, truth, error } => Some(CaseResult::failed(id, shown, truth, error)),
+        Loaded::Other => None,
+    }
 }
 
 /// Scores one scenario. Its `truth` is removed before the pipeline sees the scenario.

@@ -2,7 +2,7 @@
 //! ranked counts as a miss, the JSON report's shape, and that `truth` never reaches an
 //! analyst (or anything the analyst could read).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -429,4 +429,68 @@ fn llm_without_a_provider_is_a_clear_error() {
     }
     let e = eval::AnalystChoice::Llm.analyst().err().unwrap();
     assert_eq!(e.to_string(), "no LLM configured (LLM_PROVIDER unset)");
+}
+
+/// `iras eval` runs several scenarios at once on a multi-thread runtime: the report must be
+/// the one a run one scenario at a time gives, in the files' order, broken files included.
+#[test]
+fn concurrent_eval_reports_what_one_at_a_time_reports_in_file_order() {
+    let dir = temp_dir("concurrent");
+    let synthetic = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/synthetic");
+    let mut copied = 0;
+    for f in eval::scenario_files(&synthetic).unwrap() {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        std::fs::copy(&f, dir.join(&name)).unwrap();
+        copied += 1;
+    }
+    assert!(copied >= 8, "the synthetic set has its scenarios");
+    std::fs::write(dir.join("nested/garbage.json"), "{not json").unwrap();
+    std::fs::write(dir.join("0-other.json"), r#"{"name": "x"}"#).unwrap();
+
+    let run = |rt: tokio::runtime::Runtime| {
+        let mut progress = Vec::new();
+        let report = rt
+            .block_on(eval::evaluate_path(
+                &dir,
+                Arc::new(OfflineAnalyst::new()),
+                &PipelineConfig::default(),
+                |done, total| progress.push((done, total)),
+            ))
+            .unwrap();
+        (report, progress)
+    };
+    let (one, one_progress) = run(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap());
+    let (many, many_progress) = run(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap());
+
+    assert_eq!(many.to_json(), one.to_json());
+    assert_eq!(many.cases.len(), copied + 1, "the garbage file is a miss");
+    let files: Vec<&str> = many.cases.iter().map(|c| c.file.as_str()).collect();
+    let expected: Vec<String> = eval::scenario_files(&dir)
+        .unwrap()
+        .iter()
+        .map(|f| {
+            f.strip_prefix(&dir)
+                .unwrap()
+                .display()
+                .to_string()
+                .replace('\\', "/")
+        })
+        .filter(|f| f != "0-other.json")
+        .collect();
+    assert_eq!(files, expected, "cases in the files' order");
+    let total = copied + 2;
+    assert_eq!(many_progress, one_progress);
+    assert_eq!(
+        many_progress,
+        (1..=total).map(|d| (d, total)).collect::<Vec<_>>(),
+        "progress counts every file once, in order"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

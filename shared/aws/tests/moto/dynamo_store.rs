@@ -109,7 +109,7 @@ async fn an_attempt_over_the_item_limit_is_stored_cut_with_a_marker() {
         .await;
     assert!(raw.is_err(), "moto accepted an item over 400 KB");
 
-    store.put_attempt(&inc.incident_id, &attempt).await.unwrap();
+    store.put_attempt(&inc.incident_id, attempt).await.unwrap();
 
     let back = store.attempts(&inc.incident_id).await.unwrap();
     assert_eq!(back.len(), 1);

@@ -315,7 +315,7 @@ pub async fn gather_context(deps: &Deps, input: &AttemptInput) -> Result<GatherO
     deps.store
         .put_attempt(
             &input.incident_id,
-            &InvestigationAttempt {
+            InvestigationAttempt {
                 attempt: input.attempt,
                 context,
                 hypothesis: None,

@@ -36,7 +36,7 @@ pub async fn rca(deps: &Deps, input: &AttemptInput) -> Result<RcaOutput, StageEr
             let mut h = h?;
             sanitize_hypothesis(&mut h, &incident, &attempt.context);
             attempt.hypothesis = Some(h.clone());
-            deps.store.put_attempt(&input.incident_id, &attempt).await?;
+            deps.store.put_attempt(&input.incident_id, attempt).await?;
             h
         }
     };

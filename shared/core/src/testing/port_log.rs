@@ -125,7 +125,7 @@ impl IncidentStore for Logged<dyn IncidentStore> {
     async fn put_attempt(
         &self,
         id: &IncidentId,
-        attempt: &InvestigationAttempt,
+        attempt: InvestigationAttempt,
     ) -> Result<(), StoreError> {
         self.on(Port::Store).put_attempt(id, attempt).await
     }
