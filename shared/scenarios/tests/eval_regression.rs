@@ -78,6 +78,15 @@ const ECE_TOLERANCE: f64 = 0.02;
 // PetShop and Online Boutique (0.54 -> 0.50, 0.51 -> 0.47, 0.33 -> 0.24) and rose on the
 // synthetic set (0.276 -> 0.340: the map is conservative, its seven confident answers now read
 // 0.75) and TrainTicket (0.084 -> 0.116). The out-of-sample figures are held in HELD_OUT.
+//
+// Without a baseline, a series is measured against its steady stretch just before a recent
+// change, not against the window's start (which can lie inside the previous incident): one
+// more Online Boutique incident right (AC@1 0.667 -> 0.708, fault type 0.542 -> 0.583), and
+// the refitted map, which keeps the worst accuracy any set shows at each raw value, reads
+// lower where PetShop's right answers sit, so the calibration error rose everywhere (PetShop
+// 0.468 -> 0.496 and 0.459 -> 0.474 on the test splits, 0.499 -> 0.508 and 0.468 -> 0.495 on
+// all, Online Boutique 0.238 -> 0.292, TrainTicket 0.116 -> 0.147, synthetic 0.340 -> 0.351),
+// with no change to would-act precision or coverage in or out of sample.
 const REACHED: &[Reached] = &[
     // Includes coredns (outside the call graph) and recommendation-batch (a caller of a shared
     // database, not downstream of the alert): the gather stage looks beyond the call chain.
@@ -88,7 +97,7 @@ const REACHED: &[Reached] = &[
         ac3: 1.0,
         avg5: 1.0,
         fault: 1.0,
-        ece: 0.340,
+        ece: 0.351,
         precision: Some(1.0),
         coverage: 0.583,
     },
@@ -99,7 +108,7 @@ const REACHED: &[Reached] = &[
         ac3: 1.0,
         avg5: 1.0,
         fault: 0.889,
-        ece: 0.468,
+        ece: 0.496,
         precision: Some(1.0),
         coverage: 0.056,
     },
@@ -110,7 +119,7 @@ const REACHED: &[Reached] = &[
         ac3: 0.944,
         avg5: 0.944,
         fault: 0.889,
-        ece: 0.459,
+        ece: 0.474,
         precision: None,
         coverage: 0.0,
     },
@@ -121,7 +130,7 @@ const REACHED: &[Reached] = &[
         ac3: 1.0,
         avg5: 0.992,
         fault: 0.923,
-        ece: 0.499,
+        ece: 0.508,
         precision: Some(1.0),
         coverage: 0.038,
     },
@@ -132,7 +141,7 @@ const REACHED: &[Reached] = &[
         ac3: 0.923,
         avg5: 0.938,
         fault: 0.923,
-        ece: 0.468,
+        ece: 0.495,
         precision: None,
         coverage: 0.0,
     },
@@ -147,11 +156,11 @@ const REACHED: &[Reached] = &[
     Reached {
         set: "nezha-dev/online-boutique",
         n: 24,
-        ac1: 0.667,
+        ac1: 0.708,
         ac3: 0.833,
         avg5: 0.800,
-        fault: 0.542,
-        ece: 0.238,
+        fault: 0.583,
+        ece: 0.292,
         precision: Some(1.0),
         coverage: 0.125,
     },
@@ -162,7 +171,7 @@ const REACHED: &[Reached] = &[
         ac3: 0.429,
         avg5: 0.450,
         fault: 0.500,
-        ece: 0.116,
+        ece: 0.147,
         precision: None,
         coverage: 0.0,
     },

@@ -84,8 +84,91 @@ fn quiet_prefix(window: &[(i64, f64)]) -> usize {
     }
 }
 
+/// The series cut into steady stretches: where each begins (the first at 0). Optimal
+/// partitioning into segments of constant level by least squares, each further segment
+/// costing 2σ²·ln n (the BIC penalty of one mean and one change point), σ the noise measured
+/// on successive differences so that the level shifts being looked for do not inflate it.
+/// Segments hold at least two points; PELT pruning keeps the search near linear.
+fn stretches(values: &[f64]) -> Vec<usize> {
+    let n = values.len();
+    if n < 4 {
+        return vec![0];
+    }
+    let diffs = sorted(values.windows(2).map(|w| (w[1] - w[0]).abs()));
+    let mut sigma = 1.4826 * median(&diffs) / std::f64::consts::SQRT_2;
+    if sigma < 1e-12 {
+        // Mostly flat with a few steps: the mean difference still sees the noise there is.
+        sigma = 1.2533 * diffs.iter().sum::<f64>() / diffs.len() as f64 / std::f64::consts::SQRT_2;
+    }
+    if sigma < 1e-12 {
+        return vec![0];
+    }
+    let penalty = 2.0 * sigma * sigma * (n as f64).ln();
+    let mut sum = vec![0.0; n + 1];
+    let mut sq = vec![0.0; n + 1];
+    for (i, v) in values.iter().enumerate() {
+        sum[i + 1] = sum[i] + v;
+        sq[i + 1] = sq[i] + v * v;
+    }
+    let sse = |a: usize, b: usize| {
+        let s = sum[b] - sum[a];
+        ((sq[b] - sq[a]) - s * s / (b - a) as f64).max(0.0)
+    };
+    const MIN_LEN: usize = 2;
+    // best[t]: the cheapest cut of values[..t]; from[t]: where its last segment starts.
+    let mut best = vec![f64::INFINITY; n + 1];
+    let mut from = vec![0usize; n + 1];
+    best[0] = -penalty;
+    let mut candidates: Vec<usize> = vec![0];
+    for t in MIN_LEN..=n {
+        let mut chosen = (f64::INFINITY, 0);
+        for &s in candidates.iter().filter(|&&s| t - s >= MIN_LEN) {
+            let cost = best[s] + sse(s, t) + penalty;
+            if cost < chosen.0 {
+                chosen = (cost, s);
+            }
+        }
+        best[t] = chosen.0;
+        from[t] = chosen.1;
+        // A start that already costs more than the best cut plus a segment never wins later.
+        candidates.retain(|&s| t - s < MIN_LEN || best[s] + sse(s, t) <= best[t]);
+        if t <= n - MIN_LEN {
+            candidates.push(t);
+        }
+    }
+    let mut starts = Vec::new();
+    let mut t = n;
+    while t > 0 {
+        t = from[t];
+        starts.push(t);
+    }
+    starts.reverse();
+    starts
+}
+
+/// When the window's latest stretch began recently (in its last third) and an earlier
+/// excursion ended before it, the stretch just before it: the level the series had when the
+/// current change began. The window's start can lie inside an older incident (incidents
+/// overlap), and measuring against it makes an older fault the normal.
+fn stretch_before_change(values: &[f64]) -> Option<&[f64]> {
+    let starts = stretches(values);
+    let n = values.len();
+    let &[.., prev, last] = starts.as_slice() else {
+        return None;
+    };
+    if starts.len() < 3 || last < n - n / 3 || last - prev < 3 {
+        return None;
+    }
+    // The stretch before must be the series' usual level, not the older excursion itself
+    // (which a recovery now would follow): nearer the window's typical level than the current.
+    let typical = median(&sorted(values[..last].iter().copied()));
+    let level = |r: &[f64]| median(&sorted(r.iter().copied()));
+    let before = &values[prev..last];
+    ((level(before) - typical).abs() < (level(&values[last..]) - typical).abs()).then_some(before)
+}
+
 /// The reference a window is compared with: the baseline when it is usable, else the window's
-/// own quiet start (flagged as estimated).
+/// own quiet start, or the steady stretch just before a recent change (flagged as estimated).
 fn reference(window: &[(i64, f64)], baseline: &[f64]) -> (Vec<f64>, bool) {
     let base_all_zero = baseline.iter().all(|v| v.abs() < 1e-12);
     let early_n = window
@@ -98,6 +181,10 @@ fn reference(window: &[(i64, f64)], baseline: &[f64]) -> (Vec<f64>, bool) {
     // baseline (a missing export, a renamed series), not a week of silence.
     let degenerate = baseline.len() < 3 || (base_all_zero && early_level > 1e-9);
     if degenerate {
+        let values: Vec<f64> = window.iter().map(|p| p.1).collect();
+        if let Some(before) = stretch_before_change(&values) {
+            return (before.to_vec(), true);
+        }
         let k = quiet_prefix(window);
         (window[..k].iter().map(|p| p.1).collect(), true)
     } else {
@@ -620,6 +707,52 @@ mod tests {
         // All-null baseline: same fallback.
         let a = anomaly(&series("availability_avg", &pts, &[None, None, None]), at()).unwrap();
         assert!(a.baseline_estimated);
+    }
+
+    // Nezha Online Boutique, the day's third incident (frontend CPU, no baseline yet): the
+    // window opens during the first incident's CPU surge on the same pod, settles, and surges
+    // again two minutes before the alert.
+    const OLDER_SURGE_THEN_CURRENT: [f64; 22] = [
+        26.7, 28.6, 25.7, 80.5, 81.4, 100.2, 82.7, 104.5, 104.9, 87.7, 23.6, 26.1, 15.0, 15.5,
+        13.2, 27.6, 19.7, 20.7, 25.7, 27.2, 99.6, 99.9,
+    ];
+
+    #[test]
+    fn without_a_baseline_the_normal_is_the_level_before_the_current_change() {
+        let cpu = series("cpu_usage_rate", &OLDER_SURGE_THEN_CURRENT, &[]);
+        let a = anomaly(&cpu, at()).unwrap();
+        assert!(a.baseline_estimated);
+        assert!(
+            is_significant(&a),
+            "the surge now is not normal because an older one was in the window: {a:?}"
+        );
+        assert!(a.baseline < 30.0, "{a:?}");
+        let starts = stretches(&OLDER_SURGE_THEN_CURRENT);
+        assert!(
+            starts.ends_with(&[10, 20]),
+            "the settled stretch, then the current surge: {starts:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_a_recovery_is_not_measured_against_the_older_excursion() {
+        // An older surge that ends just before the alert: the normal stays the usual level the
+        // series is back at, not the surge (against which the recovery would look like a drop).
+        let mut pts: Vec<f64> = (0..12).map(|i| 20.0 + (i % 3) as f64).collect();
+        pts.extend([90.0, 92.0, 91.0, 95.0, 90.0, 93.0]);
+        pts.extend([21.0, 20.0, 22.0]);
+        let a = anomaly(&series("workload", &pts, &[]), at()).unwrap();
+        assert!(a.baseline_estimated);
+        assert!(a.baseline < 30.0, "{a:?}");
+    }
+
+    #[test]
+    fn steady_noise_is_one_stretch() {
+        let noisy: Vec<f64> = (0..40)
+            .map(|i| 50.0 + [3.0, -2.0, 1.0, -4.0, 2.0, 0.0, -1.0][i % 7])
+            .collect();
+        assert_eq!(stretches(&noisy), vec![0]);
+        assert_eq!(stretches(&[5.0; 30]), vec![0]);
     }
 
     #[test]
