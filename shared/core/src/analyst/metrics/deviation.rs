@@ -45,6 +45,30 @@ fn usable(points: &[(i64, Option<f64>)]) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// Running sums of a series and of its squares: the squared error of any segment around its
+/// own mean in constant time, for the segmentations below.
+struct PrefixSums {
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+}
+
+impl PrefixSums {
+    fn new(values: impl Iterator<Item = f64>) -> Self {
+        let (mut sum, mut sq) = (vec![0.0], vec![0.0]);
+        for v in values {
+            sum.push(sum[sum.len() - 1] + v);
+            sq.push(sq[sq.len() - 1] + v * v);
+        }
+        PrefixSums { sum, sq }
+    }
+
+    /// Squared error of `values[a..b]` around its mean (may be a hair below 0 from rounding).
+    fn sse(&self, a: usize, b: usize) -> f64 {
+        let s = self.sum[b] - self.sum[a];
+        (self.sq[b] - self.sq[a]) - s * s / (b - a) as f64
+    }
+}
+
 /// Where the window's own normal part ends, when the baseline cannot be used: the split into
 /// two segments that best explains the series (least squares on segment means), if it explains
 /// at least half of the variance; otherwise the first third. The earlier segment is taken as
@@ -55,17 +79,8 @@ fn quiet_prefix(window: &[(i64, f64)]) -> usize {
     if n < 4 {
         return third;
     }
-    let mut sum = vec![0.0; n + 1];
-    let mut sq = vec![0.0; n + 1];
-    for (i, (_, v)) in window.iter().enumerate() {
-        sum[i + 1] = sum[i] + v;
-        sq[i + 1] = sq[i] + v * v;
-    }
-    let sse = |a: usize, b: usize| {
-        let len = (b - a) as f64;
-        let s = sum[b] - sum[a];
-        (sq[b] - sq[a]) - s * s / len
-    };
+    let sums = PrefixSums::new(window.iter().map(|p| p.1));
+    let sse = |a: usize, b: usize| sums.sse(a, b);
     let total = sse(0, n);
     if total <= 0.0 {
         return third;
@@ -104,16 +119,8 @@ fn stretches(values: &[f64]) -> Vec<usize> {
         return vec![0];
     }
     let penalty = 2.0 * sigma * sigma * (n as f64).ln();
-    let mut sum = vec![0.0; n + 1];
-    let mut sq = vec![0.0; n + 1];
-    for (i, v) in values.iter().enumerate() {
-        sum[i + 1] = sum[i] + v;
-        sq[i + 1] = sq[i] + v * v;
-    }
-    let sse = |a: usize, b: usize| {
-        let s = sum[b] - sum[a];
-        ((sq[b] - sq[a]) - s * s / (b - a) as f64).max(0.0)
-    };
+    let sums = PrefixSums::new(values.iter().copied());
+    let sse = |a: usize, b: usize| sums.sse(a, b).max(0.0);
     const MIN_LEN: usize = 2;
     // best[t]: the cheapest cut of values[..t]; from[t]: where its last segment starts.
     let mut best = vec![f64::INFINITY; n + 1];
@@ -161,8 +168,8 @@ fn stretch_before_change(values: &[f64]) -> Option<&[f64]> {
     }
     // The stretch before must be the series' usual level, not the older excursion itself
     // (which a recovery now would follow): nearer the window's typical level than the current.
-    let typical = median(&sorted(values[..last].iter().copied()));
     let level = |r: &[f64]| median(&sorted(r.iter().copied()));
+    let typical = level(&values[..last]);
     let before = &values[prev..last];
     ((level(before) - typical).abs() < (level(&values[last..]) - typical).abs()).then_some(before)
 }
